@@ -11,23 +11,16 @@ from typing import Callable
 
 from torch import nn
 
+from .registry import Registry
+
 OpBuilder = Callable[[int, int], nn.Module]
 
 #: name -> builder(in_channels, out_channels) -> module. Insertion order is the canonical order
 #: used for the default operator assignment and the one-hot encoding.
-OPS: dict[str, OpBuilder] = {}
+OPS: Registry = Registry("operator")
 
-
-def register_op(name: str) -> Callable[[OpBuilder], OpBuilder]:
-    """Decorator registering ``builder(in_channels, out_channels) -> nn.Module`` under ``name``."""
-
-    def decorator(builder: OpBuilder) -> OpBuilder:
-        if name in OPS:
-            raise ValueError(f"operator {name!r} is already registered")
-        OPS[name] = builder
-        return builder
-
-    return decorator
+#: Decorator registering ``builder(in_channels, out_channels) -> nn.Module`` under a name.
+register_op = OPS.register
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int, kernel: int) -> nn.Sequential:

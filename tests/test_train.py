@@ -1,0 +1,103 @@
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from search_space import SearchSpace, build_network
+from trainables import DeviceData, DivergedError, TeacherCache, TrainConfig, make_protocol, train_candidate
+from trainables.cli import main
+
+TINY = dict(epochs=1, width=4, batch_size=64, flip=False)
+METRICS = ("id_acc", "auroc_msp", "auroc_energy", "auroc_maha", "fpr95_msp")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return DeviceData(make_protocol("digits"), "cpu")
+
+
+def test_result_contract_and_weights(digits):
+    g = SearchSpace().sample(0)
+    r = train_candidate(g, digits, TrainConfig(**TINY))
+    for key in METRICS:
+        assert 0.0 <= r[key] <= 1.0
+    assert r["train_seconds"] > 0 and r["arch_hash"] == g.arch_hash and json.loads(r["genotype"])
+    model = build_network(g, num_classes=6, in_channels=1, width=4)
+    model.load_state_dict(r["state_dict"])  # the weights are the trained network's
+
+
+def test_same_seed_same_result(digits):
+    g = SearchSpace().sample(1)
+    a = train_candidate(g, digits, TrainConfig(**TINY, seed=3))
+    b = train_candidate(g.to_json(), digits, TrainConfig(**TINY, seed=3))
+    c = train_candidate(g, digits, TrainConfig(**TINY, seed=4))
+    assert all(a[k] == b[k] for k in METRICS)
+    assert any(a[k] != c[k] for k in METRICS + ("final_loss",))
+
+
+def test_divergence_is_a_typed_error(digits):
+    with pytest.raises(DivergedError, match="training loss became"):
+        train_candidate(SearchSpace().sample(2), digits, TrainConfig(**{**TINY, "lr": 1e12}))
+
+
+def test_objectives_without_aux_and_with_teachers(digits):
+    g = SearchSpace().sample(4)
+    no_aux = DeviceData(dataclasses.replace(make_protocol("digits"), aux=None), "cpu")
+    r = train_candidate(g, no_aux, TrainConfig(**TINY, objective="oe"))  # OE reduces to CE without outliers
+    assert 0 <= r["auroc_msp"] <= 1
+    teachers = []
+    for seed in range(2):
+        t = train_candidate(SearchSpace().sample(10 + seed), digits, TrainConfig(**TINY))
+        model = build_network(SearchSpace().sample(10 + seed), num_classes=6, in_channels=1, width=4)
+        model.load_state_dict(t["state_dict"])
+        teachers.append(model)
+    with pytest.raises(ValueError, match="needs a teacher ensemble"):
+        train_candidate(g, digits, TrainConfig(**TINY, objective="distill"))
+    online = train_candidate(g, digits, TrainConfig(**TINY, objective="distill"), teachers=teachers)
+    cached = train_candidate(g, digits, TrainConfig(**TINY, objective="distill", teacher_mode="cached"), teachers=teachers)
+    cache = TeacherCache.compute(teachers, digits, temperature=20.0)
+    assert cache.train.shape == (len(digits.train_y), 6) and cache.aux.shape == (len(digits.aux), 6)
+    assert torch.allclose(cache.train.sum(1), torch.ones(len(digits.train_y)))
+    precomputed = train_candidate(g, digits, TrainConfig(**TINY, objective="distill"), teachers=cache)
+    assert precomputed["auroc_msp"] == cached["auroc_msp"], "a given cache equals one computed inside"
+    assert online["final_loss"] != cached["final_loss"], "online teachers see augmented inputs"
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="epochs: expected"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="config: unknown key"):
+        TrainConfig().replace(epoch=3)
+
+
+def test_cli_quick_preset_meets_the_bar(tmp_path):
+    """The issue's acceptance check: a sampled architecture on digits, quick preset, 2-core CPU."""
+    g = SearchSpace().sample(0).to_json()
+    start = time.time()
+    out = subprocess.run([sys.executable, "-m", "trainables", "train", "--genotype", g, "--preset", "quick",
+                          "--save", str(tmp_path / "w.pt")], capture_output=True, text=True, cwd=tmp_path)
+    elapsed = time.time() - start
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["id_acc"] >= 0.85 and result["auroc_msp"] >= 0.6, result
+    assert elapsed <= 120
+    assert (tmp_path / "w.pt").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "epoch=3"], "config: unknown key(s) ['epoch']"),
+    (["--preset", "huge"], "--preset: unknown 'huge'"),
+    (["--protocol", "mnist"], "--protocol: unknown 'mnist'"),
+    (["--set", "protocol.colour=1"], "protocol digits: bad option"),
+    (["--set", "objective=focal"], "objective: unknown 'focal'"),
+    (["--set", "noequals"], "--set: expected key=value"),
+])
+def test_cli_bad_input(capsys, args, message):
+    g = SearchSpace().sample(0).to_json()
+    assert main(["train", "--genotype", g, *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err

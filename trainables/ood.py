@@ -1,0 +1,286 @@
+"""OOD detection metrics and post-hoc OOD scores (plain PyTorch + numpy + scikit-learn).
+
+Conventions
+-----------
+- Every score is "higher = more in-distribution" (ID). Metrics take ``id_scores`` and ``ood_scores``
+  (1-D arrays or lists) and treat **ID as the positive class**, except ``aupr_out`` (OOD positive, scores
+  negated). All metrics are Python floats, fractions in [0, 1] (not percentages).
+- ``fpr_at_tpr(id, ood, tpr=0.95)`` is the classic FPR@95TPR: the fraction of OOD samples accepted
+  (score >= threshold) at the highest threshold that still keeps at least 95% of the ID samples.
+  OpenOOD v1.5 reverses the roles (OOD positive: fraction of ID rejected at 95% of OOD caught), so its
+  FPR@95 numbers are not directly comparable with these.
+- Models are ``nn.Module``s: ``model(x)`` -> logits ``(N, num_classes)``; ``model(x, return_features=True)``
+  -> ``(logits, features)`` with penultimate features ``(N, D)``. Images are float tensors ``(N, C, H, W)``,
+  already normalised; each batch is moved to the model's device. Scores run the model in eval mode and
+  restore every submodule's previous mode afterwards.
+- Scores live in the registry :data:`SCORES` (OpenOOD-postprocessor style): ``make_score(name, **kw)``,
+  then ``setup(model, train_images, train_labels)`` (fit on the ID training set; no-op for most) and
+  ``score(model, images) -> np.ndarray (N,) float64``. Register new ones with :func:`register_score`.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.spatial.distance import cdist
+from sklearn.covariance import EmpiricalCovariance
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from torch import nn
+
+from search_space.registry import Registry
+
+# ----------------------------------------------------------------------------------------------- metrics
+
+
+def _check(x, name: str) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array, got shape {a.shape}")
+    if a.size == 0:
+        raise ValueError(f"{name}: expected a non-empty array")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name}: contains {int((~np.isfinite(a)).sum())} NaN or infinite score(s)")
+    return a
+
+
+def _labels_scores(id_scores, ood_scores) -> tuple[np.ndarray, np.ndarray]:
+    """-> (y, s): y = 1 for ID, 0 for OOD; s the concatenated scores."""
+    i, o = _check(id_scores, "id_scores"), _check(ood_scores, "ood_scores")
+    return np.r_[np.ones(i.size), np.zeros(o.size)], np.r_[i, o]
+
+
+def auroc(id_scores, ood_scores) -> float:
+    """Area under the ROC curve, ID positive (1 = every ID sample scores above every OOD sample)."""
+    return float(roc_auc_score(*_labels_scores(id_scores, ood_scores)))
+
+
+def aupr_in(id_scores, ood_scores) -> float:
+    """Average precision with ID as the positive class."""
+    return float(average_precision_score(*_labels_scores(id_scores, ood_scores)))
+
+
+def aupr_out(id_scores, ood_scores) -> float:
+    """Average precision with OOD as the positive class (scores negated)."""
+    y, s = _labels_scores(id_scores, ood_scores)
+    return float(average_precision_score(1 - y, -s))
+
+
+def fpr_at_tpr(id_scores, ood_scores, tpr: float = 0.95) -> float:
+    """Fraction of OOD samples with score >= t, for the highest threshold t keeping >= ``tpr`` of ID samples."""
+    if not 0.0 < tpr <= 1.0:
+        raise ValueError(f"tpr: expected a value in (0, 1], got {tpr}")
+    fprs, tprs, _ = roc_curve(*_labels_scores(id_scores, ood_scores), drop_intermediate=False)
+    return float(fprs[tprs >= tpr - 1e-12].min())  # tolerance: 19/20 must count as 0.95
+
+
+# ------------------------------------------------------------------------------------------------ scores
+
+#: name -> OODScore subclass. Insertion order is the reporting order.
+SCORES: Registry = Registry("OOD score")
+
+
+def register_score(name: str) -> Callable[[type], type]:
+    """Class decorator registering an :class:`OODScore` subclass under ``name`` (also set as ``cls.name``)."""
+
+    def decorator(cls: type) -> type:
+        cls.name = name
+        return SCORES.register(name)(cls)
+
+    return decorator
+
+
+def make_score(name: str, **kwargs) -> "OODScore":
+    """Instantiate the registered score ``name`` with its keyword parameters."""
+    return SCORES.lookup(name)(**kwargs)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode; restore each submodule's previous ``training`` flag on exit."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _device(model: nn.Module, fallback: torch.Tensor) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else fallback.device
+
+
+def _batches(model: nn.Module, images: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+    device = _device(model, images)
+    for i in range(0, len(images), batch_size):
+        yield images[i : i + batch_size].to(device, non_blocking=True)
+
+
+class OODScore:
+    """Base class. Subclasses implement ``_score_batch(model, x) -> tensor (B,)`` (called under no_grad, in
+    eval mode) and, if they fit state on the ID train set, ``setup`` plus ``needs_setup = True``."""
+
+    name = "base"
+    needs_setup = False
+
+    def __init__(self):
+        self.fitted = False
+
+    def setup(self, model: nn.Module, train_images: torch.Tensor, train_labels: torch.Tensor,
+              batch_size: int = 512) -> None:
+        """Fit on the ID training set: ``train_images`` (N, C, H, W) float, ``train_labels`` (N,) long."""
+        self.fitted = True
+
+    @torch.no_grad()
+    def score(self, model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> np.ndarray:
+        """-> (N,) float64, higher = more in-distribution."""
+        if self.needs_setup and not self.fitted:
+            raise RuntimeError(f"OOD score {self.name!r} needs setup(model, train_images, train_labels) "
+                               "before score()")
+        with eval_mode(model):
+            out = [self._score_batch(model, x).detach().double().cpu() for x in _batches(model, images, batch_size)]
+        return torch.cat(out).numpy() if out else np.empty(0)
+
+    def _score_batch(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if isinstance(v, (int, float)) and k != "fitted")
+        return f"{type(self).__name__}({params})"
+
+
+@torch.no_grad()
+def _features(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Penultimate features (N, D) in float64 on the CPU, model in eval mode."""
+    with eval_mode(model):
+        feats = [model(x, return_features=True)[1].double().cpu() for x in _batches(model, images, batch_size)]
+    return torch.cat(feats)
+
+
+def _check_train(train_images: torch.Tensor, train_labels: torch.Tensor) -> None:
+    if len(train_images) == 0 or len(train_images) != len(train_labels):
+        raise ValueError(f"train_images, train_labels: expected equal non-zero lengths, "
+                         f"got {len(train_images)} and {len(train_labels)}")
+
+
+@register_score("msp")
+class MSP(OODScore):
+    """Maximum softmax probability (Hendrycks & Gimpel, 2017). In [1/C, 1]."""
+
+    def _score_batch(self, model, x):
+        return model(x).double().softmax(1).amax(1)
+
+
+@register_score("energy")
+class Energy(OODScore):
+    """Negative free energy ``T * logsumexp(logits / T)`` (Liu et al., 2020); unbounded, in logit units."""
+
+    def __init__(self, temperature: float = 1.0):
+        super().__init__()
+        self.temperature = float(temperature)
+
+    def _score_batch(self, model, x):
+        return self.temperature * torch.logsumexp(model(x).double() / self.temperature, 1)
+
+
+@register_score("maha")
+class Mahalanobis(OODScore):
+    """``-min_c (f - mu_c)^T Sigma^+ (f - mu_c)`` on penultimate features f (Lee et al., 2018, without input
+    preprocessing or layer ensembles): class means mu_c and one tied covariance Sigma, float64, fit in setup."""
+
+    needs_setup = True
+
+    def setup(self, model, train_images, train_labels, batch_size=512):
+        _check_train(train_images, train_labels)
+        f, y = _features(model, train_images, batch_size).numpy(), train_labels.cpu().numpy()
+        classes, idx = np.unique(y, return_inverse=True)
+        self.means = np.stack([f[idx == c].mean(0) for c in range(len(classes))])  # (C, D)
+        precision = EmpiricalCovariance(assume_centered=True).fit(f - self.means[idx]).precision_  # pinvh
+        lam, vec = np.linalg.eigh((precision + precision.T) / 2)
+        self.whiten = vec * np.sqrt(np.clip(lam, 0, None))  # (D, D): d2 = |(f - mu) W|^2
+        self.fitted = True
+
+    def _score_batch(self, model, x):
+        f = model(x, return_features=True)[1].double().cpu().numpy()
+        d2 = cdist(f @ self.whiten, self.means @ self.whiten, "sqeuclidean")  # (B, C)
+        return torch.from_numpy(-d2.min(1))
+
+
+@register_score("odin")
+class ODIN(OODScore):
+    """ODIN (Liang et al., 2018): ``x' = x - eps * sign(-grad_x log max softmax(f(x)/T))``, score
+    ``max softmax(f(x')/T)``. eps is in normalised-input units (no per-channel std division)."""
+
+    def __init__(self, temperature: float = 1000.0, epsilon: float = 0.0014):
+        super().__init__()
+        self.temperature, self.epsilon = float(temperature), float(epsilon)
+
+    def _score_batch(self, model, x):
+        if self.epsilon:
+            with torch.enable_grad():
+                x = x.detach().clone().requires_grad_(True)
+                nll = -(model(x) / self.temperature).log_softmax(1).amax(1).sum()
+                (grad,) = torch.autograd.grad(nll, x)  # leaves the parameters' .grad alone
+            x = x.detach() - self.epsilon * grad.sign()
+        return (model(x).double() / self.temperature).softmax(1).amax(1)
+
+
+@register_score("knn")
+class KNN(OODScore):
+    """Deep nearest neighbours (Sun et al., 2022): ``-||z - z_(k)||`` with z the L2-normalised penultimate
+    feature and z_(k) its k-th nearest normalised ID-train feature. In [-2, 0]; k is clamped to the train size."""
+
+    needs_setup = True
+
+    def __init__(self, k: int = 50):
+        super().__init__()
+        if k < 1:
+            raise ValueError(f"k: expected a positive integer, got {k}")
+        self.k = int(k)
+
+    def setup(self, model, train_images, train_labels, batch_size=512):
+        _check_train(train_images, train_labels)
+        device = _device(model, train_images)
+        dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        self.bank = F.normalize(_features(model, train_images, batch_size), dim=1).to(device, dtype)  # (N, D)
+        self.fitted = True
+
+    def _score_batch(self, model, x):
+        z = F.normalize(model(x, return_features=True)[1].to(self.bank.dtype), dim=1)
+        sim = torch.topk(z @ self.bank.T, min(self.k, len(self.bank)), dim=1).values[:, -1]  # k-th largest cos
+        return -(2 - 2 * sim).clamp_min(0).sqrt()
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+
+
+@torch.no_grad()
+def _id_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512) -> float:
+    """Fraction of ``images`` whose argmax logit equals ``labels``."""
+    with eval_mode(model):
+        pred = torch.cat([model(x).argmax(1).cpu() for x in _batches(model, images, batch_size)])
+    return float((pred == labels.cpu()).double().mean())
+
+
+def evaluate_ood(model: nn.Module, id_images: torch.Tensor, id_labels: torch.Tensor, ood_images: torch.Tensor,
+                 train_images: torch.Tensor, train_labels: torch.Tensor,
+                 scores: tuple[str, ...] = ("msp", "energy", "maha"), batch_size: int = 512) -> dict[str, float]:
+    """ID accuracy and, per score s, ``auroc_s``, ``aupr_in_s``, ``aupr_out_s``, ``fpr95_s`` (fractions in [0, 1]).
+
+    ``id_images``/``id_labels``: ID test set; ``ood_images``: OOD test set; ``train_*``: ID training set used by
+    scores that fit state (e.g. maha, knn). Scores use their default parameters.
+    """
+    out = {"id_acc": _id_accuracy(model, id_images, id_labels, batch_size)}
+    for name in scores:
+        s = make_score(name)
+        s.setup(model, train_images, train_labels, batch_size)
+        i, o = s.score(model, id_images, batch_size), s.score(model, ood_images, batch_size)
+        out.update({f"auroc_{name}": auroc(i, o), f"aupr_in_{name}": aupr_in(i, o),
+                    f"aupr_out_{name}": aupr_out(i, o), f"fpr95_{name}": fpr_at_tpr(i, o, 0.95)})
+    return out
