@@ -234,3 +234,22 @@ def test_evaluate_ood_returns_every_metric_in_unit_interval(toy):
     assert out["id_acc"] == 1.0 and out["auroc_msp"] > 0.9 and out["fpr95_maha"] < 0.1
     assert set(evaluate_ood(model, id_x, id_y, ood_x, train_x, train_y)) == {"id_acc"} | {
         f"{m}_{s}" for s in ("msp", "energy", "maha") for m in ("auroc", "aupr_in", "aupr_out", "fpr95")}
+
+
+@pytest.mark.parametrize("name", [n for n, cls in SCORES.items() if cls.from_outputs])
+def test_shared_forward_path_equals_per_score_path(name, toy):
+    """evaluate_ood feeds output-based scores from one forward pass; it must match score(model, x)."""
+    model, train_x, train_y, id_x, id_y, ood_x = toy
+    per_score = fitted(name, model, train_x, train_y)
+    shared = make_score(name)
+    if shared.needs_setup:
+        with torch.no_grad():
+            shared.setup_features(model.eval()(train_x, return_features=True)[1], train_y)
+    with torch.no_grad():
+        logits, features = model.eval()(id_x, return_features=True)
+    np.testing.assert_allclose(shared.score_outputs(logits, features), per_score.score(model, id_x), rtol=1e-5, atol=1e-7)
+
+
+def test_model_based_score_refuses_outputs():
+    with pytest.raises(TypeError, match="needs the model"):
+        make_score("odin").score_outputs(torch.zeros(2, 3), torch.zeros(2, 4))

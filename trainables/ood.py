@@ -123,11 +123,15 @@ def _batches(model: nn.Module, images: torch.Tensor, batch_size: int) -> Iterato
 
 
 class OODScore:
-    """Base class. Subclasses implement ``_score_batch(model, x) -> tensor (B,)`` (called under no_grad, in
-    eval mode) and, if they fit state on the ID train set, ``setup`` plus ``needs_setup = True``."""
+    """Base class. Most scores are functions of the model's outputs: they implement
+    ``_score_outputs(logits, features) -> tensor (B,)`` (and, if they fit state on the ID train set,
+    ``setup_features`` plus ``needs_setup = True``), so one forward pass can feed all of them
+    (:func:`evaluate_ood`). Scores that need the model itself (e.g. input perturbation) set
+    ``from_outputs = False`` and override ``_score_batch(model, x)`` (called under no_grad, in eval mode)."""
 
     name = "base"
     needs_setup = False
+    from_outputs = True
 
     def __init__(self):
         self.fitted = False
@@ -135,7 +139,29 @@ class OODScore:
     def setup(self, model: nn.Module, train_images: torch.Tensor, train_labels: torch.Tensor,
               batch_size: int = 512) -> None:
         """Fit on the ID training set: ``train_images`` (N, C, H, W) float, ``train_labels`` (N,) long."""
+        if self.needs_setup:
+            _check_train(train_images, train_labels)
+            self.setup_features(_features(model, train_images, batch_size), train_labels)
         self.fitted = True
+
+    def setup_features(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Fit on penultimate ID-train ``features`` (N, D) and ``labels`` (N,)."""
+        self.fitted = True
+
+    def score_outputs(self, logits: torch.Tensor, features: torch.Tensor) -> np.ndarray:
+        """Scores from precomputed ``logits`` (N, C) and ``features`` (N, D) -> (N,) float64."""
+        if not self.from_outputs:
+            raise TypeError(f"OOD score {self.name!r} needs the model, not its outputs")
+        if self.needs_setup and not self.fitted:
+            raise RuntimeError(f"OOD score {self.name!r} needs setup() before scoring")
+        return self._score_outputs(logits, features).detach().double().cpu().numpy()
+
+    def _score_batch(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        logits, features = model(x, return_features=True)
+        return self._score_outputs(logits, features)
+
+    def _score_outputs(self, logits: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     @torch.no_grad()
     def score(self, model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> np.ndarray:
@@ -147,20 +173,22 @@ class OODScore:
             out = [self._score_batch(model, x).detach().double().cpu() for x in _batches(model, images, batch_size)]
         return torch.cat(out).numpy() if out else np.empty(0)
 
-    def _score_batch(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if isinstance(v, (int, float)) and k != "fitted")
         return f"{type(self).__name__}({params})"
 
 
 @torch.no_grad()
+def _outputs(model: nn.Module, images: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (N, C) and penultimate features (N, D), float32 on the model's device, model in eval mode."""
+    with eval_mode(model):
+        outs = [model(x, return_features=True) for x in _batches(model, images, batch_size)]
+    return torch.cat([o[0].float() for o in outs]), torch.cat([o[1].float() for o in outs])
+
+
 def _features(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Penultimate features (N, D) in float64 on the CPU, model in eval mode."""
-    with eval_mode(model):
-        feats = [model(x, return_features=True)[1].double().cpu() for x in _batches(model, images, batch_size)]
-    return torch.cat(feats)
+    return _outputs(model, images, batch_size)[1].double().cpu()
 
 
 def _check_train(train_images: torch.Tensor, train_labels: torch.Tensor) -> None:
@@ -173,8 +201,8 @@ def _check_train(train_images: torch.Tensor, train_labels: torch.Tensor) -> None
 class MSP(OODScore):
     """Maximum softmax probability (Hendrycks & Gimpel, 2017). In [1/C, 1]."""
 
-    def _score_batch(self, model, x):
-        return model(x).double().softmax(1).amax(1)
+    def _score_outputs(self, logits, features):
+        return logits.double().softmax(1).amax(1)
 
 
 @register_score("energy")
@@ -185,8 +213,8 @@ class Energy(OODScore):
         super().__init__()
         self.temperature = float(temperature)
 
-    def _score_batch(self, model, x):
-        return self.temperature * torch.logsumexp(model(x).double() / self.temperature, 1)
+    def _score_outputs(self, logits, features):
+        return self.temperature * torch.logsumexp(logits.double() / self.temperature, 1)
 
 
 @register_score("maha")
@@ -196,9 +224,8 @@ class Mahalanobis(OODScore):
 
     needs_setup = True
 
-    def setup(self, model, train_images, train_labels, batch_size=512):
-        _check_train(train_images, train_labels)
-        f, y = _features(model, train_images, batch_size).numpy(), train_labels.cpu().numpy()
+    def setup_features(self, features, labels):
+        f, y = features.double().cpu().numpy(), labels.cpu().numpy()
         classes, idx = np.unique(y, return_inverse=True)
         self.means = np.stack([f[idx == c].mean(0) for c in range(len(classes))])  # (C, D)
         precision = EmpiricalCovariance(assume_centered=True).fit(f - self.means[idx]).precision_  # pinvh
@@ -206,8 +233,8 @@ class Mahalanobis(OODScore):
         self.whiten = vec * np.sqrt(np.clip(lam, 0, None))  # (D, D): d2 = |(f - mu) W|^2
         self.fitted = True
 
-    def _score_batch(self, model, x):
-        f = model(x, return_features=True)[1].double().cpu().numpy()
+    def _score_outputs(self, logits, features):
+        f = features.double().cpu().numpy()
         d2 = cdist(f @ self.whiten, self.means @ self.whiten, "sqeuclidean")  # (B, C)
         return torch.from_numpy(-d2.min(1))
 
@@ -216,6 +243,8 @@ class Mahalanobis(OODScore):
 class ODIN(OODScore):
     """ODIN (Liang et al., 2018): ``x' = x - eps * sign(-grad_x log max softmax(f(x)/T))``, score
     ``max softmax(f(x')/T)``. eps is in normalised-input units (no per-channel std division)."""
+
+    from_outputs = False
 
     def __init__(self, temperature: float = 1000.0, epsilon: float = 0.0014):
         super().__init__()
@@ -244,28 +273,19 @@ class KNN(OODScore):
             raise ValueError(f"k: expected a positive integer, got {k}")
         self.k = int(k)
 
-    def setup(self, model, train_images, train_labels, batch_size=512):
-        _check_train(train_images, train_labels)
-        device = _device(model, train_images)
+    def setup_features(self, features, labels):
+        device = features.device
         dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
-        self.bank = F.normalize(_features(model, train_images, batch_size), dim=1).to(device, dtype)  # (N, D)
+        self.bank = F.normalize(features.to(dtype), dim=1)  # (N, D)
         self.fitted = True
 
-    def _score_batch(self, model, x):
-        z = F.normalize(model(x, return_features=True)[1].to(self.bank.dtype), dim=1)
+    def _score_outputs(self, logits, features):
+        z = F.normalize(features.to(self.bank), dim=1)
         sim = torch.topk(z @ self.bank.T, min(self.k, len(self.bank)), dim=1).values[:, -1]  # k-th largest cos
         return -(2 - 2 * sim).clamp_min(0).sqrt()
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
-
-
-@torch.no_grad()
-def _id_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512) -> float:
-    """Fraction of ``images`` whose argmax logit equals ``labels``."""
-    with eval_mode(model):
-        pred = torch.cat([model(x).argmax(1).cpu() for x in _batches(model, images, batch_size)])
-    return float((pred == labels.cpu()).double().mean())
 
 
 def evaluate_ood(model: nn.Module, id_images: torch.Tensor, id_labels: torch.Tensor, ood_images: torch.Tensor,
@@ -276,11 +296,20 @@ def evaluate_ood(model: nn.Module, id_images: torch.Tensor, id_labels: torch.Ten
     ``id_images``/``id_labels``: ID test set; ``ood_images``: OOD test set; ``train_*``: ID training set used by
     scores that fit state (e.g. maha, knn). Scores use their default parameters.
     """
-    out = {"id_acc": _id_accuracy(model, id_images, id_labels, batch_size)}
-    for name in scores:
-        s = make_score(name)
-        s.setup(model, train_images, train_labels, batch_size)
-        i, o = s.score(model, id_images, batch_size), s.score(model, ood_images, batch_size)
+    made = [make_score(name) for name in scores]
+    id_out, ood_out = _outputs(model, id_images, batch_size), _outputs(model, ood_images, batch_size)
+    out = {"id_acc": float((id_out[0].argmax(1).cpu() == id_labels.cpu()).double().mean())}
+    train_features = None
+    for name, s in zip(scores, made):
+        if s.from_outputs:  # one shared forward pass per image set
+            if s.needs_setup:
+                if train_features is None:
+                    train_features = _outputs(model, train_images, batch_size)[1]
+                s.setup_features(train_features, train_labels)
+            i, o = s.score_outputs(*id_out), s.score_outputs(*ood_out)
+        else:
+            s.setup(model, train_images, train_labels, batch_size)
+            i, o = s.score(model, id_images, batch_size), s.score(model, ood_images, batch_size)
         out.update({f"auroc_{name}": auroc(i, o), f"aupr_in_{name}": aupr_in(i, o),
                     f"aupr_out_{name}": aupr_out(i, o), f"fpr95_{name}": fpr_at_tpr(i, o, 0.95)})
     return out
