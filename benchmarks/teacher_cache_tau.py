@@ -7,7 +7,8 @@ tau(online, cached) next to the noise floor tau(online seed s, online seed s+1):
 harmless for ranking when the first is not clearly below the second. Also prints training seconds per path.
 
     python benchmarks/teacher_cache_tau.py --data ../shared/data/cifar10-train-jpeg.zip               # GPU
-    python benchmarks/teacher_cache_tau.py --data ... --images 1500 --aux 3000 --epochs 2 --width 8 --teachers 3  # CPU
+    python benchmarks/teacher_cache_tau.py --data ... --images 1500 --aux 3000 --epochs 3 --width 8 \
+        --teachers 3 --students 10 --eval-images 1000                                   # CPU
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import time
 import torch
 from scipy.stats import kendalltau
 
-from search_space import Genotype, SearchSpace, build_network
+from search_space import SearchSpace, build_network
 from trainables import DeviceData, TeacherCache, TrainConfig, make_protocol, train_candidate
 
 
@@ -33,12 +34,16 @@ def main() -> None:
     parser.add_argument("--teachers", type=int, default=11)
     parser.add_argument("--students", type=int, default=12)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--eval-images", type=int, default=None, help="cap ID/OOD validation sets (CPU runs)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     protocol = make_protocol("cifar10-split", path=args.data, id_fractions=(10, 1, 1), seed=args.seed,
                              train_limit=args.images)
     protocol.aux = protocol.aux[: args.aux]
+    if args.eval_images:  # smaller validation sets for slow devices
+        protocol.id_val = tuple(t[: args.eval_images] for t in protocol.id_val)
+        protocol.ood["val"] = protocol.ood["val"][: args.eval_images]
     data = DeviceData(protocol, args.device)
     card = torch.cuda.get_device_name() if data.device.type == "cuda" else "CPU"
     print(f"# {card}, {time.strftime('%Y-%m-%d')}, {len(data.train_y)} ID train, {len(data.aux)} aux, "

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, Iterable, Sequence
 
 from .ops import OPS, op_names
@@ -115,6 +115,9 @@ class Cell:
 
     def fingerprint(self) -> str:
         """Weisfeiler-Lehman hash of the pruned cell (invariant to dead parts and isomorphic relabeling)."""
+        return _fingerprint(self)
+
+    def _wl_hash(self) -> str:
         live = sorted(self.live)
         out = -1  # the implicit output vertex
         labels = {v: ("input" if v == 0 else self.ops[v - 1]) for v in live}
@@ -135,6 +138,12 @@ class Cell:
 
     def to_dict(self) -> dict[str, Any]:
         return {"ops": list(self.ops), "edges": [list(e) for e in sorted(self.edges)]}
+
+
+@lru_cache(maxsize=1 << 16)
+def _fingerprint(cell: Cell) -> str:
+    # Cells recur constantly during evolution (parents, repeated proposals): hash each distinct one once.
+    return cell._wl_hash()
 
 
 @dataclass(frozen=True)

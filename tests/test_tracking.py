@@ -1,0 +1,220 @@
+"""Driver-side tracking: history.parquet, the MLflow callback on a real server and a local Ray."""
+import math
+import os
+import pickle
+import random
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+from servers import MlflowServer, free_port, local_ray
+
+from pipelines.tracking import (
+    HISTORY_COLUMNS,
+    KEY_TAG,
+    HistoryStore,
+    MLflowHistoryCallback,
+    TrackingUnavailable,
+    check_tracking_uri,
+)
+
+ROW = {"arch_hash": "abc123", "genotype": '{"k":6}', "stage": "warmup", "iteration": 0, "seed": 1,
+       "auroc_msp": 0.8, "auroc_energy": 0.7, "auroc_maha": 0.6, "fpr95_msp": 0.5, "id_acc": 0.9,
+       "train_seconds": 1.5, "mlflow_run_id": "r1"}
+
+
+# --- HistoryStore ---------------------------------------------------------------------------------
+def test_empty_read_has_columns_and_dtypes(tmp_path):
+    df = HistoryStore(tmp_path / "history.parquet").read()
+    assert list(df.columns) == list(HISTORY_COLUMNS) and len(df) == 0
+    assert str(df["iteration"].dtype) == "int64" and str(df["auroc_msp"].dtype) == "float64"
+    assert pd.api.types.is_string_dtype(df["arch_hash"])
+
+
+def test_append_read_dtypes_and_nan_for_missing_metrics(tmp_path):
+    store = HistoryStore(tmp_path / "out" / "history.parquet")
+    assert store.append(ROW)
+    partial = {k: v for k, v in ROW.items() if k not in ("auroc_maha", "mlflow_run_id")}
+    assert store.append({**partial, "seed": 2, "auroc_energy": None})
+    df = store.read()
+    assert len(df) == 2 and list(df.columns) == list(HISTORY_COLUMNS)
+    assert df.dtypes.equals(HistoryStore(tmp_path / "none.parquet").read().dtypes)
+    second = df.iloc[1]
+    assert math.isnan(second["auroc_maha"]) and math.isnan(second["auroc_energy"]) and second["id_acc"] == 0.9
+    assert second["mlflow_run_id"] == "" and df.iloc[0]["mlflow_run_id"] == "r1"
+    assert store.keys() == {("abc123", "warmup", 0, 1), ("abc123", "warmup", 0, 2)}
+    assert os.listdir(store.path.parent) == ["history.parquet"]  # no temp files left behind
+
+
+def test_duplicate_key_is_rejected_without_writing(tmp_path):
+    store = HistoryStore(tmp_path / "history.parquet")
+    store.append(ROW)
+    before = store.path.read_bytes()
+    assert store.append({**ROW, "auroc_msp": 0.1, "mlflow_run_id": "r2"}) is False
+    assert store.path.read_bytes() == before
+    assert store.append({**ROW, "stage": "distill"})  # another key
+    assert len(store.read()) == 2
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"arch_hash": None}, "arch_hash"),
+    ({"stage": "bogus"}, "stage"),
+    ({"auroc_msp": 95.8}, "auroc_msp"),
+    ({"seed": 1.5}, "seed"),
+    ({"genotype": "{not json"}, "genotype"),
+    ({"extra": 1}, "extra"),
+])
+def test_invalid_rows_raise_one_line(tmp_path, change, field):
+    store = HistoryStore(tmp_path / "history.parquet")
+    with pytest.raises(ValueError, match=field) as e:
+        store.append({**ROW, **change})
+    assert "\n" not in str(e.value)
+    assert not store.path.exists()
+
+
+def test_failed_write_keeps_previous_table(tmp_path, monkeypatch):
+    store = HistoryStore(tmp_path / "history.parquet")
+    store.append(ROW)
+    before = store.path.read_bytes()
+
+    def broken(self, path, **kw):
+        Path(path).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", broken)
+    with pytest.raises(OSError, match="disk full"):
+        store.append({**ROW, "seed": 7})
+    assert store.path.read_bytes() == before and os.listdir(tmp_path) == ["history.parquet"]
+
+
+# --- tracking URI ---------------------------------------------------------------------------------
+def test_tracking_uri_resolution(tmp_path, monkeypatch):
+    explicit = f"sqlite:///{tmp_path}/a.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/b.db")
+    assert check_tracking_uri(explicit) == explicit
+    assert check_tracking_uri() == f"sqlite:///{tmp_path}/b.db"
+    with pytest.raises(TrackingUnavailable, match="does not exist"):
+        check_tracking_uri(f"sqlite:///{tmp_path}/missing/dir/c.db")
+
+
+def test_unreachable_server_fails_before_any_trial(tmp_path, monkeypatch):
+    uri = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for call in (check_tracking_uri, lambda: MLflowHistoryCallback(tmp_path, "x", stage="warmup")):
+        with pytest.raises(TrackingUnavailable) as e:
+            call()
+        assert uri in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "history.parquet").exists()
+
+
+# --- the callback on a real MLflow server and a local Ray -------------------------------------------
+@pytest.fixture(scope="module")
+def services(tmp_path_factory):
+    """(MLflow server, Ray): both start concurrently; the server is stopped by its own pid."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
+    try:
+        with local_ray(num_cpus=2):
+            yield server.wait()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def genotypes():
+    from search_space import SearchSpace
+
+    return {g.to_json(): g.arch_hash for g in SearchSpace().sample_many(16, seed=0)}
+
+
+def make_trainable(hashes, fail=()):
+    """A function trainable reporting fake metrics for ``config["genotype"]`` (pickled by value)."""
+    def trainable(config):
+        from ray import tune
+
+        genotype = config["genotype"]
+        if genotype in fail:
+            raise ValueError("diverged at epoch 3\n(a second line)")
+        rng = random.Random(hashes[genotype])
+        tune.report({"arch_hash": hashes[genotype], "genotype": genotype, "seed": config["seed"],
+                     "auroc_msp": rng.random(), "auroc_energy": rng.random(), "fpr95_msp": rng.random(),
+                     "id_acc": rng.random(), "train_seconds": 0.01})  # no auroc_maha: stored as NaN
+    return trainable
+
+
+def run_tuner(server, hashes, out, experiment, fail=()):
+    from ray import tune
+
+    callback = MLflowHistoryCallback(out, experiment, stage="warmup", tracking_uri=server.uri)
+    tuner = tune.Tuner(
+        tune.with_resources(make_trainable(hashes, fail), {"cpu": 0.125}),
+        param_space={"genotype": tune.grid_search(list(hashes)), "seed": 0},
+        # Reused actors, as the pipeline does: 2 worker processes start instead of 16.
+        tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=2,
+                                    trial_dirname_creator=lambda trial: trial.trial_id),
+        run_config=tune.RunConfig(name=experiment, storage_path=str(out / "ray"), callbacks=[callback], verbose=0),
+    )
+    return callback, tuner.fit()
+
+
+def as_trial(result):
+    """What the callback reads from a Tune trial, rebuilt from a finished trial's result."""
+    return SimpleNamespace(trial_id=result.metrics["trial_id"], last_result=result.metrics, config=result.config)
+
+
+def test_one_run_and_one_row_per_trial_idempotent(services, genotypes, tmp_path):
+    callback, grid = run_tuner(services, genotypes, tmp_path, "dcsod-test")
+    assert grid.num_errors == 0 and len(grid) == 16
+
+    client = callback.client
+    runs = client.search_runs([callback.experiment_id])
+    history = callback.history.read()
+    assert len(runs) == 16 and all(r.info.status == "FINISHED" for r in runs)
+    assert len(history) == 16 and not history.duplicated(["arch_hash", "stage", "iteration", "seed"]).any()
+    assert set(history["arch_hash"]) == set(genotypes.values())
+    assert set(history["mlflow_run_id"]) == {r.info.run_id for r in runs}
+    assert history["auroc_maha"].isna().all() and history["auroc_msp"].between(0, 1).all()
+    run = next(r for r in runs if r.info.run_id == history["mlflow_run_id"][0])
+    assert run.info.run_name == history["arch_hash"][0]
+    assert run.data.tags[KEY_TAG] == f"{history['arch_hash'][0]}/warmup/0/0"
+    assert run.data.tags["genotype"] == history["genotype"][0]
+    assert run.data.params == {"arch_hash": history["arch_hash"][0], "stage": "warmup", "iteration": "0", "seed": "0"}
+    assert set(run.data.metrics) == {"auroc_msp", "auroc_energy", "fpr95_msp", "id_acc", "train_seconds"}
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["genotype.json"]
+
+    # A restored driver (callback unpickled as by Tuner.restore) re-reports every trial: nothing new.
+    restored = pickle.loads(pickle.dumps(callback))
+    for result in grid:
+        restored.on_trial_complete(0, [], as_trial(result))
+    # A crash after the MLflow run was created but before the row was written: the row comes back
+    # with the existing run id and no second run is made.
+    pd.read_parquet(callback.history.path).iloc[1:].to_parquet(callback.history.path, index=False)
+    lost = next(r for r in grid if r.metrics["arch_hash"] == history["arch_hash"][0])
+    restored.on_trial_complete(0, [], as_trial(lost))
+    # The same Tuner rerun into the same output directory (new trial ids, same keys).
+    run_tuner(services, dict(list(genotypes.items())[:2]), tmp_path, "dcsod-test")
+
+    after = callback.history.read()
+    assert len(client.search_runs([callback.experiment_id])) == 16
+    assert len(after) == 16 and set(after["mlflow_run_id"]) == set(history["mlflow_run_id"])
+    assert "database is locked" not in services.log()
+
+
+def test_failed_trial_logs_failed_run_without_history_row(services, genotypes, tmp_path):
+    two = dict(list(genotypes.items())[:2])
+    bad = next(iter(two))
+    callback, grid = run_tuner(services, two, tmp_path, "dcsod-test-errors", fail={bad})
+    assert grid.num_errors == 1
+
+    runs = callback.client.search_runs([callback.experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
+    failed = next(r for r in runs if r.info.status == "FAILED")
+    assert failed.data.tags["error"] == "ValueError: diverged at epoch 3"
+    assert failed.data.tags[KEY_TAG] == f"{two[bad]}/warmup/0/0"
+    history = callback.history.read()
+    assert list(history["arch_hash"]) == [two[next(k for k in two if k != bad)]]
+
+    errored = next(r for r in grid if r.error is not None)
+    trial = SimpleNamespace(trial_id="t", last_result={}, config=errored.config)
+    callback.on_trial_error(0, [], trial)  # reported twice: still one FAILED run
+    assert len(callback.client.search_runs([callback.experiment_id])) == 2
