@@ -2,8 +2,8 @@
 
 (a) reference: fp32, torchvision transforms in a ``torch.utils.data.DataLoader`` over the uint8 images,
     batch 128, one model at a time, cross-entropy.
-(b) fast path: ``trainables.train_candidate`` (device-resident uint8 data, on-device augmentation, bf16
-    autocast + channels_last on CUDA, optional larger batch), ``--workers`` processes training candidates
+(b) fast path: ``trainables.train_candidate`` (device-resident uint8 data, on-device augmentation,
+    channels_last, bf16 autocast on CUDA, optional larger batch), ``--workers`` processes training candidates
     concurrently on the same device, each holding the data once. Amortised time = wall time / candidates.
 
 Both use the same architectures, images, epochs and objective (cross-entropy) in the same run and print
@@ -29,7 +29,7 @@ def build_protocol(data: str | None, images: int, seed: int, eval_images: int | 
     from trainables import make_protocol
 
     if data:
-        p = make_protocol("cifar10-split", path=data, id_fractions=(10, 1, 1), seed=seed)
+        p = make_protocol("cifar10-split", path=data, id_fractions=(10, 1, 1), seed=seed, train_limit=images)
     else:  # synthetic CIFAR-shaped images: timings only, metrics meaningless
         from trainables.data import LabelledImages, class_split
 
@@ -38,12 +38,12 @@ def build_protocol(data: str | None, images: int, seed: int, eval_images: int | 
         x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8).numpy()
         y = torch.randint(0, 10, (n,), generator=g).numpy()
         p = class_split(LabelledImages(x, y, tuple(map(str, range(10)))), "synthetic", list("012345"), list("67"),
-                        list("89"), id_fractions=(10, 1, 1), seed=seed)
-    if images < len(p.id_train[1]):
-        p.id_train = (p.id_train[0][:images], p.id_train[1][:images])
-    if eval_images:  # smaller test sets for slow devices
-        p.id_test = (p.id_test[0][:eval_images], p.id_test[1][:eval_images])
-        p.ood = {k: v[:eval_images] for k, v in p.ood.items()}
+                        list("89"), id_fractions=(10, 1, 1), seed=seed, train_limit=images)
+    if eval_images:  # random subsets of the test sets for slow devices (parts are sorted by class)
+        g = torch.Generator().manual_seed(seed)
+        keep = torch.randperm(len(p.id_test[1]), generator=g)[:eval_images]
+        p.id_test = (p.id_test[0][keep], p.id_test[1][keep])
+        p.ood = {k: v[torch.randperm(len(v), generator=g)[:eval_images]] for k, v in p.ood.items()}
     return p
 
 
@@ -116,32 +116,46 @@ def reference_train(genotype_json: str, protocol, epochs: int, width: int, devic
 
 # --- (b) fast path ---------------------------------------------------------------------------------
 
-def _fast_worker(rank, args, jobs, results, ready, go):
-    from trainables import DeviceData, TrainConfig, train_candidate
+def _fast_setup(args):
+    from trainables import DeviceData, TrainConfig
 
-    if args.device == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.workers))
     torch.backends.cudnn.benchmark = True
     protocol = build_protocol(args.data, args.images, args.seed, args.eval_images)
-    data = DeviceData(protocol, args.device)
     lr = 0.1 * args.fast_batch / 128
     base = TrainConfig(epochs=args.epochs, batch_size=args.fast_batch, lr=lr, width=args.width, objective="ce",
                        device=args.device, scores=("msp",), eval_split="test", compile=args.compile)
+    return DeviceData(protocol, args.device), base
+
+
+def _fast_job(data, base, job) -> dict:
+    from trainables import train_candidate
+
+    name, genotype, seed = job
+    start = time.perf_counter()
+    r = train_candidate(genotype, data, base.replace(seed=seed))
+    return {"arch": name, "seconds": r["train_seconds"], "wall": time.perf_counter() - start,
+            "id_acc": r["id_acc"], "auroc_msp": r["auroc_msp"]}
+
+
+def _fast_worker(rank, args, jobs, results, ready, go):
+    if args.device == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.workers))
+    data, base = _fast_setup(args)
     ready.put(rank)
     go.wait()
-    while True:
-        job = jobs.get()
-        if job is None:
-            return
-        name, genotype, seed = job
-        start = time.perf_counter()
-        r = train_candidate(genotype, data, base.replace(seed=seed))
-        results.put({"arch": name, "seconds": r["train_seconds"], "wall": time.perf_counter() - start,
-                     "id_acc": r["id_acc"], "auroc_msp": r["auroc_msp"]})
+    while (job := jobs.get()) is not None:
+        results.put(_fast_job(data, base, job))
 
 
 def fast_path(args, archs: dict[str, str]) -> tuple[float, list[dict]]:
-    """Run ``repeats`` copies of every architecture over ``workers`` processes; (wall seconds, results)."""
+    """Run ``repeats`` copies of every architecture over ``workers`` processes (in this process when
+    ``workers == 1``); (wall seconds, results)."""
+    jobs_list = [(name, g, args.seed + rep) for rep in range(args.repeats) for name, g in archs.items()]
+    if args.workers == 1:
+        data, base = _fast_setup(args)
+        start = time.perf_counter()
+        out = [_fast_job(data, base, job) for job in jobs_list]
+        return time.perf_counter() - start, out
     ctx = torch.multiprocessing.get_context("spawn")
     jobs, results, ready, go = ctx.Queue(), ctx.Queue(), ctx.Queue(), ctx.Event()
     procs = [ctx.Process(target=_fast_worker, args=(r, args, jobs, results, ready, go)) for r in range(args.workers)]
@@ -149,11 +163,9 @@ def fast_path(args, archs: dict[str, str]) -> tuple[float, list[dict]]:
         p.start()
     for _ in procs:
         ready.get()  # data loaded and on the device in every worker: not part of the timing
-    count = 0
-    for rep in range(args.repeats):
-        for name, g in archs.items():
-            jobs.put((name, g, args.seed + rep))
-            count += 1
+    for job in jobs_list:
+        jobs.put(job)
+    count = len(jobs_list)
     for _ in procs:
         jobs.put(None)
     start = time.perf_counter()

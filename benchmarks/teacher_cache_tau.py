@@ -41,9 +41,11 @@ def main() -> None:
     protocol = make_protocol("cifar10-split", path=args.data, id_fractions=(10, 1, 1), seed=args.seed,
                              train_limit=args.images)
     protocol.aux = protocol.aux[: args.aux]
-    if args.eval_images:  # smaller validation sets for slow devices
-        protocol.id_val = tuple(t[: args.eval_images] for t in protocol.id_val)
-        protocol.ood["val"] = protocol.ood["val"][: args.eval_images]
+    if args.eval_images:  # random subsets of the validation sets for slow devices (parts are sorted by class)
+        g = torch.Generator().manual_seed(args.seed)
+        keep = torch.randperm(len(protocol.id_val[1]), generator=g)[: args.eval_images]
+        protocol.id_val = tuple(t[keep] for t in protocol.id_val)
+        protocol.ood["val"] = protocol.ood["val"][torch.randperm(len(protocol.ood["val"]), generator=g)[: args.eval_images]]
     data = DeviceData(protocol, args.device)
     card = torch.cuda.get_device_name() if data.device.type == "cuda" else "CPU"
     print(f"# {card}, {time.strftime('%Y-%m-%d')}, {len(data.train_y)} ID train, {len(data.aux)} aux, "

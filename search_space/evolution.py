@@ -249,22 +249,7 @@ def run_evolution(
     return EvolutionResult(top, history, scores)
 
 
-def evolve(
-    space: SearchSpace,
-    score_fn: Scorer,
-    *,
-    population: int = 32,
-    generations: int = 50,
-    temperature: float = 0.05,
-    final_temperature: float | None = None,
-    top_k: int = 10,
-    exclude: Collection[str] = (),
-    init: Sequence[Genotype] | None = None,
-    seed: Seed = 0,
-) -> list[tuple[Genotype, float]]:
-    """The ``top_k`` ``(genotype, score)`` pairs, best first; see :func:`run_evolution` for the arguments
-    and for the statistics (``run_evolution(...).top`` is the same list)."""
-    return run_evolution(
-        space, score_fn, population=population, generations=generations, temperature=temperature,
-        final_temperature=final_temperature, top_k=top_k, exclude=exclude, init=init, seed=seed,
-    ).top
+def evolve(space: SearchSpace, score_fn: Scorer, **kwargs) -> list[tuple[Genotype, float]]:
+    """The ``top_k`` ``(genotype, score)`` pairs, best first; takes the keyword arguments of
+    :func:`run_evolution` (``run_evolution(...).top`` is the same list, with statistics alongside)."""
+    return run_evolution(space, score_fn, **kwargs).top

@@ -1,0 +1,47 @@
+"""The Ray Tune adapter of the candidate trainer."""
+import math
+
+from search_space import SearchSpace
+from trainables import TrainConfig, make_protocol, train_candidate
+from trainables.tune_trainable import TeacherBundle, _DATA, candidate_trainable
+
+TRAIN = {"epochs": 1, "width": 4, "batch_size": 64, "flip": False, "scores": ["msp", "energy", "maha"]}
+
+
+def config(seed=0, **train):
+    return {"genotype": SearchSpace().sample(seed).to_json(), "protocol": "digits", "protocol_options": {},
+            "train": {**TRAIN, **train}, "seed": 1, "stage": "warmup", "iteration": 0}
+
+
+def test_direct_call_caches_data_and_reports_identity():
+    _DATA.clear()
+    first = candidate_trainable(config(0))
+    second = candidate_trainable(config(1))
+    assert first["data_seconds"] > 0 and second["data_seconds"] == 0.0, "protocol loaded once per process"
+    assert first["stage"] == "warmup" and first["seed"] == 1 and first["error"] is None
+    assert 0 <= first["auroc_msp"] <= 1 and "state_dict" not in first
+    assert first["trainable_seconds"] >= first["train_seconds"]
+
+
+def test_divergence_is_reported_not_raised():
+    r = candidate_trainable(config(2, lr=1e12))
+    assert r["error"].startswith("diverged:") and math.isnan(r["auroc_msp"])
+
+
+def test_in_tune_with_teachers_in_the_object_store(ray_local, tmp_path):
+    from ray import tune
+
+    protocol = make_protocol("digits")
+    teacher_genotype = SearchSpace().sample(9)
+    trained = train_candidate(teacher_genotype, protocol, TrainConfig(**{**TRAIN, "scores": ("msp",)}))
+    bundle = TeacherBundle([teacher_genotype.to_json()], [trained["state_dict"]], width=4)
+    space = {**config(0, objective="distill"), "genotype": tune.grid_search(
+        [g.to_json() for g in SearchSpace().sample_many(2, seed=3)])}
+    tuner = tune.Tuner(tune.with_parameters(candidate_trainable, teachers=bundle), param_space=space,
+                       tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=1),
+                       run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0))
+    results = tuner.fit()
+    assert not results.errors
+    frame = results.get_dataframe()
+    assert len(frame) == 2 and frame["auroc_msp"].between(0, 1).all()
+    assert (frame["data_seconds"] == 0).sum() >= 1, "the reused actor kept the protocol"

@@ -1,0 +1,86 @@
+"""Ray Tune adapter: one candidate evaluation per trial, on reused trainable actors.
+
+``candidate_trainable(config)`` is a Tune function trainable. With ``TuneConfig(reuse_actors=True)`` the
+worker process survives across trials, so the protocol's tensors are loaded and moved to the device once per
+worker (a per-process cache keyed by protocol, options and device), not once per candidate. A teacher
+ensemble is handed over with ``tune.with_parameters(candidate_trainable, teachers=bundle)``, which puts it
+into the Ray object store once for all trials.
+
+``config`` keys: ``genotype`` (JSON), ``protocol`` (name), ``protocol_options`` (dict), ``train`` (dict of
+:class:`trainables.TrainConfig` fields), ``seed``, ``stage``, ``iteration``. The result holds the metrics of
+:func:`trainables.train_candidate` (without weights) plus ``arch_hash``, ``genotype``, ``seed``, ``stage``,
+``iteration``, ``data_seconds`` (protocol load on a cold worker, 0 when cached) and ``trainable_seconds``
+(wall time inside the trainable). A diverged run is reported, not raised, so Tune does not retry it: its
+metrics are NaN and ``error`` holds the reason.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .data import make_protocol
+from .train import DeviceData, DivergedError, TrainConfig, resolve_device, train_candidate
+
+_DATA: dict[str, DeviceData] = {}
+
+
+@dataclass
+class TeacherBundle:
+    """A teacher ensemble as plain data (genotype JSONs + CPU state dicts), cheap to put in the object store."""
+
+    genotypes: list[str]
+    state_dicts: list[dict]
+    width: int
+
+    def build(self, num_classes: int, in_channels: int, device: torch.device) -> list[torch.nn.Module]:
+        from search_space import Genotype, build_network
+
+        models = []
+        for g, state in zip(self.genotypes, self.state_dicts):
+            model = build_network(Genotype.from_json(g), num_classes, in_channels, self.width)
+            model.load_state_dict(state)
+            models.append(model.to(device).eval())
+        return models
+
+
+def device_data(protocol: str, options: dict, device: torch.device) -> tuple[DeviceData, float]:
+    """The protocol's tensors on ``device``, loaded once per process; (data, seconds spent loading now)."""
+    key = json.dumps([protocol, options, str(device)], sort_keys=True, default=str)
+    if key in _DATA:
+        return _DATA[key], 0.0
+    start = time.perf_counter()
+    _DATA[key] = DeviceData(make_protocol(protocol, **options), device)
+    return _DATA[key], time.perf_counter() - start
+
+
+def candidate_trainable(config: dict[str, Any], teachers: TeacherBundle | None = None) -> dict[str, Any]:
+    """Train and score ``config["genotype"]``; see the module docstring for the config and result keys."""
+    start = time.perf_counter()
+    import ray
+
+    gpus = ray.get_gpu_ids() if ray.is_initialized() else []
+    device = resolve_device(config.get("device", "cuda" if gpus else "cpu"))
+    data, data_seconds = device_data(config["protocol"], config.get("protocol_options", {}), device)
+    train = TrainConfig(**{**config.get("train", {}), "seed": config.get("seed", 0), "device": str(device)})
+    models = None
+    if teachers is not None:
+        models = teachers.build(data.protocol.num_classes, data.protocol.in_channels, device)
+    identity = {"genotype": config["genotype"], "seed": train.seed, "stage": config.get("stage", "search"),
+                "iteration": config.get("iteration", 0)}
+    try:
+        result = train_candidate(config["genotype"], data, train, teachers=models)
+        result.pop("state_dict")
+        error = None
+    except DivergedError as err:
+        from search_space import Genotype
+
+        result = {"arch_hash": Genotype.from_json(config["genotype"]).arch_hash, "id_acc": math.nan,
+                  **{f"auroc_{s}": math.nan for s in train.scores}}
+        error = f"diverged: {err}"
+    return {**result, **identity, "error": error, "data_seconds": data_seconds,
+            "trainable_seconds": time.perf_counter() - start}
