@@ -329,11 +329,17 @@ class MLflowHistoryCallback(Callback):
 
     # --- hooks --------------------------------------------------------------------------------------
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        """Record a completed trial once: MLflow run first (or the one found by its key tag), then the row."""
+        """Record a completed trial once: MLflow run first (or the one found by its key tag), then the row.
+
+        A trial that completed but reports a non-empty ``error`` (e.g. ``trainables.tune_trainable`` reports a
+        diverged candidate instead of raising, so Tune does not retry it) is recorded like a failed trial."""
+        result = trial.last_result or {}
+        if result.get("error"):
+            self._record_failure(trial, _one_line(str(result["error"])))
+            return
         key, genotype = self._identity(trial, strict=True)
         if key in self.history.keys():
             return
-        result = trial.last_result or {}
         if not any(result.get(c) is not None for c in METRIC_COLUMNS):
             raise ValueError(f"trial {trial.trial_id} completed without reporting any of {', '.join(METRIC_COLUMNS)}")
         row = normalize_row({**{c: result.get(c) for c in METRIC_COLUMNS}, **dict(zip(KEY_COLUMNS, key)),
@@ -350,10 +356,13 @@ class MLflowHistoryCallback(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         """Record a failed trial as one MLflow run with status FAILED and tag ``error``; no history row."""
+        self._record_failure(trial, self.error_message(trial))
+
+    def _record_failure(self, trial, reason: str) -> None:
         key, genotype = self._identity(trial, strict=False)
         if any(r.info.status == "FAILED" for r in self.find_runs(key)):
             return
-        run_id = self._create_run(trial, key, genotype, error=self.error_message(trial))
+        run_id = self._create_run(trial, key, genotype, error=reason)
         self._log_run(run_id, key, trial.last_result or {}, status="FAILED")
 
     @staticmethod

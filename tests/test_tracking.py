@@ -218,3 +218,19 @@ def test_failed_trial_logs_failed_run_without_history_row(services, genotypes, t
     trial = SimpleNamespace(trial_id="t", last_result={}, config=errored.config)
     callback.on_trial_error(0, [], trial)  # reported twice: still one FAILED run
     assert len(callback.client.search_runs([callback.experiment_id])) == 2
+
+
+def test_reported_error_is_recorded_as_failed(services, genotypes, tmp_path):
+    """trainables.tune_trainable reports a diverged candidate (``error`` key) instead of raising."""
+    genotype, arch_hash = next(iter(genotypes.items()))
+    callback = MLflowHistoryCallback(tmp_path, "dcsod-test-diverged", stage="search", tracking_uri=services.uri)
+    callback.setup()
+    result = {"arch_hash": arch_hash, "genotype": genotype, "seed": 0, "auroc_msp": float("nan"),
+              "error": "diverged: training loss became nan in epoch 2 of 20"}
+    trial = SimpleNamespace(trial_id="t1", last_result=result, config={"genotype": genotype})
+    callback.on_trial_complete(0, [], trial)
+    callback.on_trial_complete(0, [], trial)  # re-reported after a restore: still one run
+    runs = callback.client.search_runs([callback.experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert runs[0].data.tags["error"].startswith("diverged: training loss became nan")
+    assert callback.history.read().empty
