@@ -1,3 +1,4 @@
+import os
 import zipfile
 from pathlib import Path
 
@@ -9,7 +10,9 @@ from PIL import Image
 from trainables.augment import normalise, random_crop_flip
 from trainables.data import class_split, load_digits, load_image_folder, make_protocol
 
-CIFAR_ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-train-jpeg.zip"
+# Development data (never needed to run): $DCSOD_DATA_DIR, else ../shared/data next to the checkout.
+DATA_DIR = Path(os.environ.get("DCSOD_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+CIFAR_ZIP = DATA_DIR / "cifar10-train-jpeg.zip"
 
 
 def test_digits_protocol_split():
@@ -97,7 +100,7 @@ def test_image_folder_sizes_and_errors(tmp_path):
         load_image_folder(tmp_path / "empty")
 
 
-@pytest.mark.skipif(not CIFAR_ZIP.exists(), reason="../shared/data/cifar10-train-jpeg.zip not present")
+@pytest.mark.skipif(not CIFAR_ZIP.exists(), reason=f"{CIFAR_ZIP} not present (set DCSOD_DATA_DIR)")
 def test_cifar10_split_from_zip():
     p = make_protocol("cifar10-split", path=str(CIFAR_ZIP), train_limit=20000)
     assert p.info["id_classes"] == ["airplane", "automobile", "bird", "cat", "deer", "dog"]
