@@ -157,7 +157,7 @@ class PredictorEvolutionSearcher(Searcher):
         self.new_since_fit += 1
 
     def get_state(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()}
+        return dict(self.__dict__)
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)

@@ -101,3 +101,10 @@ def test_cli_bad_input(capsys, args, message):
     assert main(["train", "--genotype", g, *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+def test_evaluation_sets_are_normalised_once(digits):
+    first = digits.evaluation_sets("val")
+    assert digits.evaluation_sets("val") is first
+    assert torch.equal(first[0], digits.norm(digits.eval["val"][0]))
+    assert digits.evaluation_sets("test")[3] is first[3], "the normalised training set is shared"

@@ -28,6 +28,22 @@ def test_divergence_is_reported_not_raised():
     assert r["error"].startswith("diverged:") and math.isnan(r["auroc_msp"])
 
 
+def test_teachers_are_built_once_per_bundle():
+    import pickle
+
+    import torch
+
+    protocol = make_protocol("digits")
+    g = SearchSpace().sample(9)
+    state = train_candidate(g, protocol, TrainConfig(**{**TRAIN, "scores": ("msp",)}))["state_dict"]
+    bundle = TeacherBundle([g.to_json()], [state], width=4)
+    first = bundle.build(6, 1, torch.device("cpu"))
+    again = pickle.loads(pickle.dumps(bundle)).build(6, 1, torch.device("cpu"))  # as a worker receives it
+    assert again is first and not first[0].training
+    other = TeacherBundle([g.to_json()], [state], width=4).build(6, 1, torch.device("cpu"))
+    assert other is not first, "a new bundle (next iteration's teachers) is built afresh"
+
+
 def test_in_tune_with_teachers_in_the_object_store(ray_local, tmp_path):
     from ray import tune
 

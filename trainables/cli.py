@@ -32,8 +32,8 @@ def build(preset: str, protocol: str | None, sets: dict) -> tuple[str, dict, Tra
     if preset not in PRESETS:
         raise ValueError(f"--preset: unknown {preset!r}; valid: {', '.join(sorted(PRESETS))}")
     settings = dict(PRESETS[preset])
-    protocol = protocol or settings.pop("protocol")
-    settings.pop("protocol", None)
+    protocol = protocol or settings["protocol"]
+    del settings["protocol"]
     if protocol not in PROTOCOLS:
         raise ValueError(f"--protocol: unknown {protocol!r}; valid: {', '.join(sorted(PROTOCOLS))}")
     options = {k.split(".", 1)[1]: v for k, v in sets.items() if k.startswith("protocol.")}

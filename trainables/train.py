@@ -119,9 +119,23 @@ class DeviceData:
         }
         mean, std = protocol.mean_std()
         self.mean, self.std = mean.to(self.device), std.to(self.device)
+        self._normalised: dict[str, tuple] = {}
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:
         return normalise(x, self.mean, self.std)
+
+    def evaluation_sets(self, split: str) -> tuple[torch.Tensor, ...]:
+        """``(id_x, id_y, ood_x, train_x, train_y)`` for evaluation, images normalised (float32), computed once
+        per split and kept: every candidate of a worker is scored on the same tensors."""
+        if split not in self._normalised:
+            id_x, id_y, ood_x = self.eval[split]
+            self._normalised[split] = (self.norm(id_x), id_y, self.norm(ood_x), self._train_normalised(), self.train_y)
+        return self._normalised[split]
+
+    def _train_normalised(self) -> torch.Tensor:
+        for sets in self._normalised.values():  # shared between the val and test splits
+            return sets[3]
+        return self.norm(self.train_x)
 
 
 class TeacherCache:
@@ -248,10 +262,9 @@ def train_candidate(candidate, data: Protocol | DeviceData, config: TrainConfig 
     train_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    id_x, id_y, ood_x = data.eval[config.eval_split]
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-        metrics = evaluate_ood(model, data.norm(id_x), id_y, data.norm(ood_x), data.norm(data.train_x), data.train_y,
-                               scores=config.scores, batch_size=config.eval_batch_size)
+        metrics = evaluate_ood(model, *data.evaluation_sets(config.eval_split), scores=config.scores,
+                               batch_size=config.eval_batch_size)
     eval_seconds = time.perf_counter() - start
     return {
         **metrics,

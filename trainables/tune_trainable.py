@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -27,17 +28,29 @@ from .data import make_protocol
 from .train import DeviceData, DivergedError, TrainConfig, resolve_device, train_candidate
 
 _DATA: dict[str, DeviceData] = {}
+_TEACHERS: dict[tuple, list] = {}
 
 
 @dataclass
 class TeacherBundle:
-    """A teacher ensemble as plain data (genotype JSONs + CPU state dicts), cheap to put in the object store."""
+    """A teacher ensemble as plain data (genotype JSONs + CPU state dicts), cheap to put in the object store.
+    ``token`` is drawn once where the bundle is made and survives pickling: workers key their built models on it."""
 
     genotypes: list[str]
     state_dicts: list[dict]
     width: int
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def build(self, num_classes: int, in_channels: int, device: torch.device) -> list[torch.nn.Module]:
+        """The teacher modules on ``device``, in eval mode; built once per process and bundle (the last one
+        is kept), so trials on a reused actor do not rebuild them."""
+        key = (self.token, num_classes, in_channels, str(device))
+        if key not in _TEACHERS:
+            _TEACHERS.clear()
+            _TEACHERS[key] = self._build(num_classes, in_channels, device)
+        return _TEACHERS[key]
+
+    def _build(self, num_classes: int, in_channels: int, device: torch.device) -> list[torch.nn.Module]:
         from search_space import Genotype, build_network
 
         models = []
