@@ -1,0 +1,90 @@
+"""β schedules: contract over every registered schedule and ramp, cycle facts, equivalences, cyclical LR."""
+import math
+
+import pytest
+
+from trainables.beta_schedules import RAMPS, SCHEDULES, cycle_position, cyclical_lr, make_schedule
+
+
+@pytest.mark.parametrize("shape", list(RAMPS))
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_every_schedule_is_a_weight_in_unit_interval_ending_at_one(name, shape):
+    total = 97
+    betas = [make_schedule(name, total, cycles=3, ratio=0.4, shape=shape)(t) for t in range(1, total + 1)]
+    assert all(0.0 <= b <= 1.0 for b in betas)
+    assert betas[-1] == 1.0  # every schedule ends the run at the full ELBO (R < 1)
+
+
+@pytest.mark.parametrize("shape", list(RAMPS))
+def test_ramps_run_from_zero_to_one_monotonically(shape):
+    f = RAMPS[shape]
+    values = [f(i / 100) for i in range(101)]
+    assert values[0] == pytest.approx(0.0, abs=1e-12) and values[-1] == pytest.approx(1.0)
+    assert all(b >= a - 1e-12 for a, b in zip(values, values[1:]))
+
+
+@pytest.mark.parametrize("shape", list(RAMPS))
+@pytest.mark.parametrize("total, cycles, ratio", [(100, 4, 0.5), (1000, 5, 0.3), (90, 3, 0.8), (37, 2, 0.25)])
+def test_cyclical_is_zero_at_each_cycle_start_and_one_after_ratio(shape, total, cycles, ratio):
+    beta = make_schedule("cyclical", total, cycles=cycles, ratio=ratio, shape=shape)
+    period = math.ceil(total / cycles)
+    starts = list(range(1, total + 1, period))
+    assert len(starts) == cycles
+    for start in starts:
+        assert beta(start) == 0.0
+        inside = [t for t in range(start, min(start + period, total + 1))]
+        for t in inside:
+            tau = cycle_position(t, total, cycles)
+            if tau >= ratio:
+                assert beta(t) == 1.0
+            else:
+                assert beta(t) < 1.0
+        ramp = [beta(t) for t in inside if cycle_position(t, total, cycles) < ratio]
+        assert all(b >= a for a, b in zip(ramp, ramp[1:])), "β rises within a cycle"
+        assert any(beta(t) == 1.0 for t in inside), "β reaches 1 inside every cycle"
+
+
+def test_cyclical_formula_by_hand():
+    # T = 10, M = 2: period ceil(10/2) = 5, tau = ((t-1) mod 5) / 5; R = 0.5, linear f(u) = u with u = tau / R
+    beta = make_schedule("cyclical", 10, cycles=2, ratio=0.5)
+    assert [beta(t) for t in range(1, 11)] == pytest.approx([0, 0.4, 0.8, 1, 1, 0, 0.4, 0.8, 1, 1])
+
+
+@pytest.mark.parametrize("ratio", [0.01, 0.05, 0.2])
+def test_one_cycle_with_small_ratio_equals_monotonic(ratio):
+    total = 500
+    cyc = make_schedule("cyclical", total, cycles=1, ratio=ratio)
+    mono = make_schedule("monotonic", total, ratio=ratio)
+    assert [cyc(t) for t in range(1, total + 1)] == pytest.approx([mono(t) for t in range(1, total + 1)])
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES))
+@pytest.mark.parametrize("shape", list(RAMPS))
+def test_ratio_zero_equals_constant(name, shape):
+    total = 60
+    beta = make_schedule(name, total, cycles=4, ratio=0.0, shape=shape)
+    assert [beta(t) for t in range(1, total + 1)] == [1.0] * total
+
+
+def test_unknown_names_and_bad_arguments_are_one_line_errors():
+    with pytest.raises(ValueError, match="unknown 'exponential'; valid: constant, monotonic, cyclical"):
+        make_schedule("exponential", 10)
+    with pytest.raises(ValueError, match="ramp shape: unknown 'step'"):
+        make_schedule("cyclical", 10, shape="step")
+    with pytest.raises(ValueError, match="ratio"):
+        make_schedule("cyclical", 10, ratio=1.5)
+    with pytest.raises(ValueError, match="cycles"):
+        make_schedule("cyclical", 10, cycles=0)
+    with pytest.raises(ValueError, match="t <= total"):
+        SCHEDULES["cyclical"](11, 10)
+
+
+def test_cyclical_lr_restarts_with_beta():
+    total, cycles = 100, 4
+    beta = make_schedule("cyclical", total, cycles=cycles, ratio=0.5)
+    lrs = [cyclical_lr(t, total, cycles=cycles, lr_max=1e-3, lr_min=1e-5) for t in range(1, total + 1)]
+    for t in range(1, total + 1):
+        if beta(t) == 0.0:
+            assert lrs[t - 1] == pytest.approx(1e-3)  # cycle start: highest lr
+    assert min(lrs) >= 1e-5 and max(lrs) <= 1e-3
+    assert lrs[24] < lrs[10] < lrs[0]  # decays within the first cycle (period 25)

@@ -1,0 +1,264 @@
+"""Text VAE: data and tokeniser, model shapes and wiring, metrics on cases with known answers, a toy run."""
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trainables.posteriors import diag_normal_log_prob
+from trainables.text_data import (
+    Vocab,
+    length_bucketed_batches,
+    load_ptb,
+    load_text_data,
+    load_yelp,
+    make_batch,
+    split_indices,
+    toy_corpus,
+)
+from trainables.text_vae import ModelConfig, TextVAE, TrainConfig, train_vae
+from trainables.vae_metrics import (
+    active_units,
+    downstream_accuracy,
+    evaluate_vae,
+    iw_nll,
+    knn_accuracy,
+    mutual_information,
+    perplexity,
+)
+
+DATA_DIR = Path(os.environ.get("DCSOD_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+TINY = ModelConfig(emb_dim=8, hidden_dim=16, latent_dim=3)
+
+
+# --- data ---------------------------------------------------------------------------------------
+def test_vocab_min_freq_specials_and_unk():
+    vocab = Vocab.build([["a", "b", "a"], ["c", "a", "b"]], min_freq=2)
+    assert vocab.itos == ["<pad>", "<bos>", "<eos>", "<unk>", "a", "b"]
+    assert (vocab.pad, vocab.bos, vocab.eos, vocab.unk) == (0, 1, 2, 3)
+    assert vocab.encode(["a", "c", "zzz"]) == [4, 3, 3]
+    assert vocab.decode([1, 4, 5, 2, 4]) == ["a", "b"]  # stops at <eos>, skips <bos>
+
+
+def test_split_indices_are_disjoint_complete_and_seeded():
+    tr, va, te = split_indices(101, 0.1, 0.2, seed=3)
+    assert len(va) == 10 and len(te) == 20 and len(tr) == 71
+    assert sorted(np.concatenate([tr, va, te]).tolist()) == list(range(101))
+    again = split_indices(101, 0.1, 0.2, seed=3)
+    assert all((a == b).all() for a, b in zip((tr, va, te), again))
+    assert not (split_indices(101, 0.1, 0.2, seed=4)[2] == te).all()
+    with pytest.raises(ValueError, match="val_frac"):
+        split_indices(10, 0.6, 0.5, seed=0)
+
+
+def test_length_bucketed_batches_cover_every_sentence_once_with_similar_lengths():
+    lengths = np.random.default_rng(0).integers(1, 30, size=203)
+    got = length_bucketed_batches(lengths, 16, shuffle=True, seed=1)
+    assert sorted(np.concatenate(got).tolist()) == list(range(203))
+    assert max(lengths[b].max() - lengths[b].min() for b in got) <= 3  # 203 sentences over 29 lengths
+    assert [b.tolist() for b in got] == [b.tolist() for b in length_bucketed_batches(lengths, 16, shuffle=True, seed=1)]
+    assert [b.tolist() for b in got] != [b.tolist() for b in length_bucketed_batches(lengths, 16, shuffle=True, seed=2)]
+
+
+def test_make_batch_teacher_forcing_layout():
+    vocab = Vocab(["x", "y"])
+    b = make_batch([[4, 5, 4], [5]], vocab)
+    assert b.src.tolist() == [[4, 5, 4], [5, 0, 0]] and b.lengths.tolist() == [3, 1]
+    assert b.dec_in.tolist() == [[1, 4, 5, 4], [1, 5, 0, 0]]
+    assert b.target.tolist() == [[4, 5, 4, 2], [5, 2, 0, 0]]
+    assert b.n_tokens == 3 + 1 + 1 + 1  # words + one <eos> each
+
+
+def test_toy_corpus_is_ten_distinct_one_hot_sequences():
+    data = toy_corpus(copies=3)
+    seqs = [data.vocab.decode(s) for s in data.test.sentences]
+    assert len(seqs) == 10 and all(len(s) == 10 for s in seqs)
+    assert [s.index("1") for s in seqs] == list(range(10)) and all(s.count("1") == 1 for s in seqs)
+    assert data.test.labels.tolist() == list(range(10))
+    assert len(data.train) == 30 and data.train.n_words == 30 * 11
+    with pytest.raises(ValueError, match="unknown 'imdb'"):
+        load_text_data("imdb")
+
+
+def test_line_corpus_loader_on_a_small_directory(tmp_path):
+    root = tmp_path / "yelp-sentiment"
+    root.mkdir()
+    neg = [f"bad food number {i} ." for i in range(30)] + ["", "this line is far too long for the max length cap"]
+    pos = [f"good food number {i} !" for i in range(20)]
+    (root / "dev.0.txt").write_text("\n".join(neg) + "\n")
+    (root / "dev.1.txt").write_text("\n".join(pos) + "\n")
+    data = load_yelp(tmp_path, max_len=6, min_freq=2, val_frac=0.2, test_frac=0.2, seed=0)
+    assert len(data.train) + len(data.val) + len(data.test) == 50  # blank and over-long lines dropped
+    assert sorted(np.concatenate([data.train.labels, data.val.labels, data.test.labels]).tolist()) == [0] * 30 + [1] * 20
+    words = {data.vocab.itos[i] for s in data.train.sentences for i in s}
+    assert {"food", "number", "bad", "good"} <= words and "17" not in data.vocab.stoi  # numbers occur once
+    again = load_yelp(tmp_path, max_len=6, min_freq=2, val_frac=0.2, test_frac=0.2, seed=0)
+    assert again.test.sentences == data.test.sentences
+    with pytest.raises(FileNotFoundError, match="ptb"):
+        load_ptb(tmp_path)
+
+
+@pytest.mark.skipif(not (DATA_DIR / "ptb" / "valid.txt").exists(), reason=f"PTB not under {DATA_DIR}")
+def test_ptb_development_data():
+    data = load_ptb(DATA_DIR, max_len=40, min_freq=2)
+    assert 6000 < len(data.train) + len(data.val) + len(data.test) <= 7131
+    assert max(len(s) for s in data.train.sentences) <= 40 and "<unk>" in data.vocab.stoi
+    assert 2000 < len(data.vocab) < 10001
+
+
+@pytest.mark.skipif(not (DATA_DIR / "yelp-sentiment" / "dev.0.txt").exists(), reason=f"Yelp not under {DATA_DIR}")
+def test_yelp_development_data_subset():
+    data = load_yelp(DATA_DIR, limit=3000, seed=1)
+    assert len(data.train) + len(data.val) + len(data.test) == 3000
+    assert 0.45 < data.train.labels.mean() < 0.75  # ~60% positive in dev
+    assert max(len(s) for s in data.test.sentences) <= 15
+
+
+# --- model --------------------------------------------------------------------------------------
+@pytest.fixture
+def toy_batch():
+    data = toy_corpus()
+    return data, make_batch(data.test.sentences[:4], data.vocab)
+
+
+@pytest.mark.parametrize("posterior", ["gaussian", "semi-implicit"])
+def test_model_shapes(toy_batch, posterior):
+    data, batch = toy_batch
+    torch.manual_seed(0)
+    model = TextVAE(len(data.vocab), ModelConfig(8, 16, 3, posterior=posterior))
+    mu, logvar = model.components(batch, 5)
+    assert mu.shape[0] == 4 and mu.shape[2] == 3 and logvar.shape == (4, 3)
+    z = torch.randn(2, 4, 3)
+    assert model.logits(z, batch.dec_in).shape == (2, 4, 11, len(data.vocab))
+    assert model.reconstruction(z, batch).shape == (2, 4)
+    out = model.loss(batch, beta=0.5, k=3, j_samples=2)
+    assert out["rec"].shape == (4,) and out["kl"].shape == (4,) and out["loss"].dim() == 0
+    out["loss"].backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad and p.dim() > 1)
+
+
+def test_latent_initialises_state_and_feeds_every_step(toy_batch):
+    data, batch = toy_batch
+    torch.manual_seed(1)
+    model = TextVAE(len(data.vocab), TINY).eval()
+    z1, z2 = torch.zeros(1, 4, 3), torch.ones(1, 4, 3)
+    diff = (model.logits(z1, batch.dec_in) - model.logits(z2, batch.dec_in)).abs().amax(dim=(0, 1, 3))
+    assert (diff > 1e-4).all(), "z changes the prediction at every position"
+    # with the z -> state map removed z still reaches every step through the concatenated input
+    with torch.no_grad():
+        model.z_to_state.weight.zero_()
+    diff = (model.logits(z1, batch.dec_in) - model.logits(z2, batch.dec_in)).abs().amax(dim=(0, 1, 3))
+    assert (diff > 1e-4).all()
+
+
+def test_word_dropout_replaces_decoder_inputs_by_unk(toy_batch):
+    data, batch = toy_batch
+    torch.manual_seed(2)
+    model = TextVAE(len(data.vocab), ModelConfig(8, 16, 3, word_dropout=1.0)).train()
+    z = torch.randn(1, 4, 3)
+    all_unk = batch.dec_in.clone()
+    all_unk[:, 1:] = torch.where(all_unk[:, 1:] != 0, data.vocab.unk, 0)
+    dropped = model.logits(z, batch.dec_in)
+    model.cfg.word_dropout = 0.0
+    torch.testing.assert_close(dropped, model.logits(z, all_unk))
+    assert not torch.allclose(dropped, model.logits(z, batch.dec_in))
+
+
+# --- metrics with known answers -------------------------------------------------------------------
+def test_perplexity_and_iw_nll_known_values():
+    assert perplexity(12 * math.log(7.0), 12) == pytest.approx(7.0)
+    # linear Gaussian: p(z) = N(0,1), p(x|z) = N(z,1) => p(x) = N(0,2), posterior N(x/2, 1/2); with the exact
+    # posterior as proposal every importance weight equals p(x), so IW-NLL = -log p(x) for any S and z
+    x = torch.tensor([0.3, -1.2, 2.0])
+    post_mu, post_lv = x / 2, torch.full_like(x, math.log(0.5))
+    z = post_mu + torch.randn(5, 3) * math.sqrt(0.5)
+    log_joint = (diag_normal_log_prob(z[..., None], torch.zeros(1), torch.zeros(1))
+                 + diag_normal_log_prob(x[None, :, None], z[..., None], torch.zeros(1)))
+    log_q = diag_normal_log_prob(z[..., None], post_mu[None, :, None], post_lv[None, :, None])
+    exact = -diag_normal_log_prob(x[:, None], torch.zeros(1), torch.full((1,), math.log(2.0)))
+    torch.testing.assert_close(iw_nll(log_joint, log_q), exact)
+
+
+def test_active_units_counts_dims_with_varying_means():
+    rng = np.random.default_rng(0)
+    means = np.stack([rng.normal(0, math.sqrt(0.5), 20000), rng.normal(0, math.sqrt(0.001), 20000),
+                      rng.normal(0, math.sqrt(0.02), 20000), np.full(20000, 3.0)], axis=1)
+    assert active_units(means) == 2
+    assert active_units(means, threshold=0.0001) == 3
+
+
+def test_mutual_information_bounds_are_reached():
+    n, d = 8, 2
+    mu = torch.randn(n, 1, d)
+    same = mu[:1].expand(n, 1, d)
+    z = same[:, 0] + torch.randn(n, d)
+    assert mutual_information(z, same, torch.zeros(n, d)) == pytest.approx(0.0, abs=1e-9)
+    far = (torch.arange(n, dtype=torch.float64)[:, None, None] * 100.0).expand(n, 1, d)
+    z = far[:, 0] + torch.randn(n, d, dtype=torch.float64)
+    assert mutual_information(z, far, torch.zeros(n, d, dtype=torch.float64)) == pytest.approx(math.log(n), rel=1e-6)
+
+
+def test_knn_and_downstream_accuracy_on_separable_latents():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 50)
+    z = rng.normal(size=(200, 2)) * 0.1 + labels[:, None] * 5.0
+    assert knn_accuracy(z, labels) == 1.0
+    assert 0.1 < knn_accuracy(rng.normal(size=(200, 2)), labels) < 0.45  # no information: chance level
+    y = (labels >= 2).astype(int)
+    acc = downstream_accuracy(z[::2], y[::2], z[1::2], y[1::2], fractions=(0.1, 1.0), seed=0)
+    assert acc == {"acc_10pct": 1.0, "acc_100pct": 1.0}
+
+
+@pytest.mark.parametrize("posterior", ["gaussian", "semi-implicit"])
+def test_evaluate_known_answer_uniform_decoder_and_uninformative_posterior(posterior):
+    """Posterior weights zero (q = N(0, I) for every x; SI mixing shift zero) and output layer zero (uniform over
+    V): rec = words·log V, KL = 0, PPL = IW-PPL = V, AU = 0, MI = 0."""
+    data = toy_corpus()
+    torch.manual_seed(0)
+    model = TextVAE(len(data.vocab), ModelConfig(8, 16, 3, posterior=posterior))
+    with torch.no_grad():
+        for layer in (model.posterior.mu, model.posterior.logvar, model.out,
+                      *([model.posterior.mix[-1]] if posterior == "semi-implicit" else [])):
+            layer.weight.zero_()
+            layer.bias.zero_()
+    m = evaluate_vae(model, data.test, data.vocab, batch_size=4, iw_samples=7, n_components=5)
+    v = len(data.vocab)
+    assert m["rec"] == pytest.approx(11 * math.log(v)) and m["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert m["elbo"] == pytest.approx(-11 * math.log(v))
+    assert m["ppl"] == pytest.approx(v) and m["iw_ppl"] == pytest.approx(v)
+    assert m["au"] == 0 and m["mi"] == pytest.approx(0.0, abs=1e-6)
+    assert m["means"].shape == (10, 3) and m["labels"].tolist() == list(range(10))
+
+
+# --- training ---------------------------------------------------------------------------------------
+def test_toy_training_learns_and_is_seeded():
+    data = toy_corpus(copies=20)
+    cfg = TrainConfig(epochs=6, batch_size=10, lr=1e-2, schedule="cyclical", cycles=2, iw_samples=3,
+                      eval_components=3, seed=0, latent_samples=4)
+    epochs = []
+    result = train_vae(data, TINY, cfg, on_epoch=epochs.append)
+    assert [e["epoch"] for e in epochs] == list(range(1, 7)) and epochs == result.history
+    first, last = result.history[0], result.history[-1]
+    torch.manual_seed(0)
+    untrained = evaluate_vae(TextVAE(len(data.vocab), TINY), data.test, data.vocab)["elbo"]  # ~ -11·log 6
+    assert untrained < -15.0 and result.test["elbo"] > untrained + 10.0 and last["val_elbo"] > first["val_elbo"]
+    assert result.test["rec"] < 5.0  # the marginal alone needs log 10 = 2.3 nats
+    assert result.tokens_per_second > 0 and result.test["samples"].shape == (10, 4, 3)
+    again = train_vae(data, TINY, cfg)
+    assert again.history[-1]["val_elbo"] == pytest.approx(last["val_elbo"])
+
+
+def test_aggressive_training_takes_inner_encoder_steps_then_switches_off():
+    data = toy_corpus(copies=4)
+    cfg = TrainConfig(epochs=4, batch_size=10, schedule="constant", aggressive=True, aggressive_max_steps=6,
+                      aggressive_window=2, iw_samples=0, eval_components=2, seed=1)
+    history = train_vae(data, TINY, cfg).history
+    assert history[0]["aggressive"] and 4 * 4 <= history[0]["inner_steps"] <= 4 * 6  # 4 outer steps per epoch
+    flags = [h["aggressive"] for h in history]
+    assert flags == sorted(flags, reverse=True), "once off, aggressive training stays off"
+    mis = [h["val_mi"] for h in history]
+    for i in range(1, len(history)):
+        if history[i - 1]["aggressive"] and not history[i]["aggressive"]:
+            assert mis[i - 1] <= max(mis[:i - 1], default=-math.inf), "switched off after MI stopped rising"

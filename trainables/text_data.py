@@ -1,0 +1,253 @@
+"""Text data for the VAE: the synthetic toy problem, line-per-sentence corpora, vocabulary, padded batches.
+
+Token conventions: a sentence is a list of token ids *without* specials. The encoder reads the sentence; the
+decoder reads ``<bos> w_1 .. w_n`` and predicts ``w_1 .. w_n <eos>`` (n + 1 predictions, so word counts for
+perplexity include the end token). ``<pad>`` is id 0 and never predicted.
+
+- :func:`toy_corpus`: the seed's synthetic problem (§2.4): 10 sequences of 10 binary tokens, sequence i is the
+  one-hot vector with its 1 at position i; label = i. Train = validation = test (the task is to separate the
+  10 sequences in a 2-D latent space).
+- :func:`load_ptb`, :func:`load_yelp`: PTB (``valid.txt``, ``test.txt``) and Yelp (``dev.0.txt`` negative,
+  ``dev.1.txt`` positive; label = file suffix) from a data directory; tokenised on whitespace, sentences
+  longer than ``max_len`` tokens dropped, pooled and split into train/val/test by a seeded permutation; the
+  vocabulary is built on the training split only (``min_freq``; rarer and unseen words become ``<unk>``).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from search_space.registry import Registry
+
+PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
+SPECIALS = (PAD, BOS, EOS, UNK)
+
+
+class Vocab:
+    """token <-> id; ids 0..3 are ``<pad>``, ``<bos>``, ``<eos>``, ``<unk>``, then words by decreasing
+    frequency (ties alphabetical), so the vocabulary is a deterministic function of the training text."""
+
+    def __init__(self, words: Iterable[str]) -> None:
+        self.itos: list[str] = list(SPECIALS) + [w for w in words if w not in SPECIALS]
+        self.stoi = {w: i for i, w in enumerate(self.itos)}
+        self.pad, self.bos, self.eos, self.unk = (self.stoi[s] for s in SPECIALS)
+
+    @classmethod
+    def build(cls, sentences: Iterable[Sequence[str]], min_freq: int = 1) -> Vocab:
+        """Words occurring at least ``min_freq`` times in ``sentences`` (lists of tokens)."""
+        counts = Counter(w for s in sentences for w in s)
+        return cls(w for w, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if c >= min_freq)
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def encode(self, tokens: Sequence[str]) -> list[int]:
+        return [self.stoi.get(w, self.unk) for w in tokens]
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        """Tokens of ``ids``, stopping at the first ``<eos>`` and skipping ``<pad>``/``<bos>``."""
+        out = []
+        for i in ids:
+            if i == self.eos:
+                break
+            if i not in (self.pad, self.bos):
+                out.append(self.itos[i])
+        return out
+
+
+@dataclass
+class TextSplit:
+    """Sentences as id lists (no specials) and optional integer labels (``-1``: unlabelled)."""
+
+    sentences: list[list[int]]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.sentences)
+
+    @property
+    def n_words(self) -> int:
+        """Predicted tokens: words plus one ``<eos>`` per sentence (the PPL denominator)."""
+        return sum(len(s) + 1 for s in self.sentences)
+
+
+@dataclass
+class TextData:
+    """A corpus ready for training: vocabulary and train/val/test splits."""
+
+    name: str
+    vocab: Vocab
+    train: TextSplit
+    val: TextSplit
+    test: TextSplit
+    max_len: int
+
+    def describe(self) -> str:
+        return (f"{self.name}: vocab {len(self.vocab)}, train/val/test {len(self.train)}/{len(self.val)}/"
+                f"{len(self.test)} sentences, max_len {self.max_len}")
+
+
+def tokenize(line: str) -> list[str]:
+    """Whitespace tokenisation (the corpora are pre-tokenised)."""
+    return line.split()
+
+
+def read_sentences(path: str | Path, max_len: int) -> tuple[list[list[str]], int]:
+    """Non-empty lines of ``path`` as token lists with at most ``max_len`` tokens; returns (kept, dropped)."""
+    kept, dropped = [], 0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            tokens = tokenize(line)
+            if not tokens:
+                continue
+            if len(tokens) > max_len:
+                dropped += 1
+                continue
+            kept.append(tokens)
+    return kept, dropped
+
+
+def split_indices(n: int, val_frac: float, test_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded disjoint (train, val, test) index arrays covering ``range(n)``; sizes round to nearest."""
+    if not (0.0 <= val_frac < 1.0 and 0.0 <= test_frac < 1.0 and val_frac + test_frac < 1.0):
+        raise ValueError(f"split: need 0 <= val_frac, test_frac and val_frac + test_frac < 1, "
+                         f"got {val_frac}, {test_frac}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_test, n_val = round(n * test_frac), round(n * val_frac)
+    return np.sort(perm[n_test + n_val:]), np.sort(perm[n_test:n_test + n_val]), np.sort(perm[:n_test])
+
+
+def build_corpus(name: str, sentences: list[list[str]], labels: np.ndarray, *, max_len: int, min_freq: int,
+                 val_frac: float, test_frac: float, seed: int) -> TextData:
+    """Split tokenised ``sentences`` (seeded), build the vocabulary on train, encode every split."""
+    tr, va, te = split_indices(len(sentences), val_frac, test_frac, seed)
+    vocab = Vocab.build((sentences[i] for i in tr), min_freq)
+
+    def part(idx: np.ndarray) -> TextSplit:
+        return TextSplit([vocab.encode(sentences[i]) for i in idx], labels[idx].astype(np.int64))
+
+    return TextData(name, vocab, part(tr), part(va), part(te), max_len)
+
+
+def _require(paths: list[Path]) -> None:
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"missing data file(s): {', '.join(missing)}")
+
+
+def load_ptb(data_dir: str | Path, *, max_len: int = 40, min_freq: int = 2, val_frac: float = 0.1,
+             test_frac: float = 0.1, seed: int = 0) -> TextData:
+    """PTB from ``data_dir/ptb/{valid,test}.txt`` (all files pooled, then split; labels -1)."""
+    paths = [Path(data_dir) / "ptb" / f for f in ("valid.txt", "test.txt")]
+    _require(paths)
+    sentences = [s for p in paths for s in read_sentences(p, max_len)[0]]
+    return build_corpus("ptb", sentences, np.full(len(sentences), -1), max_len=max_len, min_freq=min_freq,
+                        val_frac=val_frac, test_frac=test_frac, seed=seed)
+
+
+def load_yelp(data_dir: str | Path, *, max_len: int = 15, min_freq: int = 2, val_frac: float = 0.05,
+              test_frac: float = 0.1, seed: int = 0, limit: int | None = None) -> TextData:
+    """Yelp sentiment from ``data_dir/yelp-sentiment/dev.{0,1}.txt`` (label 0 negative, 1 positive).
+
+    ``limit``: keep a seeded random subset of that many sentences before splitting (smaller budgets)."""
+    paths = [Path(data_dir) / "yelp-sentiment" / f"dev.{k}.txt" for k in (0, 1)]
+    _require(paths)
+    sentences, labels = [], []
+    for label, p in enumerate(paths):
+        kept = read_sentences(p, max_len)[0]
+        sentences += kept
+        labels += [label] * len(kept)
+    labels_arr = np.asarray(labels, dtype=np.int64)
+    if limit is not None and limit < len(sentences):
+        keep = np.sort(np.random.default_rng(seed + 1).choice(len(sentences), limit, replace=False))
+        sentences, labels_arr = [sentences[i] for i in keep], labels_arr[keep]
+    return build_corpus("yelp", sentences, labels_arr, max_len=max_len, min_freq=min_freq,
+                        val_frac=val_frac, test_frac=test_frac, seed=seed)
+
+
+def toy_corpus(n: int = 10, copies: int = 1) -> TextData:
+    """The synthetic problem: ``n`` sequences of ``n`` tokens ``"0"``/``"1"``, sequence i one-hot at i.
+
+    The training split holds each sequence ``copies`` times (more updates per epoch); validation and test
+    hold each once."""
+    if n < 2 or copies < 1:
+        raise ValueError(f"toy corpus: need n >= 2 and copies >= 1, got n={n}, copies={copies}")
+    vocab = Vocab(["0", "1"])
+    ids = [vocab.encode(["1" if j == i else "0" for j in range(n)]) for i in range(n)]
+    labels = np.arange(n, dtype=np.int64)
+    once = TextSplit(ids, labels)
+    train = TextSplit([list(s) for _ in range(copies) for s in ids], np.tile(labels, copies))
+    return TextData("toy", vocab, train, once, once, n)
+
+
+def length_bucketed_batches(lengths: Sequence[int], batch_size: int, *, shuffle: bool, seed: int = 0) -> list[np.ndarray]:
+    """Index batches of sentences of similar length: sort by length (random tie-break when ``shuffle``),
+    cut into chunks of ``batch_size``, shuffle the chunk order (seeded). Every index appears exactly once."""
+    lengths = np.asarray(lengths)
+    rng = np.random.default_rng(seed)
+    tie = rng.random(len(lengths)) if shuffle else np.arange(len(lengths))
+    order = np.lexsort((tie, lengths))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if shuffle:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+@dataclass
+class Batch:
+    """Padded tensors of one batch (B sentences, L = longest sentence):
+
+    ``src`` [B, L] words (pad 0), ``lengths`` [B] words per sentence, ``dec_in`` [B, L+1] = ``<bos>`` + words,
+    ``target`` [B, L+1] = words + ``<eos>`` (pad 0 after), ``mask`` [B, L+1] float, 1 on predicted tokens."""
+
+    src: torch.Tensor
+    lengths: torch.Tensor
+    dec_in: torch.Tensor
+    target: torch.Tensor
+    mask: torch.Tensor
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.mask.sum().item())
+
+
+def make_batch(sentences: Sequence[Sequence[int]], vocab: Vocab, device: torch.device | str = "cpu") -> Batch:
+    """Pad id lists into a :class:`Batch` (every sentence needs at least one word)."""
+    b, length = len(sentences), max(len(s) for s in sentences)
+    src = torch.full((b, length), vocab.pad, dtype=torch.long)
+    dec_in = torch.full((b, length + 1), vocab.pad, dtype=torch.long)
+    target = torch.full((b, length + 1), vocab.pad, dtype=torch.long)
+    for i, s in enumerate(sentences):
+        n = len(s)
+        src[i, :n] = torch.as_tensor(s)
+        dec_in[i, 0] = vocab.bos
+        dec_in[i, 1:n + 1] = src[i, :n]
+        target[i, :n] = src[i, :n]
+        target[i, n] = vocab.eos
+    lengths = torch.as_tensor([len(s) for s in sentences], dtype=torch.long)
+    mask = (target != vocab.pad).float()
+    return Batch(src.to(device), lengths.to(device), dec_in.to(device), target.to(device), mask.to(device))
+
+
+def batches(split: TextSplit, vocab: Vocab, batch_size: int, *, shuffle: bool, seed: int = 0,
+            device: torch.device | str = "cpu") -> list[Batch]:
+    """All batches of ``split`` (length-bucketed), as tensors on ``device``."""
+    idx = length_bucketed_batches([len(s) for s in split.sentences], batch_size, shuffle=shuffle, seed=seed)
+    return [make_batch([split.sentences[i] for i in b], vocab, device) for b in idx]
+
+
+#: name -> ``loader(data_dir, **options) -> TextData`` (``toy`` ignores ``data_dir``).
+DATASETS = Registry("text dataset")
+DATASETS.register("toy")(lambda data_dir=None, **options: toy_corpus(**options))
+DATASETS.register("ptb")(load_ptb)
+DATASETS.register("yelp")(load_yelp)
+
+
+def load_text_data(name: str, data_dir: str | Path | None = None, **options) -> TextData:
+    """The registered dataset ``name`` (one-line ``ValueError`` for an unknown name)."""
+    return DATASETS.lookup(name)(data_dir, **options)

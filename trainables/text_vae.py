@@ -1,0 +1,255 @@
+"""LSTM text VAE and its training loop (plain PyTorch; the Ray Tune adapter is ``trainables.text_vae_tune``).
+
+Model (:class:`TextVAE`): embedding → LSTM encoder → last hidden state h [B, H] → posterior
+(``trainables.posteriors``) → z [B, D]. The decoder LSTM starts from ``(h0, c0) = split(W z)`` (h0 through
+tanh) and reads, at every step, the embedding of the previous token concatenated with z (teacher forcing).
+Word dropout replaces decoder input words (not ``<bos>``) by ``<unk>`` with probability ``word_dropout``
+during training. Losses are in nats per sentence: ``rec`` = −log p(x|z) summed over the words and ``<eos>``.
+
+Training (:func:`train_vae`): minimise ``mean_batch(rec + β_t · kl)`` with Adam; β_t from a registered
+schedule (``trainables.beta_schedules``), t counting decoder updates over the whole run. For the semi-implicit
+posterior the number of mixing draws is ``K_t = k_min + round((k_max − k_min) · β_t)``, i.e. K is annealed
+in sync with the β cycles. Optional cyclical learning rate (cosine per cycle, restarting with β).
+
+Aggressive training (He et al. 2019): while on, each outer step first updates only the encoder + posterior
+on freshly drawn batches (at most ``aggressive_max_steps`` inner steps; stopped early when the mean loss of
+the last ``aggressive_window`` inner steps is no lower than that of the window before), then updates only
+the decoder on the outer batch. It is switched off for good after the first epoch whose validation mutual
+information I(x, z) does not exceed the best so far.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from .beta_schedules import cyclical_lr, make_schedule
+from .posteriors import kl_bound, make_posterior
+from .text_data import Batch, TextData, batches
+from .vae_metrics import evaluate_vae
+
+
+@dataclass
+class ModelConfig:
+    """Sizes of :class:`TextVAE` and its posterior (``posterior_options`` go to the posterior class)."""
+
+    emb_dim: int = 64
+    hidden_dim: int = 128
+    latent_dim: int = 16
+    posterior: str = "gaussian"
+    posterior_options: dict = field(default_factory=dict)
+    word_dropout: float = 0.0
+
+
+class TextVAE(nn.Module):
+    """LSTM encoder/decoder VAE over a vocabulary of ``vocab_size`` ids (``pad_id`` ignored, ``unk_id`` used
+    by word dropout)."""
+
+    def __init__(self, vocab_size: int, cfg: ModelConfig, pad_id: int = 0, unk_id: int = 3) -> None:
+        super().__init__()
+        self.cfg, self.pad_id, self.unk_id = cfg, pad_id, unk_id
+        h, d = cfg.hidden_dim, cfg.latent_dim
+        self.enc_emb = nn.Embedding(vocab_size, cfg.emb_dim, padding_idx=pad_id)
+        self.encoder = nn.LSTM(cfg.emb_dim, h, batch_first=True)
+        self.posterior = make_posterior(cfg.posterior, h, d, **cfg.posterior_options)
+        self.dec_emb = nn.Embedding(vocab_size, cfg.emb_dim, padding_idx=pad_id)
+        self.z_to_state = nn.Linear(d, 2 * h)
+        self.decoder = nn.LSTM(cfg.emb_dim + d, h, batch_first=True)
+        self.out = nn.Linear(h, vocab_size)
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return [*self.enc_emb.parameters(), *self.encoder.parameters(), *self.posterior.parameters()]
+
+    def decoder_parameters(self) -> list[nn.Parameter]:
+        return [*self.dec_emb.parameters(), *self.z_to_state.parameters(), *self.decoder.parameters(),
+                *self.out.parameters()]
+
+    def encode(self, src: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """h [B, H]: the encoder's last hidden state at each sentence's true length."""
+        packed = pack_padded_sequence(self.enc_emb(src), lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, (h_n, _) = self.encoder(packed)
+        return h_n[-1]
+
+    def components(self, batch: Batch, n: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mixture components of the batch: (mu [B, C, D], logvar [B, D])."""
+        return self.posterior.components(self.encode(batch.src, batch.lengths), n)
+
+    def logits(self, z: torch.Tensor, dec_in: torch.Tensor) -> torch.Tensor:
+        """Decoder logits [S, B, T, V] for latents z [S, B, D] and decoder inputs [B, T] (teacher forcing)."""
+        s, b, d = z.shape
+        t = dec_in.shape[1]
+        tokens = dec_in
+        if self.training and self.cfg.word_dropout > 0:
+            drop = (torch.rand(tokens.shape, device=tokens.device) < self.cfg.word_dropout)
+            drop[:, 0] = False
+            tokens = tokens.masked_fill(drop & (tokens != self.pad_id), self.unk_id)
+        flat_z = z.reshape(s * b, d)
+        emb = self.dec_emb(tokens).repeat(s, 1, 1)
+        inp = torch.cat([emb, flat_z.unsqueeze(1).expand(-1, t, -1)], dim=-1)
+        h0, c0 = self.z_to_state(flat_z).chunk(2, dim=-1)
+        out, _ = self.decoder(inp, (torch.tanh(h0).unsqueeze(0).contiguous(), c0.unsqueeze(0).contiguous()))
+        return self.out(out).reshape(s, b, t, -1)
+
+    def reconstruction(self, z: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """−log p(x|z) [S, B] in nats, summed over the predicted tokens (words + ``<eos>``)."""
+        logits = self.logits(z, batch.dec_in)
+        s = z.shape[0]
+        nll = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.target.repeat(s, 1).reshape(-1),
+                                          reduction="none").reshape(s, *batch.target.shape)
+        return (nll * batch.mask).sum(-1)
+
+    def loss(self, batch: Batch, beta: float, k: int = 0, j_samples: int = 1) -> dict[str, torch.Tensor]:
+        """``{"loss": mean(rec + β kl), "rec": [B], "kl": [B]}``; ``k`` extra mixing draws (SI only), ``j_samples``
+        z-samples per sentence (rec averaged over them)."""
+        mu, logvar = self.components(batch, k + 1)
+        kl, z = kl_bound(mu, logvar, j_samples)
+        rec = self.reconstruction(z, batch).mean(0)
+        return {"loss": (rec + beta * kl).mean(), "rec": rec, "kl": kl}
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings of :func:`train_vae` (lr in Adam units; ``ratio`` = R, ``cycles`` = M)."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    schedule: str = "cyclical"
+    cycles: int = 4
+    ratio: float = 0.5
+    shape: str = "linear"
+    cyclical_lr: bool = False
+    lr_min: float = 0.0
+    k_max: int = 0
+    k_min: int = 0
+    j_samples: int = 1
+    aggressive: bool = False
+    aggressive_max_steps: int = 30
+    aggressive_window: int = 5
+    clip: float = 5.0
+    seed: int = 0
+    eval_batch_size: int = 128
+    eval_components: int = 20
+    iw_samples: int = 20
+    mi_rows: int = 500
+    latent_samples: int = 0
+
+
+@dataclass
+class TrainResult:
+    """Per-epoch history (dicts), final test metrics and the trained model (on the training device)."""
+
+    history: list[dict[str, Any]]
+    test: dict[str, Any]
+    model: TextVAE
+    tokens_per_second: float
+    train_seconds: float
+
+
+class DivergedError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+def _step(optimizers: list[torch.optim.Optimizer], params: list[nn.Parameter], loss: torch.Tensor, clip: float) -> None:
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip > 0:
+        nn.utils.clip_grad_norm_(params, clip)
+    for opt in optimizers:
+        opt.step()
+
+
+def _aggressive_encoder_steps(model: TextVAE, train: list[Batch], opt_enc: torch.optim.Optimizer, beta: float,
+                              k: int, cfg: TrainConfig, rng: np.random.Generator) -> int:
+    """Encoder-only updates on random training batches until the windowed loss stops falling or the cap; returns
+    the number of inner steps taken."""
+    params = model.encoder_parameters()
+    losses: list[float] = []
+    for step in range(1, cfg.aggressive_max_steps + 1):
+        out = model.loss(train[int(rng.integers(len(train)))], beta, k, cfg.j_samples)
+        _step([opt_enc], params, out["loss"], cfg.clip)
+        losses.append(float(out["loss"].detach()))
+        w = cfg.aggressive_window
+        if step % w == 0 and step >= 2 * w and np.mean(losses[-w:]) >= np.mean(losses[-2 * w:-w]):
+            return step
+    return cfg.aggressive_max_steps
+
+
+def train_vae(data: TextData, model_cfg: ModelConfig, cfg: TrainConfig, device: str | torch.device = "cpu",
+              on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train a :class:`TextVAE` on ``data.train``; validate every epoch on ``data.val``; test at the end.
+
+    ``on_epoch(metrics)`` is called after each epoch with ``epoch``, ``beta`` (last of the epoch), ``k``,
+    ``aggressive`` (on during this epoch), ``inner_steps``, ``train_{rec,kl,elbo}`` (running means over the
+    epoch's batches, nats per sentence) and ``val_{rec,kl,elbo,ppl,au,mi}``. Raises :class:`DivergedError`.
+    """
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    model = TextVAE(len(data.vocab), model_cfg, data.vocab.pad, data.vocab.unk).to(device)
+    opt_enc = torch.optim.Adam(model.encoder_parameters(), lr=cfg.lr)
+    opt_dec = torch.optim.Adam(model.decoder_parameters(), lr=cfg.lr)
+    all_params = list(model.parameters())
+    n_batches = math.ceil(len(data.train) / cfg.batch_size)
+    total = cfg.epochs * n_batches
+    beta_of = make_schedule(cfg.schedule, total, cycles=cfg.cycles, ratio=cfg.ratio, shape=cfg.shape)
+    aggressive, best_mi = cfg.aggressive, -math.inf
+    history, t, tokens, train_seconds = [], 0, 0, 0.0
+    eval_kw = dict(batch_size=cfg.eval_batch_size, n_components=cfg.eval_components, mi_rows=cfg.mi_rows,
+                   device=device)
+    for epoch in range(1, cfg.epochs + 1):
+        start = time.perf_counter()
+        model.train()
+        train = batches(data.train, data.vocab, cfg.batch_size, shuffle=True, seed=cfg.seed * 100_003 + epoch,
+                        device=device)
+        sums = {"rec": 0.0, "kl": 0.0}
+        inner, beta, k = 0, 1.0, cfg.k_max
+        for batch in train:
+            t += 1
+            beta = beta_of(t)
+            k = cfg.k_min + round((cfg.k_max - cfg.k_min) * beta)
+            if cfg.cyclical_lr:
+                for opt in (opt_enc, opt_dec):
+                    for group in opt.param_groups:
+                        group["lr"] = cyclical_lr(t, total, cycles=cfg.cycles, lr_max=cfg.lr, lr_min=cfg.lr_min)
+            if aggressive:
+                inner += _aggressive_encoder_steps(model, train, opt_enc, beta, k, cfg, rng)
+                out = model.loss(batch, beta, k, cfg.j_samples)
+                _step([opt_dec], model.decoder_parameters(), out["loss"], cfg.clip)
+            else:
+                out = model.loss(batch, beta, k, cfg.j_samples)
+                _step([opt_enc, opt_dec], all_params, out["loss"], cfg.clip)
+            if not torch.isfinite(out["loss"]):
+                raise DivergedError(f"text VAE diverged at epoch {epoch}, iteration {t} (loss {float(out['loss'])})")
+            sums["rec"] += float(out["rec"].detach().sum())
+            sums["kl"] += float(out["kl"].detach().sum())
+            tokens += batch.n_tokens
+        train_seconds += time.perf_counter() - start
+        val = evaluate_vae(model, data.val, data.vocab, iw_samples=0, seed=cfg.seed + epoch, **eval_kw)
+        n = len(data.train)
+        row = {"epoch": epoch, "iteration": t, "beta": beta, "k": k, "aggressive": aggressive,
+               "inner_steps": inner, "train_rec": sums["rec"] / n, "train_kl": sums["kl"] / n,
+               "train_elbo": -(sums["rec"] + sums["kl"]) / n,
+               **{f"val_{m}": val[m] for m in ("rec", "kl", "elbo", "ppl", "au", "mi")}}
+        history.append(row)
+        if aggressive:
+            if val["mi"] <= best_mi:
+                aggressive = False
+            best_mi = max(best_mi, val["mi"])
+        if on_epoch is not None:
+            on_epoch(row)
+    test = evaluate_vae(model, data.test, data.vocab, iw_samples=cfg.iw_samples, seed=cfg.seed + 7919,
+                        latent_samples=cfg.latent_samples, **eval_kw)
+    return TrainResult(history, test, model, tokens / max(train_seconds, 1e-9), train_seconds)
+
+
+def config_dict(model_cfg: ModelConfig, cfg: TrainConfig) -> dict[str, Any]:
+    """Flat dict of both configs (for logging)."""
+    return {**asdict(model_cfg), **asdict(cfg)}
