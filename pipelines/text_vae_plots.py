@@ -1,0 +1,67 @@
+"""PNG plots of a text-VAE sweep (matplotlib, Agg backend): β schedules, learning curves, toy latent scatter."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from trainables.beta_schedules import cyclical_lr, make_schedule  # noqa: E402
+
+
+def plot_schedules(path: Path, schedules: Sequence[str], total: int, *, cycles: int, ratio: float, shape: str,
+                   with_lr: bool = False) -> Path:
+    """β_t over the ``total`` iterations of a run for each schedule (and the cyclical lr factor if used)."""
+    t = np.arange(1, total + 1)
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for name in schedules:
+        beta = make_schedule(name, total, cycles=cycles, ratio=ratio, shape=shape)
+        ax.plot(t, [beta(i) for i in t], label=name)
+    if with_lr:
+        ax.plot(t, [cyclical_lr(i, total, cycles=cycles, lr_max=1.0) for i in t], "k:", label="lr / lr_max")
+    ax.set(xlabel="iteration t", ylabel="β", title=f"β schedules (M={cycles}, R={ratio}, f={shape}, T={total})")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_learning_curves(path: Path, curves: Mapping[str, Sequence[Mapping[str, Any]]]) -> Path:
+    """Validation ELBO, reconstruction and KL (nats per sentence) per epoch, one line per configuration."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for name, points in sorted(curves.items()):
+        epochs = [p["epoch"] for p in points]
+        for ax, key in zip(axes, ("val_elbo", "val_rec", "val_kl")):
+            ax.plot(epochs, [np.nan if p.get(key) is None else p[key] for p in points], marker=".", label=name)
+    for ax, title in zip(axes, ("validation ELBO (nats/sentence)", "reconstruction −log p(x|z)", "KL")):
+        ax.set(xlabel="epoch", title=title)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_latents(path: Path, latents: Mapping[str, Mapping[str, Sequence]]) -> Path:
+    """Samples z ~ q(z|x) (first two dims) per configuration, coloured by sequence (toy problem)."""
+    names = sorted(latents)
+    cols = min(4, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, names):
+        z, labels = np.asarray(latents[name]["z"]), np.asarray(latents[name]["labels"])
+        ax.scatter(z[:, 0], z[:, 1] if z.shape[1] > 1 else np.zeros(len(z)), c=labels, cmap="tab10", s=5)
+        ax.set_title(name, fontsize=8)
+    fig.suptitle("toy problem: z ~ q(z|x), coloured by sequence")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,95 @@
+"""pipelines/text_vae.py end to end through a real Ray Tune (tiny budgets), and its command-line errors."""
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines import text_vae
+from pipelines.text_vae_tracking import RESULT_COLUMNS
+
+TINY = ["--set", "epochs=2", "--set", "toy_copies=2", "--set", "iw_samples=3", "--set", "latent_samples=5",
+        "--set", "eval_components=3", "--set", "hidden_dim=16", "--set", "emb_dim=8"]
+
+
+def mlflow_runs(uri: str, experiment: str, search: str) -> pd.DataFrame:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], filter_string=f"tags.search = '{search}'")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One SQLite tracking store for the module (creating its tables costs seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+
+
+@pytest.fixture
+def tracking(store, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.chdir(tmp_path)
+    return store
+
+
+def test_grid_sweep_writes_results_plots_and_one_mlflow_run_per_row(ray_local, tmp_path, tracking):
+    out = tmp_path / "out"
+    argv = [*TINY, "--set", "schedules=constant,cyclical", "--set", "posteriors=gaussian,semi-implicit",
+            "--set", "aggressive=false", "--output", str(out)]
+    assert text_vae.main(argv) == 0
+    results = pd.read_parquet(out / "results.parquet")
+    assert list(results.columns[:len(RESULT_COLUMNS)]) == list(RESULT_COLUMNS)
+    assert len(results) == 4 and set(results["status"]) == {"complete"}
+    assert set(zip(results["schedule"], results["posterior"])) == {
+        (s, p) for s in ("constant", "cyclical") for p in ("gaussian", "semi-implicit")}
+    assert results[["elbo", "rec", "ppl", "iw_ppl", "mi"]].notna().all().all()
+    assert (results["elbo"] < 0).all() and (results["ppl"] > 1).all() and results["knn_acc"].between(0, 1).all()
+    for png in ("beta_schedules.png", "learning_curves.png", "latent_toy.png"):
+        assert (out / png).stat().st_size > 1000
+    curves = pd.read_parquet(out / "curves.parquet")
+    assert len(curves) == 4 * 2 and set(curves["epoch"]) == {1, 2}
+    runs = mlflow_runs(tracking, "text-vae-toy", "grid")
+    assert len(runs) == len(results) and {r.info.run_id for r in runs} == set(results["mlflow_run_id"])
+    assert {r.info.status for r in runs} == {"FINISHED"} and all("elbo" in r.data.metrics for r in runs)
+    assert all(len(r.data.params) > 10 for r in runs)
+
+
+def test_optuna_search_with_asha(ray_local, tmp_path, tracking):
+    out = tmp_path / "opt"
+    argv = [*TINY, "--search", "optuna", "--set", "optuna_trials=3", "--set", "asha_grace=1",
+            "--output", str(out)]
+    assert text_vae.main(argv) == 0
+    results = pd.read_parquet(out / "results.parquet")
+    assert len(results) == 3 and set(results["schedule"]) == {"cyclical"}
+    assert set(results["posterior"]) == {"semi-implicit"} and results["val_elbo"].notna().all()
+    assert results["cycles"].between(1, 8).all() and results["ratio"].between(0.1, 0.9).all()
+    assert results["lr"].nunique() == 3, "each trial got its own Optuna suggestion"
+    assert len(mlflow_runs(tracking, "text-vae-toy", "optuna")) == 3
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--set", "bogus=1"], "unknown key 'bogus'; valid: "),
+    (["--set", "epochs"], "expected KEY=VALUE; valid keys: "),
+    (["--set", "schedules=constant,exponential"], "beta schedule: unknown 'exponential'; valid: constant"),
+    (["--set", "posteriors=flow"], "posterior: unknown 'flow'"),
+    (["--set", "epochs=two"], "--set epochs: expected int, got 'two'"),
+    (["--set", "ratio=1.5"], "ratio must lie in [0, 1]"),
+    (["--preset", "imdb"], "unknown preset 'imdb'; valid: toy, ptb, yelp"),
+    (["--preset", "ptb", "--data-dir", "/nonexistent/data"], "data directory /nonexistent/data does not exist"),
+])
+def test_bad_command_line_exits_2_with_one_line_and_writes_nothing(tmp_path, tracking, capsys, argv, message):
+    out = tmp_path / "out"
+    assert text_vae.main([*argv, "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not out.exists() and sorted(p.name for p in Path(tmp_path).iterdir()) == []
+
+
+def test_presets_file_lists_the_three_presets_with_the_same_keys():
+    presets = text_vae.load_presets()
+    assert list(presets) == ["toy", "ptb", "yelp"]
+    common = set(presets["toy"]) - {"toy_copies"}
+    for name in ("ptb", "yelp"):
+        assert common <= set(presets[name])
+    assert sys.modules["pipelines.text_vae"].PRESETS_FILE.name == "text_vae.yaml"
