@@ -1,64 +1,125 @@
-"""DCSOD main job: ``python pipelines/dcsod.py`` (locally) or
-``ray job submit --working-dir . -- python pipelines/dcsod.py`` (on a Ray cluster).
+"""DCSOD main job: ``python pipelines/dcsod.py`` (a local Ray) or, on a cluster,
+``ray job submit --working-dir . -- python pipelines/dcsod.py --preset cifar10-split``.
 
-Status: only the search space exists yet. This entry point is a **dry run**: it loads the embedded
-``digits`` protocol, samples the warm-up population and describes it, then prints the stages that the
-pipeline issues will implement. It trains nothing and writes nothing; it says so and exits 0.
+Stages (DESIGN.md, seed §4.3, Alg. 2 / Alg. 3), each a Ray Tune experiment of candidate trainings:
+
+1. ``warmup``: N sampled architectures trained with CE + outlier exposure.
+2. ``distill-<i>``: evolving distillation; teachers = top K ∪ random k of the pool; Alg. 2 retrains the whole pool
+   each iteration, Alg. 3 trains q new architectures per iteration and retrains all at the end
+   (``distill-final``).
+3. ``predictor``: the MLP predictor validated on the final iteration's pairs (``predictor/metrics.json``).
+4. ``search``: ``PredictorEvolutionSearcher`` warm-started on those pairs proposes M architectures, each trained
+   for real with the final teachers.
+5. ``final``: the best measured architecture retrained through Ray Train at the final budget, evaluated on the
+   test split, registered in MLflow as ``dcsod-<dataset>`` with alias ``champion``.
+
+Then ``best.json``, ``report.md`` and PNG plots. Every stage writes atomically into ``--output`` and is
+recorded in ``manifest.json``; rerunning with the same ``--output`` skips finished stages and restores an
+interrupted one (``Tuner.restore``), never duplicating a history row or an MLflow run.
+Bad input (unknown preset or key, unreachable tracking server, a run dir holding other settings) prints one
+line ``error: ...`` and exits 2 before anything is written.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
+from pathlib import Path
 
-import numpy as np
+if __package__ in (None, ""):  # run as a script: make the repository importable without installing it
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from search_space import SearchSpace, describe
+from pipelines.config import ConfigError, dataset_name, load_config, preset_names  # noqa: E402
+from pipelines.rundir import RunDir, RunDirError  # noqa: E402
+from pipelines.tracking import TrackingUnavailable, check_tracking_uri  # noqa: E402
 
-# Embedded near-OOD class split of scikit-learn's digits (DESIGN.md): ID / auxiliary outliers / OOD test.
-DIGITS_SPLIT = {"id": (0, 1, 2, 3, 4, 5), "aux": (6, 7), "ood": (8, 9)}
 
-STAGES = (
-    ("warmup", "train N sampled architectures with CE + outlier exposure, evaluate OOD AUROC"),
-    ("distill", "iterations of evolving distillation: teachers = top K% + random k%, retrain with eq. 4.11"),
-    ("predictor", "fit the MLP predictor (MSE + ranking loss) on the last iteration's (arch, AUROC) pairs"),
-    ("search", "predictor-guided Metropolis evolution proposes M architectures, each trained for real"),
-    ("final", "retrain the best measured architecture with the final teachers; register it in MLflow"),
-)
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python pipelines/dcsod.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="quick", help=f"one of {', '.join(preset_names())} (default quick)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting, e.g. --set warmup.n=20 --set train.epochs=5 (values are YAML)")
+    parser.add_argument("--output", default=None, help="run directory (default runs/<preset>)")
+    parser.add_argument("--resume", action="store_true", help="require an existing run in --output and continue it")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default MLFLOW_TRACKING_URI, "
+                        "else MLflow's default sqlite:///mlflow.db in the working directory)")
+    parser.add_argument("--address", default=None, help="Ray address (default RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--no-dashboard", action="store_true", help="local Ray without the dashboard")
+    return parser.parse_args(argv)
+
+
+def prepare(args: argparse.Namespace) -> tuple[dict, RunDir, str]:
+    """Validate everything that can be checked before Ray starts; create or reopen the run directory."""
+    cfg = load_config(args.preset, args.sets)
+    tracking_uri = check_tracking_uri(args.tracking_uri)
+    output = Path(args.output or Path("runs") / args.preset)
+    if args.resume and not (output / "manifest.json").exists():
+        raise RunDirError(f"--resume: {output} holds no run to resume")
+    return cfg, RunDir.open(output, cfg), tracking_uri
+
+
+def quiet_libraries() -> None:
+    """Keep the console to progress bars and the summary: Tune's per-stage 'results here' / TensorBoard hints
+    point at session folders (the run's TensorBoard files are under <output>/tune), MLflow's pickle notice is
+    expected (the model is a Python module), and experiment snapshots are forced on purpose (one per trial
+    checkpoint keeps restores exact)."""
+    import logging
+
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0 (no tables)
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+
+
+def start_ray(args: argparse.Namespace) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    kwargs = {"log_to_driver": False}
+    if not address:
+        kwargs["include_dashboard"] = not args.no_dashboard
+    ray.init(address=address, **kwargs)
+
+
+def check_resources(cfg: dict) -> None:
+    import ray
+
+    total = ray.cluster_resources()
+    if cfg["resources"]["gpu"] > 0 and total.get("GPU", 0) == 0:
+        raise ConfigError("resources.gpu > 0 but the Ray cluster has no GPU; set resources.gpu=0")
+    if cfg["resources"]["cpu"] > total.get("CPU", 0):
+        raise ConfigError(f"resources.cpu={cfg['resources']['cpu']} exceeds the cluster's {total.get('CPU', 0)} CPUs")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="DCSOD pipeline (dry run until the pipeline lands)")
-    parser.add_argument("--n", type=int, default=8, help="warm-up architectures to sample (default 8)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--k", type=int, default=6, help="vertices per cell incl. the input vertex")
-    args = parser.parse_args(argv)
-
-    from sklearn.datasets import load_digits
-
-    images, labels = load_digits(return_X_y=True)
-    counts = {part: int(np.isin(labels, classes).sum()) for part, classes in DIGITS_SPLIT.items()}
-    print(f"protocol digits: {len(images)} images 8x8x1; ID {DIGITS_SPLIT['id']} = {counts['id']}, "
-          f"aux outliers {DIGITS_SPLIT['aux']} = {counts['aux']}, OOD test {DIGITS_SPLIT['ood']} = {counts['ood']}")
-
+    args = parse_args(argv)
     try:
-        space = SearchSpace(k=args.k)
-        size = space.size()
-        population = space.sample_many(args.n, seed=args.seed)
-    except ValueError as err:
+        cfg, run, tracking_uri = prepare(args)
+    except (ConfigError, RunDirError, TrackingUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"search space k={args.k}: 2^{size['edge_configurations_log2']} edge configurations, "
-          f"{size['distinct_networks']:.3e} distinct networks after pruning")
-    print(f"warm-up population (seed {args.seed}), described at 8x8x1 input, 6 classes, width 32:")
-    for g in population:
-        info = describe(g, num_classes=len(DIGITS_SPLIT["id"]), in_channels=1, input_size=8)
-        print(f"  {info['arch_hash']}  live ops/cell {info['live_operators']}  "
-              f"params {info['params']:>9,}  FLOPs {info['flops']:>12,}")
-    print("stages the pipeline will run:")
-    for name, what in STAGES:
-        print(f"  {name:<9} {what}")
-    print("DRY RUN: training, distillation, search and the MLflow registry are not implemented yet "
-          "(open issues 3-5). Nothing was trained and nothing was written.")
+    quiet_libraries()
+    start_ray(args)
+    try:
+        check_resources(cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from pipelines.workflow import Workflow
+
+    start = time.perf_counter()
+    flow = Workflow(run, cfg, tracking_uri)
+    best = flow.execute()
+    if "total_seconds" not in run.manifest:
+        run.note(total_seconds=time.perf_counter() - start)
+    print(f"champion {best['arch_hash']}: test {cfg['metric']} {best['measured_test'][cfg['metric']]:.4f} "
+          f"(id_acc {best['measured_test']['id_acc']:.4f}); registered as {best['model']['name']} "
+          f"version {best['model']['version']} @champion")
+    print(f"outputs in {run.path}: history.parquet, predictor/metrics.json, best.json, report.md, *.png; "
+          f"MLflow experiment dcsod-{dataset_name(cfg)} at {tracking_uri}")
     return 0
 
 

@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +27,8 @@ from typing import Any
 
 import pandas as pd
 from ray.tune import Callback
+
+from .rundir import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -152,17 +153,7 @@ class HistoryStore:
         return {(str(a), str(s), int(i), int(sd)) for a, s, i, sd in df[list(KEY_COLUMNS)].itertuples(index=False)}
 
     def _write(self, df: pd.DataFrame) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            df.to_parquet(tmp, index=False)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 # --- MLflow -----------------------------------------------------------------------------------------
@@ -286,9 +277,8 @@ class MLflowHistoryCallback(Callback):
         return self._experiment_id
 
     # --- keys and lookups ---------------------------------------------------------------------------
-    def _identity(self, trial, strict: bool) -> tuple[Key, str | None]:
+    def _identity(self, result: Mapping, config: Mapping, trial_id: str, strict: bool) -> tuple[Key, str | None]:
         """``(key, genotype_json)`` of a trial from its last result, falling back to its config."""
-        result, config = trial.last_result or {}, trial.config or {}
 
         def pick(name):
             return result.get(name, config.get(name))
@@ -305,9 +295,9 @@ class MLflowHistoryCallback(Callback):
                     raise
         if strict and (arch_hash is None or seed is None or genotype is None):
             missing = [n for n, v in (("arch_hash", arch_hash), ("genotype", genotype), ("seed", seed)) if v is None]
-            raise ValueError(f"trial {trial.trial_id}: result and config lack {', '.join(missing)}")
+            raise ValueError(f"trial {trial_id}: result and config lack {', '.join(missing)}")
         key = (
-            str(arch_hash if arch_hash is not None else f"trial-{trial.trial_id}"),
+            str(arch_hash if arch_hash is not None else f"trial-{trial_id}"),
             self.stage,
             self.iteration,
             _as_int("seed", seed) if seed is not None else -1,
@@ -337,32 +327,44 @@ class MLflowHistoryCallback(Callback):
         if result.get("error"):
             self._record_failure(trial, _one_line(str(result["error"])))
             return
-        key, genotype = self._identity(trial, strict=True)
-        if key in self.history.keys():
-            return
+        self.record(result, trial.config or {}, str(trial.trial_id))
+
+    def record(self, result: Mapping[str, Any], config: Mapping[str, Any] | None = None, trial_id: str = "",
+               before_finish=None) -> str:
+        """Record one completed evaluation (a trial's last result, or e.g. the final retrain's metrics) and
+        return its MLflow run id. Idempotent: a key already in the history returns the stored run id.
+        ``before_finish(run_id)`` runs before a newly written run is marked FINISHED (e.g. to log a model), so
+        a crash in it leaves an unfinished run that the next call completes."""
+        key, genotype = self._identity(result, config or {}, trial_id, strict=True)
+        stored = self.history.read()
+        match = stored[(stored["arch_hash"] == key[0]) & (stored["stage"] == key[1])
+                       & (stored["iteration"] == key[2]) & (stored["seed"] == key[3])]
+        if len(match):
+            return str(match["mlflow_run_id"].iloc[0])
         if not any(result.get(c) is not None for c in METRIC_COLUMNS):
-            raise ValueError(f"trial {trial.trial_id} completed without reporting any of {', '.join(METRIC_COLUMNS)}")
+            raise ValueError(f"trial {trial_id} completed without reporting any of {', '.join(METRIC_COLUMNS)}")
         row = normalize_row({**{c: result.get(c) for c in METRIC_COLUMNS}, **dict(zip(KEY_COLUMNS, key)),
                              "genotype": genotype})
         done = [r for r in self.find_runs(key) if r.info.status != "FAILED"]
-        if done:
+        if done and done[0].info.status == "FINISHED":
             run_id = done[0].info.run_id
-            if done[0].info.status != "FINISHED":  # the driver crashed while this run was being written
-                self._log_run(run_id, key, result)
         else:
-            run_id = self._create_run(trial, key, genotype)
+            run_id = done[0].info.run_id if done else self._create_run(trial_id, key, genotype)
+            if before_finish is not None:
+                before_finish(run_id)
             self._log_run(run_id, key, result)
         self.history.append({**row, "mlflow_run_id": run_id})
+        return run_id
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         """Record a failed trial as one MLflow run with status FAILED and tag ``error``; no history row."""
         self._record_failure(trial, self.error_message(trial))
 
     def _record_failure(self, trial, reason: str) -> None:
-        key, genotype = self._identity(trial, strict=False)
+        key, genotype = self._identity(trial.last_result or {}, trial.config or {}, str(trial.trial_id), strict=False)
         if any(r.info.status == "FAILED" for r in self.find_runs(key)):
             return
-        run_id = self._create_run(trial, key, genotype, error=reason)
+        run_id = self._create_run(str(trial.trial_id), key, genotype, error=reason)
         self._log_run(run_id, key, trial.last_result or {}, status="FAILED")
 
     @staticmethod
@@ -392,9 +394,10 @@ class MLflowHistoryCallback(Callback):
         return _one_line(lines[-1]) if lines else "unknown error"
 
     # --- MLflow writes ------------------------------------------------------------------------------
-    def _create_run(self, trial, key: Key, genotype: str | None, error: str | None = None) -> str:
-        tags = {**self.extra_tags, KEY_TAG: self.key_tag(key), "dcsod.stage": self.stage,
-                "arch_hash": key[0], "ray.trial_id": str(trial.trial_id)}
+    def _create_run(self, trial_id: str, key: Key, genotype: str | None, error: str | None = None) -> str:
+        tags = {**self.extra_tags, KEY_TAG: self.key_tag(key), "dcsod.stage": self.stage, "arch_hash": key[0]}
+        if trial_id:
+            tags["ray.trial_id"] = trial_id
         if genotype is not None:
             tags["genotype"] = genotype
         if error is not None:

@@ -18,7 +18,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -172,11 +172,16 @@ def _as_model(candidate, protocol: Protocol, width: int) -> tuple[nn.Module, str
 
 
 def train_candidate(candidate, data: Protocol | DeviceData, config: TrainConfig | None = None,
-                    teachers: Sequence[nn.Module] | TeacherCache | None = None) -> dict[str, Any]:
+                    teachers: Sequence[nn.Module] | TeacherCache | None = None,
+                    distributed: tuple[int, int, Callable[[nn.Module], nn.Module]] | None = None) -> dict[str, Any]:
     """Train ``candidate`` on ``data`` with ``config`` and evaluate it on ``config.eval_split``.
 
     ``teachers``: the ensemble for the ``distill`` objective, either modules (online path: every teacher runs
     on every augmented batch) or a :class:`TeacherCache` (cached path).
+    ``distributed``: ``(rank, world_size, wrap)`` for data-parallel training (e.g. under Ray Train): every
+    rank draws the same epoch permutation and takes its own ``batch_size`` slice of each global step
+    (``world_size * batch_size`` images), outliers come from a rank-seeded generator, and ``wrap`` turns the
+    model into the gradient-synchronising one (e.g. ``ray.train.torch.prepare_model``). Every rank evaluates.
     Returns metrics (``id_acc``, ``auroc_<score>``, ``aupr_in_<score>``, ``aupr_out_<score>``,
     ``fpr95_<score>``), ``train_seconds``, ``eval_seconds``, ``epochs``, ``params``, ``arch_hash``,
     ``genotype`` and ``state_dict`` (trained weights on the CPU).
@@ -194,7 +199,9 @@ def train_candidate(candidate, data: Protocol | DeviceData, config: TrainConfig 
     if channels_last:
         model.to(memory_format=torch.channels_last)
     use_bf16 = config.precision == "bf16" or (config.precision == "auto" and cuda)
-    forward = torch.compile(model) if config.compile else model
+    rank, world, wrap = distributed or (0, 1, None)
+    forward = wrap(model) if wrap is not None else model
+    forward = torch.compile(forward) if config.compile else forward
 
     objective = make_objective(config.objective, **config.objective_args)
     use_aux = objective.needs_outliers and data.aux is not None and len(data.aux) > 0
@@ -207,7 +214,8 @@ def train_candidate(candidate, data: Protocol | DeviceData, config: TrainConfig 
 
     n = len(data.train_y)
     batch = min(config.batch_size, n)
-    steps_per_epoch = n // batch  # drop the last partial batch: fixed shapes (graph/compile friendly)
+    batch = min(batch, n // world)
+    steps_per_epoch = n // (batch * world)  # drop the last partial batch: fixed shapes (graph/compile friendly)
     total_steps = steps_per_epoch * config.epochs
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, nesterov=config.nesterov)
@@ -216,6 +224,7 @@ def train_candidate(candidate, data: Protocol | DeviceData, config: TrainConfig 
     else:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     gen = torch.Generator(device=device).manual_seed(config.seed)
+    aux_gen = gen if world == 1 else torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + rank)
     out_batch = config.outlier_batch_size or batch
 
     pad = data.protocol.image_size // 8 if config.crop_padding is None else config.crop_padding
@@ -232,10 +241,11 @@ def train_candidate(candidate, data: Protocol | DeviceData, config: TrainConfig 
         order = torch.randperm(n, device=device, generator=gen)
         loss_sum = torch.zeros((), device=device)
         for step in range(steps_per_epoch):
-            idx = order[step * batch:(step + 1) * batch]
+            start_at = (step * world + rank) * batch
+            idx = order[start_at:start_at + batch]
             x_in = prepare(data.train_x[idx])
             labels = data.train_y[idx]
-            aux_idx = torch.randint(0, len(data.aux), (out_batch,), device=device, generator=gen) if use_aux else None
+            aux_idx = torch.randint(0, len(data.aux), (out_batch,), device=device, generator=aux_gen) if use_aux else None
             x = torch.cat([x_in, prepare(data.aux[aux_idx])]) if use_aux else x_in
             teacher_in = teacher_out = None
             if objective.needs_teacher:

@@ -7,16 +7,20 @@ ensemble is handed over with ``tune.with_parameters(candidate_trainable, teacher
 into the Ray object store once for all trials.
 
 ``config`` keys: ``genotype`` (JSON), ``protocol`` (name), ``protocol_options`` (dict), ``train`` (dict of
-:class:`trainables.TrainConfig` fields), ``seed``, ``stage``, ``iteration``. The result holds the metrics of
+:class:`trainables.TrainConfig` fields), ``seed``, ``stage``, ``iteration``, ``checkpoint`` (bool: also report the trained weights as a Tune checkpoint holding
+``weights.pt``, a CPU state dict; the pipeline loads teachers from them). The result holds the metrics of
 :func:`trainables.train_candidate` (without weights) plus ``arch_hash``, ``genotype``, ``seed``, ``stage``,
-``iteration``, ``data_seconds`` (protocol load on a cold worker, 0 when cached) and ``trainable_seconds``
-(wall time inside the trainable). A diverged run is reported, not raised, so Tune does not retry it: its
+``iteration``, ``data_seconds`` (protocol load on a cold worker, 0 when cached), ``trainable_seconds``
+(wall time inside the trainable), ``started_at``/``finished_at`` (Unix seconds) and ``worker_pid`` (to measure the
+gaps between consecutive trials of one reused worker). A diverged run is reported, not raised, so Tune does not retry it: its
 metrics are NaN and ``error`` holds the reason.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -25,10 +29,12 @@ from typing import Any
 import torch
 
 from .data import make_protocol
-from .train import DeviceData, DivergedError, TrainConfig, resolve_device, train_candidate
+from .losses import make_objective
+from .train import DeviceData, DivergedError, TeacherCache, TrainConfig, resolve_device, train_candidate
 
+WEIGHTS_FILE = "weights.pt"
 _DATA: dict[str, DeviceData] = {}
-_TEACHERS: dict[tuple, list] = {}
+_TEACHERS: dict[tuple, Any] = {}
 
 
 @dataclass
@@ -46,8 +52,23 @@ class TeacherBundle:
         is kept), so trials on a reused actor do not rebuild them."""
         key = (self.token, num_classes, in_channels, str(device))
         if key not in _TEACHERS:
-            _TEACHERS.clear()
+            _TEACHERS.clear()  # one bundle per process at a time (modules and caches)
             _TEACHERS[key] = self._build(num_classes, in_channels, device)
+        return _TEACHERS[key]
+
+    def teachers_for(self, data: DeviceData, train: TrainConfig) -> list[torch.nn.Module] | TeacherCache:
+        """What ``train_candidate`` gets as ``teachers``: the modules (online path), or for
+        ``teacher_mode="cached"`` their :class:`TeacherCache`, computed once per process, bundle, data and
+        temperature (every candidate of an iteration shares it)."""
+        models = self.build(data.protocol.num_classes, data.protocol.in_channels, data.device)
+        if train.teacher_mode != "cached":
+            return models
+        temperature = make_objective(train.objective, **train.objective_args).temperature
+        key = (self.token, id(data), "cache", temperature)
+        if key not in _TEACHERS:
+            for k in [k for k in _TEACHERS if len(k) == 4]:
+                del _TEACHERS[k]
+            _TEACHERS[key] = TeacherCache.compute(models, data, temperature)
         return _TEACHERS[key]
 
     def _build(self, num_classes: int, in_channels: int, device: torch.device) -> list[torch.nn.Module]:
@@ -71,23 +92,34 @@ def device_data(protocol: str, options: dict, device: torch.device) -> tuple[Dev
     return _DATA[key], time.perf_counter() - start
 
 
-def candidate_trainable(config: dict[str, Any], teachers: TeacherBundle | None = None) -> dict[str, Any]:
+def stage_train_config(config: dict[str, Any], data: DeviceData, device: torch.device) -> TrainConfig:
+    """``config["train"]`` with the trial's seed and device; ``distill`` without auxiliary outliers gets
+    ``lam = 0`` (the thesis's setting without outliers: the outlier term has nothing to average over)."""
+    train = TrainConfig(**{**config.get("train", {}), "seed": config.get("seed", 0), "device": str(device)})
+    if train.objective == "distill" and (data.aux is None or len(data.aux) == 0):
+        train = train.replace(objective_args={**train.objective_args, "lam": 0.0})
+    return train
+
+
+def candidate_trainable(config: dict[str, Any], teachers: TeacherBundle | None = None) -> dict[str, Any] | None:
     """Train and score ``config["genotype"]``; see the module docstring for the config and result keys."""
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     import ray
+    from ray import tune
 
     gpus = ray.get_gpu_ids() if ray.is_initialized() else []
     device = resolve_device(config.get("device", "cuda" if gpus else "cpu"))
     data, data_seconds = device_data(config["protocol"], config.get("protocol_options", {}), device)
-    train = TrainConfig(**{**config.get("train", {}), "seed": config.get("seed", 0), "device": str(device)})
+    train = stage_train_config(config, data, device)
     models = None
     if teachers is not None:
-        models = teachers.build(data.protocol.num_classes, data.protocol.in_channels, device)
+        models = teachers.teachers_for(data, train)
     identity = {"genotype": config["genotype"], "seed": train.seed, "stage": config.get("stage", "search"),
                 "iteration": config.get("iteration", 0)}
+    state_dict = None
     try:
         result = train_candidate(config["genotype"], data, train, teachers=models)
-        result.pop("state_dict")
+        state_dict = result.pop("state_dict")
         error = None
     except DivergedError as err:
         from search_space import Genotype
@@ -95,5 +127,18 @@ def candidate_trainable(config: dict[str, Any], teachers: TeacherBundle | None =
         result = {"arch_hash": Genotype.from_json(config["genotype"]).arch_hash, "id_acc": math.nan,
                   **{f"auroc_{s}": math.nan for s in train.scores}}
         error = f"diverged: {err}"
-    return {**result, **identity, "error": error, "data_seconds": data_seconds,
-            "trainable_seconds": time.perf_counter() - start}
+    metrics = {**result, **identity, "error": error, "data_seconds": data_seconds,
+               "trainable_seconds": time.perf_counter() - start, "started_at": started_at,
+               "finished_at": time.time(), "worker_pid": os.getpid()}
+    if not config.get("checkpoint") or state_dict is None:
+        return metrics
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(state_dict, os.path.join(tmp, WEIGHTS_FILE))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+    return None
+
+
+def load_weights(checkpoint) -> dict:
+    """The CPU state dict stored in a checkpoint of :func:`candidate_trainable` (a ``ray.tune.Checkpoint``)."""
+    with checkpoint.as_directory() as path:
+        return torch.load(os.path.join(path, WEIGHTS_FILE), map_location="cpu", weights_only=True)

@@ -1,0 +1,182 @@
+"""One stage of candidate evaluations as a Ray Tune experiment, resumable with ``Tuner.restore``.
+
+Every candidate is a trial of :func:`trainables.tune_trainable.candidate_trainable` on reused actors (data and
+teachers loaded once per actor); the teacher bundle goes into the object store once per stage through
+``tune.with_parameters``. The driver-side :class:`pipelines.tracking.MLflowHistoryCallback` writes one MLflow
+run and one ``history.parquet`` row per completed trial; a crashed trial is retried ``max_failures`` times,
+then recorded as FAILED with its reason; a diverged one is recorded as FAILED at once. The experiment lives in
+``<run dir>/tune/<stage name>`` (Tune's own results, where TensorBoard also reads them); a rerun after a crash
+restores it: finished trials are kept, unfinished ones rerun, searcher state included.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ray import tune
+from ray.tune import Callback
+
+from trainables.tune_trainable import TeacherBundle, candidate_trainable
+
+from .rundir import RunDir
+from .tracking import METRIC_COLUMNS, MLflowHistoryCallback
+
+#: Result keys kept per evaluation besides the metrics.
+RECORD_KEYS = ("arch_hash", "genotype", "seed", "stage", "iteration", "error", "trainable_seconds", "data_seconds",
+               "eval_seconds", "started_at", "finished_at", "worker_pid")
+
+
+@dataclass
+class Stage:
+    """What one Tune experiment evaluates.
+
+    ``name``: experiment and manifest id (``warmup``, ``distill-1``, ``search``); ``stage``/``iteration``: the
+    history key part; ``train``: :class:`trainables.TrainConfig` fields; either ``genotypes`` (JSON strings,
+    one trial each) or ``searcher`` + ``num_samples``; ``teachers``: the ensemble for ``distill``.
+    """
+
+    name: str
+    stage: str
+    iteration: int
+    train: dict
+    genotypes: list[str] | None = None
+    searcher: Any = None
+    num_samples: int = 0
+    teachers: TeacherBundle | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.genotypes) if self.genotypes is not None else self.num_samples
+
+
+class StageProgress(Callback):
+    """A tqdm bar per stage: completed (and failed) trials, best metric so far."""
+
+    def __init__(self, desc: str, total: int, metric: str) -> None:
+        self.desc, self.total, self.metric = desc, total, metric
+        self._bar, self.best, self.finished = None, -math.inf, 0  # restored with the experiment on Tuner.restore
+
+    def __getstate__(self) -> dict:  # Tune pickles callbacks with the experiment; a tqdm bar does not pickle
+        return {**self.__dict__, "_bar": None}
+
+    def setup(self, **info) -> None:
+        self._open()
+
+    def _open(self):
+        if self._bar is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=self.total, initial=self.finished, desc=self.desc, unit="arch", dynamic_ncols=True)
+        return self._bar
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        value = (trial.last_result or {}).get(self.metric)
+        if value is not None and math.isfinite(value):
+            self.best = max(self.best, value)
+        self._tick()
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._tick()
+
+    def _tick(self) -> None:
+        bar = self._open()
+        self.finished += 1
+        bar.n = self.finished
+        if math.isfinite(self.best):
+            bar.set_postfix({self.metric: f"{self.best:.3f}"}, refresh=False)
+        bar.refresh()
+
+    def on_experiment_end(self, trials, **info) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def trial_name(trial) -> str:
+    """``<stage>_<arch_hash>_<trial_id>``: short, unique, and readable in the dashboard and on disk."""
+    from search_space import Genotype
+
+    config = trial.config or {}
+    genotype = config.get("genotype")
+    arch = Genotype.from_json(genotype).arch_hash if isinstance(genotype, str) else "arch"
+    return f"{config.get('stage', 'trial')}_{arch}_{trial.trial_id}"
+
+
+def resources(cfg: dict) -> dict:
+    return {"cpu": cfg["resources"]["cpu"], "gpu": cfg["resources"]["gpu"]}
+
+
+def run_stage(run: RunDir, cfg: dict, stage: Stage, experiment: str, tracking_uri: str) -> tuple[list[dict], dict]:
+    """Run (or resume) ``stage``; return ``(records, stats)``.
+
+    ``records``: one dict per trial with :data:`RECORD_KEYS`, the metrics and ``checkpoint`` (path of the
+    trained weights, None for failed trials); ``stats``: ``trials``, ``failed``, ``wall_seconds``,
+    ``mean_train_seconds``, ``mean_trainable_seconds`` and ``overhead_seconds_per_trial`` (wall time per trial
+    and concurrency slot not spent inside the trainable: scheduling, reporting, MLflow, checkpoints).
+    """
+    storage = run.path / "tune"
+    path = storage / stage.name
+    trainable = tune.with_resources(tune.with_parameters(candidate_trainable, teachers=stage.teachers), resources(cfg))
+    start = time.perf_counter()
+    if tune.Tuner.can_restore(str(path)):
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False,
+                                   restart_errored=False)
+    else:
+        base = {"protocol": cfg["protocol"], "protocol_options": cfg["protocol_options"], "train": stage.train,
+                "seed": cfg["seed"], "stage": stage.stage, "iteration": stage.iteration, "checkpoint": True}
+        if stage.genotypes is not None:
+            param_space = {**base, "genotype": tune.grid_search(stage.genotypes)}
+            tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=cfg["max_concurrent"], reuse_actors=True,
+                                          trial_name_creator=trial_name, trial_dirname_creator=trial_name)
+        else:
+            param_space = base
+            tune_config = tune.TuneConfig(search_alg=stage.searcher, num_samples=stage.num_samples,
+                                          max_concurrent_trials=cfg["max_concurrent"], reuse_actors=True,
+                                          trial_name_creator=trial_name, trial_dirname_creator=trial_name)
+        callbacks = [MLflowHistoryCallback(run.path, experiment, stage.stage, stage.iteration, tracking_uri,
+                                           extra_tags={"dcsod.run_dir": str(run.path)}, log_genotype_artifact=False),
+                     StageProgress(stage.name, stage.size, cfg["metric"])]
+        run_config = tune.RunConfig(
+            name=stage.name, storage_path=str(storage), callbacks=callbacks, verbose=0,
+            failure_config=tune.FailureConfig(max_failures=cfg["max_failures"]),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+        tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+    grid = tuner.fit()
+    wall = time.perf_counter() - start
+
+    records = []
+    for result in grid:
+        metrics = result.metrics or {}
+        record = {k: metrics.get(k) for k in (*RECORD_KEYS, *METRIC_COLUMNS)}
+        record["genotype"] = record["genotype"] or (result.config or {}).get("genotype")
+        if result.error is not None:
+            record["error"] = f"{type(result.error).__name__}: {str(result.error).splitlines()[0] if str(result.error) else ''}"
+        ok = result.checkpoint is not None and not record["error"]
+        record["checkpoint"] = result.checkpoint.path if ok else None
+        records.append(record)
+    done = [r for r in records if r["checkpoint"]]
+    slots = max(1, min(cfg["max_concurrent"], len(records)))
+
+    def mean(key: str) -> float:
+        values = [r[key] for r in done if r.get(key) is not None]
+        return sum(values) / len(values) if values else math.nan
+
+    stats = {"trials": len(records), "failed": len(records) - len(done), "wall_seconds": wall,
+             "mean_train_seconds": mean("train_seconds"), "mean_trainable_seconds": mean("trainable_seconds"),
+             "overhead_seconds_per_trial": wall * slots / max(1, len(records)) - mean("trainable_seconds"),
+             "gap_seconds_per_trial": between_trials(records)}
+    return records, stats
+
+
+def between_trials(records: list[dict]) -> float:
+    """Mean wall time a reused worker spends between the end of one trial's trainable and the start of its
+    next one (Tune scheduling, result processing, checkpoint upload, driver callbacks); NaN if no worker ran
+    two trials. This is the steady-state per-trial overhead; cold starts are excluded."""
+    by_worker: dict[int, list[tuple[float, float]]] = {}
+    for r in records:
+        if r.get("worker_pid") is not None and r.get("started_at") is not None:
+            by_worker.setdefault(r["worker_pid"], []).append((r["started_at"], r["finished_at"]))
+    gaps = [b[0] - a[1] for spans in by_worker.values() for a, b in zip(sorted(spans), sorted(spans)[1:])]
+    return sum(gaps) / len(gaps) if gaps else math.nan

@@ -1,0 +1,99 @@
+"""The final stage: retrain the champion architecture through Ray Train and evaluate it on the test split.
+
+``TorchTrainer`` runs :func:`final_loop` on ``final.workers`` workers (1 by default; more = DDP, gradient
+all-reduce through ``ray.train.torch.prepare_model``). Rank 0 reports the weights as a checkpoint. The driver
+keeps the outcome in ``<run dir>/final/`` (``result.json`` + ``weights.pt``, written atomically) so a rerun
+after a crash does not train again, then records it like any candidate (one MLflow run, one history row with
+stage ``final``) with the packaged model logged into that run.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from trainables.tune_trainable import TeacherBundle, device_data, load_weights, stage_train_config
+
+from .rundir import RunDir, atomic_write, read_json, write_json
+
+
+def final_loop(config: dict) -> None:
+    """Ray Train worker loop: ``config`` holds ``genotype``, ``protocol``, ``protocol_options``, ``train``
+    (TrainConfig fields), ``seed`` and ``teachers`` (a TeacherBundle or None)."""
+    import ray.train
+    import ray.train.torch
+
+    from trainables import train_candidate
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    data, _ = device_data(config["protocol"], config["protocol_options"], device)
+    train = stage_train_config(config, data, device)
+    bundle: TeacherBundle | None = config.get("teachers")
+    models = bundle.teachers_for(data, train) if bundle else None
+    distributed = (rank, world, ray.train.torch.prepare_model) if world > 1 else None
+    result = train_candidate(config["genotype"], data, train, teachers=models, distributed=distributed)
+    state_dict = result.pop("state_dict")
+    metrics = {**result, "seed": train.seed, "world_size": world}
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(state_dict, os.path.join(tmp, "weights.pt"))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def retrain(run: RunDir, cfg: dict, genotype: str, train: dict, teachers: TeacherBundle | None) -> tuple[dict, dict]:
+    """Train ``genotype`` with ``train`` settings via ``TorchTrainer`` unless ``run/final`` already holds the
+    outcome; return ``(metrics, state_dict)``."""
+    out = run.path / "final"
+    if (out / "result.json").exists() and (out / "weights.pt").exists():
+        return read_json(out / "result.json"), torch.load(out / "weights.pt", map_location="cpu", weights_only=True)
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    use_gpu = cfg["resources"]["gpu"] > 0
+    per_worker = {"CPU": cfg["resources"]["cpu"], **({"GPU": 1} if use_gpu else {})}
+    trainer = TorchTrainer(
+        final_loop,
+        train_loop_config={"genotype": genotype, "protocol": cfg["protocol"], "protocol_options": cfg["protocol_options"],
+                           "train": train, "seed": cfg["seed"], "teachers": teachers},
+        scaling_config=ScalingConfig(num_workers=cfg["final"]["workers"], use_gpu=use_gpu, resources_per_worker=per_worker),
+        run_config=RunConfig(name="final", storage_path=str(run.path / "tune")),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise RuntimeError(f"final retrain failed: {result.error}")
+    metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float, str, type(None)))}
+    state_dict = load_weights(result.checkpoint)
+    atomic_write(out / "weights.pt", lambda tmp: torch.save(state_dict, tmp))
+    write_json(out / "result.json", metrics)
+    return metrics, state_dict
+
+
+def package(genotype: str, state_dict: dict, cfg: dict, train: dict):
+    """The retrained network as a :class:`trainables.export.ScoredClassifier` (CPU, eval mode)."""
+    from search_space import Genotype, build_network
+    from trainables import TrainConfig, make_protocol
+    from trainables.export import ScoredClassifier
+
+    protocol = make_protocol(cfg["protocol"], **cfg["protocol_options"])
+    width = TrainConfig().replace(**{k: v for k, v in train.items() if k in TrainConfig.fields()}).width
+    net = build_network(Genotype.from_json(genotype), protocol.num_classes, protocol.in_channels, width)
+    net.load_state_dict(state_dict)
+    mean, std = protocol.mean_std()
+    return ScoredClassifier(net, mean, std, class_names=[str(c) for c in protocol.info.get("id_classes", [])]), protocol
+
+
+def example_images(protocol, n: int = 4) -> torch.Tensor:
+    """A few test images as float in [0, 1] (the model's documented input)."""
+    return protocol.id_test[0][:n].float() / 255.0
+
+
+def source_dirs() -> list[str]:
+    """The packages a logged model needs to unpickle (shipped with it as MLflow ``code_paths``)."""
+    root = Path(__file__).resolve().parent.parent
+    return [str(root / "search_space"), str(root / "trainables")]

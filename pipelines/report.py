@@ -1,0 +1,166 @@
+"""``report.md`` and PNG plots of a finished DCSOD run (read from the run directory only).
+
+Plots: ``predicted_vs_measured.png`` (predictor on its held-out 15 % and on the search proposals, with Kendall
+τ), ``metric_by_stage.png`` (the ranking metric per stage and iteration), ``search_trajectory.png`` (each
+search trial's measured metric and the running best, against the best warm-start value).
+"""
+from __future__ import annotations
+
+import math
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .rundir import RunDir, atomic_write, read_json, write_text
+
+
+def _savefig(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
+    plt.close(fig)
+
+
+def _stage_label(stage: str, iteration: int) -> str:
+    return stage if stage in ("warmup", "search", "final") else f"{stage}-{iteration}"
+
+
+def _stage_records(run: RunDir, name: str) -> list[dict]:
+    path = run / "stages" / f"{name}.json"
+    return read_json(path)["records"] if path.exists() else []
+
+
+def plot_predicted_vs_measured(run: RunDir, metric: str) -> dict:
+    """Scatter of predicted vs measured ``metric``; returns the τ values shown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.stats import kendalltau
+
+    from search_space import Genotype, encode_many
+
+    pred = read_json(run / "predictor" / "metrics.json")
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    taus = {"validation": pred["kendall_tau"]}
+    val = pred.get("validation", [])
+    ax.scatter([v["measured"] for v in val], [v["predicted"] for v in val], s=18,
+               label=f"held-out 15% (n={len(val)}, τ={pred['kendall_tau']:.2f})")
+    search = [r for r in _stage_records(run, "search") if r.get(metric) is not None and math.isfinite(r[metric])]
+    if search:
+        with open(run / "predictor" / "predictor.pkl", "rb") as f:
+            predictor = pickle.load(f)
+        predicted = predictor.predict(encode_many([Genotype.from_json(r["genotype"]) for r in search]))
+        measured = [r[metric] for r in search]
+        tau = float(kendalltau(measured, predicted).statistic) if len(search) > 1 else math.nan
+        taus["search"] = tau
+        ax.scatter(measured, predicted, s=18, marker="^", label=f"search proposals (n={len(search)}, τ={tau:.2f})")
+    ax.set_xlabel(f"measured {metric}")
+    ax.set_ylabel(f"predicted {metric}")
+    ax.legend(fontsize=8)
+    ax.set_title("predictor: predicted vs measured")
+    _savefig(fig, run / "predicted_vs_measured.png")
+    return taus
+
+
+def plot_metric_by_stage(history: pd.DataFrame, metric: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = [(label, g[metric].dropna().to_numpy()) for (label, _), g in
+              history.assign(label=[_stage_label(s, i) for s, i in zip(history.stage, history.iteration)])
+              .groupby(["label", "iteration"], sort=False)]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for x, (label, values) in enumerate(groups):
+        if len(values) > 1:
+            ax.boxplot(values, positions=[x], widths=0.5, showfliers=False)
+        jitter = np.random.default_rng(x).uniform(-0.15, 0.15, len(values))
+        ax.scatter(x + jitter, values, s=10, alpha=0.7)
+    ax.set_xticks(range(len(groups)), [label for label, _ in groups])
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} per stage (final = test split, others = validation split)")
+    _savefig(fig, path)
+
+
+def plot_search_trajectory(run: RunDir, metric: str, warm_best: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = [r.get(metric) for r in _stage_records(run, "search")]
+    values = [v if v is not None and math.isfinite(v) else np.nan for v in values]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if values:
+        ax.plot(range(1, len(values) + 1), values, "o", label="proposal (measured)")
+        ax.plot(range(1, len(values) + 1), np.fmax.accumulate(np.nan_to_num(values, nan=-np.inf)), "-",
+                label="running best")
+    ax.axhline(warm_best, color="grey", ls="--", label="best before the search")
+    ax.set_xlabel("search trial")
+    ax.set_ylabel(metric)
+    ax.legend(fontsize=8)
+    _savefig(fig, run / "search_trajectory.png")
+
+
+def _fmt(x, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def write_report(run: RunDir, cfg: dict, best: dict) -> None:
+    """Write the PNGs and ``report.md`` of a finished run."""
+    from .tracking import HistoryStore
+
+    metric = cfg["metric"]
+    history = HistoryStore(run / "history.parquet").read()
+    searched = history[history.stage != "final"]
+    before_search = searched[searched.stage != "search"]
+    last_iteration = before_search[before_search.stage == before_search.stage.iloc[-1]] if len(before_search) else before_search
+    warm_best = float(last_iteration[metric].max()) if len(last_iteration) else math.nan
+    taus = plot_predicted_vs_measured(run, metric)
+    plot_metric_by_stage(history, metric, run / "metric_by_stage.png")
+    plot_search_trajectory(run, metric, warm_best)
+
+    pred = read_json(run / "predictor" / "metrics.json")
+    warmup = history[history.stage == "warmup"][metric].dropna()
+    lines = [
+        f"# DCSOD run: preset `{cfg['preset']}`, protocol `{cfg['protocol']}`", "",
+        f"Run directory `{run.path}`; MLflow experiment `dcsod-{best['model']['name'].removeprefix('dcsod-')}`, "
+        f"registered model `{best['model']['uri']}` (version {best['model']['version']}).", "",
+        "## Champion", "",
+        f"- architecture `{best['arch_hash']}` (genotype in `best.json`)",
+        f"- predicted {metric} {_fmt(best['predicted'][metric])}; measured at the search budget "
+        f"{_fmt(best['measured_search'][metric])} (validation split, stage {best['measured_search']['stage']})",
+        f"- final retrain ({best['measured_test'].get('epochs')} epochs), test split: "
+        + ", ".join(f"{k} {_fmt(v)}" for k, v in best["measured_test"].items()
+                    if k in ("auroc_msp", "auroc_energy", "auroc_maha", "fpr95_msp", "id_acc")),
+        f"- warmup architectures (validation split): median {metric} {_fmt(float(warmup.median()) if len(warmup) else None)}, "
+        f"best {_fmt(float(warmup.max()) if len(warmup) else None)} (n={len(warmup)})", "",
+        "## Predictor", "",
+        f"`{pred['predictor']}` on the final iteration's pairs: Kendall τ {_fmt(pred['kendall_tau'], 3)}, Pearson ρ "
+        f"{_fmt(pred['pearson_rho'], 3)} (n_train {pred['n_train']}, n_val {pred['n_val']})"
+        + (f"; on the search proposals τ {_fmt(taus['search'], 3)}" if "search" in taus else "") + ".", "",
+        "## Stages", "",
+        "| stage | trials | failed | wall s | mean train s | mean trial s | overhead s/trial | gap s/trial |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, info in run.manifest["stages"].items():
+        if "trials" in info:
+            lines.append(f"| {name} | {info['trials']} | {info['failed']} | {_fmt(info['wall_seconds'], 1)} | "
+                         f"{_fmt(info['mean_train_seconds'], 2)} | {_fmt(info['mean_trainable_seconds'], 2)} | "
+                         f"{_fmt(info['overhead_seconds_per_trial'], 2)} | {_fmt(info.get('gap_seconds_per_trial'), 2)} |")
+        elif "wall_seconds" in info:
+            lines.append(f"| {name} | 1 | 0 | {_fmt(info['wall_seconds'], 1)} | – | – | – | – |")
+    lines += ["", "Overhead per trial = stage wall time × concurrent slots / trials − mean time inside the trainable "
+              "(includes each stage's start: worker processes, imports, data loading). Gap per trial = mean time a "
+              "reused worker waits between the end of one trial and the start of its next (scheduling, result "
+              "reporting, checkpoint, MLflow; the steady-state cost per candidate). A stage resumed after a crash "
+              "reports only its resumed part.", "",
+              "## Plots", "", "![predicted vs measured](predicted_vs_measured.png)", "",
+              "![metric by stage](metric_by_stage.png)", "", "![search trajectory](search_trajectory.png)", ""]
+    write_text(run / "report.md", "\n".join(lines))

@@ -1,0 +1,199 @@
+"""The evolving-distillation workflow of ``pipelines/dcsod.py``, durable stage by stage.
+
+Each stage's outcome is a JSON file ``stages/<name>.json`` (the evaluation records: metrics, genotype and the
+path of the trained weights) written before the manifest marks the stage finished; a finished stage is
+read back instead of run, an unfinished Tune stage is restored. Every random choice (population, teachers,
+new Alg. 3 architectures, searcher, trainings) is seeded from ``cfg["seed"]``, so a resumed run makes the
+same choices an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import math
+import pickle
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from search_space import Genotype, SearchSpace, encode_many, make_predictor, validate
+from trainables import TrainConfig
+
+from .config import dataset_name
+from .evaluate import Stage, run_stage
+from .rundir import RunDir, atomic_write, read_json, write_json
+from .teachers import choose_teachers, load_bundle, usable
+
+
+class Workflow:
+    """Runs the stages of one run directory (see ``pipelines/dcsod.py``)."""
+
+    def __init__(self, run: RunDir, cfg: dict, tracking_uri: str) -> None:
+        self.run, self.cfg, self.tracking_uri = run, cfg, tracking_uri
+        self.metric = cfg["metric"]
+        self.dataset = dataset_name(cfg)
+        self.experiment = f"dcsod-{self.dataset}"
+        self.space = SearchSpace(**cfg["space"])
+        self.width = TrainConfig().replace(**cfg["train"]).width
+
+    # --- settings per stage ------------------------------------------------------------------------
+    def warmup_train(self) -> dict:
+        return {**self.cfg["train"], "objective": self.cfg["warmup"]["objective"]}
+
+    def distill_train(self) -> dict:
+        d = self.cfg["distill"]
+        args = {"temperature": d["temperature"], "alpha": d["alpha"], "beta": d["beta"], "lam": d["lam"]}
+        return {**self.cfg["train"], "objective": "distill", "objective_args": args, "teacher_mode": d["teacher_mode"]}
+
+    # --- stages ------------------------------------------------------------------------------------
+    def evaluate(self, stage: Stage) -> list[dict]:
+        """Run or read back one Tune stage; its records."""
+        path = self.run / "stages" / f"{stage.name}.json"
+        if self.run.done(stage.name):
+            return read_json(path)["records"]
+        records, stats = run_stage(self.run, self.cfg, stage, self.experiment, self.tracking_uri)
+        teachers = None if stage.teachers is None else stage.teachers.genotypes
+        write_json(path, {"records": records, "teachers": teachers, "stats": stats})
+        self.run.finish(stage.name, **stats)
+        return records
+
+    def teachers(self, pool: list[dict], iteration: int, name: str):
+        chosen = choose_teachers(pool, self.metric, self.cfg["distill"]["top"], self.cfg["distill"]["random"],
+                                 self.cfg["seed"], iteration)
+        write_json(self.run / "stages" / f"teachers-{name}.json",
+                   [{k: r[k] for k in ("arch_hash", "genotype", self.metric, "stage", "iteration")} for r in chosen])
+        return load_bundle(chosen, self.width)
+
+    def warmup(self) -> list[dict]:
+        n = self.cfg["warmup"]["n"]
+        genotypes = [g.to_json() for g in self.space.sample_many(n, seed=self.cfg["seed"])]
+        return self.evaluate(Stage("warmup", "warmup", 0, self.warmup_train(), genotypes=genotypes))
+
+    def distill(self, warmup: list[dict]):
+        """Evolving distillation; returns (final iteration's records, final teachers or None)."""
+        d = self.cfg["distill"]
+        if d["iterations"] == 0:
+            return warmup, None
+        train = self.distill_train()
+        if d["algorithm"] == "alg2":
+            records, bundle = warmup, None
+            genotypes = [r["genotype"] for r in warmup]
+            for i in range(1, d["iterations"] + 1):
+                bundle = self.teachers(records, i, f"distill-{i}")
+                records = self.evaluate(Stage(f"distill-{i}", "distill", i, train, genotypes=genotypes, teachers=bundle))
+            return records, bundle
+        pool = list(warmup)  # alg3: q new architectures per iteration, all retrained with the final teachers
+        seen = {r["arch_hash"] for r in pool}
+        for i in range(1, d["iterations"] + 1):
+            bundle = self.teachers(pool, i, f"distill-{i}")
+            rng = np.random.default_rng([self.cfg["seed"], i])
+            new = []
+            while len(new) < d["q"]:
+                g = self.space.sample(rng)
+                if g.arch_hash not in seen:
+                    seen.add(g.arch_hash)
+                    new.append(g.to_json())
+            pool += self.evaluate(Stage(f"distill-{i}", "distill", i, train, genotypes=new, teachers=bundle))
+        final = d["iterations"] + 1
+        bundle = self.teachers(pool, final, "distill-final")
+        genotypes = list(dict.fromkeys(r["genotype"] for r in pool))
+        records = self.evaluate(Stage("distill-final", "distill", final, train, genotypes=genotypes, teachers=bundle))
+        return records, bundle
+
+    def pairs(self, records: list[dict]) -> tuple[list[Genotype], np.ndarray]:
+        ok = usable(records, self.metric)
+        return [Genotype.from_json(r["genotype"]) for r in ok], np.array([r[self.metric] for r in ok], dtype=float)
+
+    def predictor(self, final_records: list[dict]) -> dict:
+        """Validate the predictor on the final iteration's pairs (85/15) and fit one on all of them."""
+        out = self.run / "predictor"
+        if self.run.done("predictor"):
+            return read_json(out / "metrics.json")
+        genotypes, y = self.pairs(final_records)
+        p = self.cfg["predictor"]
+        X = encode_many(genotypes)
+        fitted, metrics = validate(p["name"], X, y, seed=self.cfg["seed"], **p["args"])
+        full = make_predictor(p["name"], **p["args"])
+        full.fit(X, y, seed=self.cfg["seed"])
+        n_val = metrics["n_val"]
+        perm = np.random.default_rng(self.cfg["seed"]).permutation(len(y))  # the split validate() used
+        val = perm[:n_val]
+        metrics = {**metrics, "predictor": p["name"], "metric": self.metric,
+                   "validation": [{"arch_hash": genotypes[i].arch_hash, "measured": float(y[i]),
+                                   "predicted": float(fitted.predict(X[i:i + 1])[0])} for i in val]}
+        atomic_write(out / "predictor.pkl", lambda tmp: Path(tmp).write_bytes(pickle.dumps(full)))
+        write_json(out / "metrics.json", metrics)
+        self.run.finish("predictor", kendall_tau=metrics["kendall_tau"], pearson_rho=metrics["pearson_rho"])
+        return metrics
+
+    def search(self, final_records: list[dict], teachers) -> list[dict]:
+        from search_space.searcher import PredictorEvolutionSearcher
+
+        s = self.cfg["search"]
+        if s["trials"] == 0:
+            return []
+        genotypes, y = self.pairs(final_records)
+        searcher = PredictorEvolutionSearcher(
+            metric=self.metric, mode="max", space=self.space, predictor=self.cfg["predictor"]["name"],
+            predictor_args=self.cfg["predictor"]["args"], min_results=s["min_results"], refit_every=s["refit_every"],
+            population=s["population"], generations=s["generations"], temperature=s["temperature"],
+            warm_start=list(zip(genotypes, y.tolist())), seed=self.cfg["seed"])
+        train = self.distill_train() if teachers is not None else self.warmup_train()
+        return self.evaluate(Stage("search", "search", 0, train, searcher=searcher, num_samples=s["trials"],
+                                   teachers=teachers))
+
+    def final(self, candidates: list[dict], teachers) -> dict:
+        """Retrain the best measured candidate, record and register it; returns best.json's content."""
+        from .final import example_images, package, retrain, source_dirs
+        from .registry import log_model, register_champion
+        from .tracking import MLflowHistoryCallback
+
+        ok = sorted(usable(candidates, self.metric), key=lambda r: (-r[self.metric], r["arch_hash"]))
+        if not ok:
+            raise RuntimeError(f"no candidate finished with a finite {self.metric}; nothing to retrain")
+        champion = ok[0]
+        train = {**(self.distill_train() if teachers is not None else self.warmup_train()),
+                 "epochs": self.cfg["final"]["epochs"], "eval_split": "test"}
+        start = time.perf_counter()
+        metrics, state_dict = retrain(self.run, self.cfg, champion["genotype"], train, teachers)
+        model, protocol = package(champion["genotype"], state_dict, self.cfg, train)
+        tracker = MLflowHistoryCallback(self.run.path, self.experiment, "final", 0, self.tracking_uri,
+                                        extra_tags={"dcsod.run_dir": str(self.run.path)})
+        result = {**metrics, "arch_hash": champion["arch_hash"], "genotype": champion["genotype"], "seed": self.cfg["seed"]}
+        run_id = tracker.record(result, before_finish=lambda rid: log_model(
+            rid, model, example_images(protocol), self.tracking_uri, source_dirs()))
+        tags = {"arch_hash": champion["arch_hash"], "genotype": champion["genotype"], "metric": self.metric}
+        version = register_champion(self.experiment, run_id, tags, self.tracking_uri)
+        with open(self.run / "predictor" / "predictor.pkl", "rb") as f:
+            predicted = float(pickle.load(f).predict(encode_many([Genotype.from_json(champion["genotype"])]))[0])
+        best = {
+            "arch_hash": champion["arch_hash"], "genotype": Genotype.from_json(champion["genotype"]).to_dict(),
+            "metric": self.metric, "predicted": {self.metric: predicted},
+            "measured_search": {k: champion.get(k) for k in ("stage", "iteration", self.metric, "id_acc", "auroc_msp",
+                                                             "auroc_energy", "auroc_maha", "fpr95_msp")},
+            "measured_test": {k: v for k, v in metrics.items() if k.startswith(("auroc_", "aupr_", "fpr95_"))
+                              or k in ("id_acc", "train_seconds", "epochs", "params")},
+            "model": {"name": self.experiment, "version": version, "alias": "champion", "run_id": run_id,
+                      "uri": f"models:/{self.experiment}@champion"},
+        }
+        write_json(self.run / "best.json", best)
+        if not self.run.done("final"):
+            self.run.finish("final", wall_seconds=time.perf_counter() - start, arch_hash=champion["arch_hash"],
+                            version=version)
+        return best
+
+    def execute(self) -> dict:
+        warmup = self.warmup()
+        final_records, teachers = self.distill(warmup)
+        self.predictor(final_records)
+        searched = self.search(final_records, teachers)
+        best = self.final(final_records + searched, teachers)
+        from .report import write_report
+
+        write_report(self.run, self.cfg, best)
+        return best
+
+
+def median_metric(records: list[dict], metric: str) -> float:
+    values = [r[metric] for r in records if r.get(metric) is not None and math.isfinite(r[metric])]
+    return statistics.median(values) if values else math.nan

@@ -1,0 +1,133 @@
+"""Pipeline settings, run directory, teacher choice: fast checks without Ray clusters or training."""
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import ConfigError, dataset_name, load_config, parse_count, preset_names
+from pipelines.evaluate import between_trials
+from pipelines.rundir import RunDir, RunDirError, atomic_write
+from pipelines.teachers import choose_teachers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("preset", preset_names())
+def test_every_preset_validates(preset):
+    cfg = load_config(preset)
+    assert cfg["preset"] == preset
+    assert dataset_name(cfg)
+
+
+def test_overrides_are_yaml_and_nested():
+    cfg = load_config("quick", ["warmup.n=4", "train.epochs=2", "train.scores=[msp, energy]", "distill.top=50%"])
+    assert cfg["warmup"]["n"] == 4 and cfg["train"]["epochs"] == 2
+    assert cfg["train"]["scores"] == ["msp", "energy"] and cfg["distill"]["top"] == "50%"
+    assert load_config("quick")["warmup"]["n"] != 4  # the preset file is not modified
+
+
+@pytest.mark.parametrize("sets, fragment", [
+    (["warmup.m=3"], "valid: warmup.n, warmup.objective"),
+    (["nope=1"], "valid: dataset, protocol"),
+    (["train.epoch=1"], "valid: epochs"),
+    (["protocol_options.colour=1"], "valid: seed"),
+    (["distill.algorithm=alg9"], "alg2, alg3"),
+    (["warmup.n=1"], "warmup.n"),
+    (["warmup.n=three"], "warmup.n"),
+    (["distill.top=0"], "at least one teacher"),
+    (["predictor.name=forest"], "valid:"),
+    (["metric=auroc_knn"], "train.scores"),
+    (["resources.gpu=-1"], "resources.gpu"),
+    (["warmup"], "key.sub=value"),
+])
+def test_bad_settings_are_one_line_errors(sets, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_config("quick", sets)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unknown_preset_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match="valid: quick, ci"):
+        load_config("huge")
+
+
+@pytest.mark.parametrize("argv", [["--preset", "huge"], ["--set", "warmup.m=3"], ["--set", "train.lr=-1"]])
+def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, argv):
+    proc = subprocess.run([sys.executable, str(ROOT / "pipelines" / "dcsod.py"), *argv], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "valid" in lines[0] or "expected" in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_unreachable_tracking_server_exits_2(tmp_path):
+    from servers import free_port
+
+    proc = subprocess.run([sys.executable, str(ROOT / "pipelines" / "dcsod.py"), "--tracking-uri",
+                           f"http://127.0.0.1:{free_port()}"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "unreachable" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_dir_refuses_other_settings(tmp_path):
+    cfg = load_config("ci")
+    run = RunDir.open(tmp_path / "run", cfg)
+    run.finish("warmup", trials=3)
+    again = RunDir.open(tmp_path / "run", cfg)
+    assert again.done("warmup") and again.info("warmup")["trials"] == 3
+    with pytest.raises(RunDirError, match="first difference: warmup.n"):
+        RunDir.open(tmp_path / "run", load_config("ci", ["warmup.n=7"]))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "file.txt").write_text("x")
+    with pytest.raises(RunDirError, match="not empty"):
+        RunDir.open(tmp_path / "other", cfg)
+
+
+def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_text("old")
+
+    def fail(tmp):
+        Path(tmp).write_text("partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(path, fail)
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def _records(values):
+    return [{"arch_hash": f"h{i}", "genotype": "{}", "checkpoint": f"/c/{i}", "auroc_msp": v, "stage": "warmup",
+             "iteration": 0} for i, v in enumerate(values)]
+
+
+def test_choose_teachers_top_plus_seeded_random():
+    records = _records([0.5, 0.9, 0.7, math.nan, 0.8, 0.6, 0.55])
+    records[6]["checkpoint"] = None  # failed: never a teacher
+    chosen = choose_teachers(records, "auroc_msp", top=2, random=1, seed=0, iteration=1)
+    assert [r["arch_hash"] for r in chosen[:2]] == ["h1", "h4"]
+    assert chosen[2]["arch_hash"] in {"h2", "h5", "h0"}
+    assert chosen == choose_teachers(records, "auroc_msp", top=2, random=1, seed=0, iteration=1)
+    draws = {choose_teachers(records, "auroc_msp", 2, 1, seed, 1)[2]["arch_hash"] for seed in range(20)}
+    assert len(draws) > 1
+    assert len(choose_teachers(records, "auroc_msp", top="40%", random="0%", seed=0, iteration=1)) == 2
+    with pytest.raises(ValueError, match="no evaluated architecture"):
+        choose_teachers(_records([math.nan]), "auroc_msp", 1, 0, 0, 1)
+
+
+def test_parse_count():
+    assert parse_count(3, 100) == 3 and parse_count("0.5%", 2000) == 10 and parse_count("0.01%", 10) == 1
+    assert parse_count("0%", 10) == 0
+
+
+def test_between_trials_measures_gaps_per_worker():
+    records = [{"worker_pid": 1, "started_at": 0.0, "finished_at": 1.0},
+               {"worker_pid": 1, "started_at": 1.5, "finished_at": 2.0},
+               {"worker_pid": 2, "started_at": 0.0, "finished_at": 3.0},
+               {"worker_pid": 2, "started_at": 3.1, "finished_at": 4.0}]
+    assert between_trials(records) == pytest.approx(0.3)
+    assert math.isnan(between_trials(records[:1]))
