@@ -130,8 +130,8 @@ def check_config(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"word_dropout must lie in [0, 1], got {cfg['word_dropout']}")
     if not 0 <= cfg["k_min"] <= cfg["k_max"]:
         raise ConfigError(f"need 0 <= k_min <= k_max, got k_min={cfg['k_min']}, k_max={cfg['k_max']}")
-    if cfg["lr"] <= 0 or cfg["cpus_per_trial"] <= 0:
-        raise ConfigError("lr and cpus_per_trial must be > 0")
+    if cfg["lr"] <= 0 or cfg["cpus_per_trial"] <= 0 or cfg["gpus_per_trial"] < 0:
+        raise ConfigError("lr and cpus_per_trial must be > 0, gpus_per_trial >= 0")
 
 
 def resolve_data_dir(cli_value: str | None) -> Path:
@@ -156,6 +156,7 @@ def base_trial_config(cfg: dict[str, Any], data_dir: Path | None) -> dict[str, A
         "dataset": cfg["dataset"], "data_dir": str(data_dir) if data_dir else None, "data": data_options(cfg),
         "model": {k: cfg[k] for k in MODEL_KEYS}, "train": {k: cfg[k] for k in TRAIN_KEYS},
         "threads": max(1, int(cfg["cpus_per_trial"])), "downstream": cfg["dataset"] == "yelp",
+        "device": "cuda" if cfg["gpus_per_trial"] > 0 else "cpu",
     }
 
 
@@ -187,7 +188,7 @@ def run_sweep(cfg: dict[str, Any], space: dict[str, Any], output: Path, search: 
     if not ray.is_initialized():
         os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
         ray.init(include_dashboard=None, configure_logging=False)
-    trainable = tune.with_resources(text_vae_trainable, {"cpu": cfg["cpus_per_trial"]})
+    trainable = tune.with_resources(text_vae_trainable, {"cpu": cfg["cpus_per_trial"], "gpu": cfg["gpus_per_trial"]})
     tune_kw: dict[str, Any] = dict(reuse_actors=True, max_concurrent_trials=cfg["concurrency"])
     if search == "optuna":
         from ray.tune.schedulers import ASHAScheduler
@@ -212,6 +213,7 @@ def write_outputs(cfg: dict[str, Any], output: Path, callback, search: str, trai
     from pipelines.text_vae_tracking import RESULT_COLUMNS
 
     results = pd.DataFrame(callback.rows)
+    results = results.astype({m: "float64" for m in RESULT_COLUMNS[3:]})
     results = results.drop(columns=[c for c in results.columns if c not in RESULT_COLUMNS and results[c].isna().all()])
     order = [*RESULT_COLUMNS, *[c for c in results.columns if c not in RESULT_COLUMNS]]
     results = results[order].sort_values(["posterior", "schedule", "aggressive"], kind="stable")

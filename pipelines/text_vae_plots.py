@@ -35,10 +35,12 @@ def plot_schedules(path: Path, schedules: Sequence[str], total: int, *, cycles: 
 def plot_learning_curves(path: Path, curves: Mapping[str, Sequence[Mapping[str, Any]]]) -> Path:
     """Validation ELBO, reconstruction and KL (nats per sentence) per epoch, one line per configuration."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for name, points in sorted(curves.items()):
+    colours = plt.get_cmap("tab20")
+    for i, (name, points) in enumerate(sorted(curves.items())):
         epochs = [p["epoch"] for p in points]
         for ax, key in zip(axes, ("val_elbo", "val_rec", "val_kl")):
-            ax.plot(epochs, [np.nan if p.get(key) is None else p[key] for p in points], marker=".", label=name)
+            ax.plot(epochs, [np.nan if p.get(key) is None else p[key] for p in points], marker=".", label=name,
+                    color=colours(i % 20), linestyle="--" if "aggr" in name else "-")
     for ax, title in zip(axes, ("validation ELBO (nats/sentence)", "reconstruction −log p(x|z)", "KL")):
         ax.set(xlabel="epoch", title=title)
     axes[0].legend(fontsize=7)

@@ -1,5 +1,4 @@
 """pipelines/text_vae.py end to end through a real Ray Tune (tiny budgets), and its command-line errors."""
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -8,7 +7,7 @@ import pytest
 from pipelines import text_vae
 from pipelines.text_vae_tracking import RESULT_COLUMNS
 
-TINY = ["--set", "epochs=2", "--set", "toy_copies=2", "--set", "iw_samples=3", "--set", "latent_samples=5",
+TINY = ["--set", "concurrency=1", "--set", "epochs=2", "--set", "toy_copies=2", "--set", "iw_samples=3", "--set", "latent_samples=5",
         "--set", "eval_components=3", "--set", "hidden_dim=16", "--set", "emb_dim=8"]
 
 
@@ -57,15 +56,15 @@ def test_grid_sweep_writes_results_plots_and_one_mlflow_run_per_row(ray_local, t
 
 def test_optuna_search_with_asha(ray_local, tmp_path, tracking):
     out = tmp_path / "opt"
-    argv = [*TINY, "--search", "optuna", "--set", "optuna_trials=3", "--set", "asha_grace=1",
+    argv = [*TINY, "--search", "optuna", "--set", "optuna_trials=2", "--set", "asha_grace=1",
             "--output", str(out)]
     assert text_vae.main(argv) == 0
     results = pd.read_parquet(out / "results.parquet")
-    assert len(results) == 3 and set(results["schedule"]) == {"cyclical"}
+    assert len(results) == 2 and set(results["schedule"]) == {"cyclical"}
     assert set(results["posterior"]) == {"semi-implicit"} and results["val_elbo"].notna().all()
     assert results["cycles"].between(1, 8).all() and results["ratio"].between(0.1, 0.9).all()
-    assert results["lr"].nunique() == 3, "each trial got its own Optuna suggestion"
-    assert len(mlflow_runs(tracking, "text-vae-toy", "optuna")) == 3
+    assert results["lr"].nunique() == 2, "each trial got its own Optuna suggestion"
+    assert len(mlflow_runs(tracking, "text-vae-toy", "optuna")) == 2
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -92,4 +91,42 @@ def test_presets_file_lists_the_three_presets_with_the_same_keys():
     common = set(presets["toy"]) - {"toy_copies"}
     for name in ("ptb", "yelp"):
         assert common <= set(presets[name])
-    assert sys.modules["pipelines.text_vae"].PRESETS_FILE.name == "text_vae.yaml"
+    assert text_vae.PRESETS_FILE.name == "text_vae.yaml" and text_vae.PRESETS_FILE.parent.name == "presets"
+
+
+def test_callback_records_stopped_and_failed_trials_as_one_run_and_row_each(store):
+    """Without Tune: fake trials through the hooks (a scheduler-stopped trial, a diverged one, a crashed one)."""
+    from types import SimpleNamespace
+
+    from pipelines.text_vae_tracking import TextVAECallback
+
+    config = {"dataset": "toy", "data": {}, "model": {"posterior": "gaussian", "latent_dim": 2},
+              "train": {"schedule": "cyclical", "aggressive": False, "cycles": 4, "ratio": 0.5, "k_max": 0,
+                        "lr": 1e-3, "epochs": 5, "seed": 0}}
+    cb = TextVAECallback("text-vae-callback-test", tracking_uri=store, tags={"search": "unit"})
+    cb.setup()
+    epoch = {"epoch": 2, "val_elbo": -3.0, "val_rec": 2.0, "val_kl": 1.0, "beta": 0.5}
+    stopped = SimpleNamespace(trial_id="t_stopped", config=config, last_result=epoch)
+    cb.on_trial_result(0, [], stopped, {**epoch, "epoch": 1, "val_elbo": -4.0})
+    cb.on_trial_result(0, [], stopped, epoch)
+    cb.on_trial_complete(0, [], stopped)
+    cb.on_trial_complete(0, [], stopped)  # reported twice: still one row and run
+    diverged = SimpleNamespace(trial_id="t_nan", config=config, last_result={"error": "diverged at epoch 1", "final": True})
+    cb.on_trial_complete(0, [], diverged)
+    crashed = SimpleNamespace(trial_id="t_crash", config=config, last_result=None, pickled_error_file=None,
+                              error_file=None)
+    cb.on_trial_error(0, [], crashed)
+    rows = {r["trial_id"]: r for r in cb.rows}
+    assert [rows[t]["status"] for t in ("t_stopped", "t_nan", "t_crash")] == ["stopped", "failed", "failed"]
+    assert rows["t_stopped"]["elbo"] is None and rows["t_stopped"]["val_elbo"] == -3.0
+    assert rows["t_nan"]["error"] == "diverged at epoch 1" and len(cb.rows) == 3
+    runs = mlflow_runs(store, "text-vae-callback-test", "unit")
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FAILED", "FINISHED"]
+    history = [m.value for m in metric_history(store, rows["t_stopped"]["mlflow_run_id"], "val_elbo")]
+    assert history == [-4.0, -3.0]
+
+
+def metric_history(uri, run_id, key):
+    from mlflow import MlflowClient
+
+    return sorted(MlflowClient(uri).get_metric_history(run_id, key), key=lambda m: m.step)

@@ -3,7 +3,8 @@ suggestion) per trial, on reused trainable actors.
 
 ``text_vae_trainable(config)`` is a Tune function trainable. ``config`` keys: ``dataset``, ``data_dir``,
 ``data`` (loader options), ``model`` (:class:`ModelConfig` fields), ``train`` (:class:`TrainConfig` fields),
-``threads`` (torch CPU threads), ``downstream`` (fit the label classifiers on z). The corpus is loaded once
+``threads`` (torch CPU threads), ``device`` (``cpu`` or ``cuda``; default cpu), ``downstream`` (fit the label
+classifiers on z). The corpus is loaded once
 per worker process (cache keyed by dataset, directory and options), so reused actors skip it.
 
 Reports: one result per epoch (``epoch``, ``beta``, ``k``, ``val_elbo``, ... see ``train_vae``); the last
@@ -48,6 +49,7 @@ def run_configuration(config: dict[str, Any], report) -> dict[str, Any]:
     torch.set_num_threads(int(config.get("threads", 1)))
     data, data_seconds = cached_data(config["dataset"], config.get("data_dir"), config.get("data", {}))
     model_cfg, train_cfg = ModelConfig(**config["model"]), TrainConfig(**config["train"])
+    device = config.get("device", "cpu")
     start = time.perf_counter()
 
     def on_epoch(row: dict) -> None:
@@ -55,7 +57,7 @@ def run_configuration(config: dict[str, Any], report) -> dict[str, Any]:
             report(dict(row))
 
     try:
-        result = train_vae(data, model_cfg, train_cfg, on_epoch=on_epoch)
+        result = train_vae(data, model_cfg, train_cfg, device=device, on_epoch=on_epoch)
     except DivergedError as e:
         return {"error": str(e), "final": True}
     test = result.test
@@ -72,7 +74,7 @@ def run_configuration(config: dict[str, Any], report) -> dict[str, Any]:
     if config.get("downstream"):
         train_z = evaluate_vae(result.model, data.train, data.vocab, iw_samples=0, mi_rows=1,
                                batch_size=train_cfg.eval_batch_size, n_components=train_cfg.eval_components,
-                               seed=train_cfg.seed)["means"]
+                               seed=train_cfg.seed, device=device)["means"]
         out.update(downstream_accuracy(train_z, data.train.labels, test["means"], test["labels"],
                                        seed=train_cfg.seed))
     out["trainable_seconds"] = time.perf_counter() - start
