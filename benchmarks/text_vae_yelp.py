@@ -42,7 +42,8 @@ def yelp(args: argparse.Namespace) -> None:
     for posterior in POSTERIORS:
         for schedule in SCHEDULES:
             model_cfg = ModelConfig(emb_dim=args.emb, hidden_dim=args.hidden, latent_dim=args.latent, posterior=posterior,
-                                    posterior_options={"noise_dim": 16} if posterior == "semi-implicit" else {})
+                                    posterior_options={"noise_dim": 16} if posterior == "semi-implicit" else {},
+                                    word_dropout=args.word_dropout)
             cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, lr=1e-3, schedule=schedule, cycles=args.cycles,
                               ratio=0.5, k_max=args.k_max, iw_samples=args.iw, eval_components=20, seed=0)
             result = train_vae(data, model_cfg, cfg, device=args.device)
@@ -86,6 +87,7 @@ def main() -> None:
     p.add_argument("--cycles", type=int, default=4)
     p.add_argument("--k-max", type=int, default=10)
     p.add_argument("--iw", type=int, default=20)
+    p.add_argument("--word-dropout", type=float, default=0.0, help="decoder input word dropout (Yelp)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--toy-epochs", type=int, default=30)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

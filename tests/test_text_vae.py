@@ -82,13 +82,20 @@ def test_toy_corpus_is_ten_distinct_one_hot_sequences():
         load_text_data("imdb")
 
 
-def test_line_corpus_loader_on_a_small_directory(tmp_path):
+@pytest.fixture
+def yelp_dir(tmp_path):
+    """A Yelp-format directory: 30 negative, 20 positive short sentences, one blank and one over-long line."""
     root = tmp_path / "yelp-sentiment"
     root.mkdir()
     neg = [f"bad food number {i} ." for i in range(30)] + ["", "this line is far too long for the max length cap"]
     pos = [f"good food number {i} !" for i in range(20)]
     (root / "dev.0.txt").write_text("\n".join(neg) + "\n")
     (root / "dev.1.txt").write_text("\n".join(pos) + "\n")
+    return tmp_path
+
+
+def test_line_corpus_loader_on_a_small_directory(yelp_dir):
+    tmp_path = yelp_dir
     data = load_yelp(tmp_path, max_len=6, min_freq=2, val_frac=0.2, test_frac=0.2, seed=0)
     assert len(data.train) + len(data.val) + len(data.test) == 50  # blank and over-long lines dropped
     assert sorted(np.concatenate([data.train.labels, data.val.labels, data.test.labels]).tolist()) == [0] * 30 + [1] * 20
@@ -262,3 +269,22 @@ def test_aggressive_training_takes_inner_encoder_steps_then_switches_off():
     for i in range(1, len(history)):
         if history[i - 1]["aggressive"] and not history[i]["aggressive"]:
             assert mis[i - 1] <= max(mis[:i - 1], default=-math.inf), "switched off after MI stopped rising"
+
+
+def test_tune_adapter_reports_epochs_and_final_metrics_with_downstream(yelp_dir):
+    """The trainable's core without Ray: per-epoch reports, then test metrics, tokens/s and label accuracies."""
+    from trainables.text_vae_tune import TEST_METRICS, run_configuration
+
+    config = {"dataset": "yelp", "data_dir": str(yelp_dir), "downstream": True,
+              "data": {"max_len": 6, "min_freq": 2, "val_frac": 0.2, "test_frac": 0.2, "seed": 0},
+              "model": {"emb_dim": 8, "hidden_dim": 16, "latent_dim": 3, "posterior": "semi-implicit"},
+              "train": {"epochs": 3, "batch_size": 8, "schedule": "monotonic", "k_max": 2, "iw_samples": 2,
+                        "eval_components": 2, "seed": 0}}
+    reports = []
+    final = run_configuration(config, reports.append)
+    assert [r["epoch"] for r in reports] == [1, 2] and final["epoch"] == 3 and final["final"] is True
+    assert all(math.isfinite(final[m]) for m in TEST_METRICS) and final["tokens_per_s"] > 0
+    assert {"acc_1pct", "acc_10pct", "acc_100pct"} <= set(final) and 0 <= final["acc_100pct"] <= 1
+    assert final["data_seconds"] > 0 and run_configuration(config, reports.append)["data_seconds"] == 0.0  # cached
+    diverged = run_configuration({**config, "train": {**config["train"], "lr": 1e9}}, reports.append)
+    assert "diverged" in diverged["error"] and diverged["final"] is True

@@ -221,13 +221,14 @@ def train_vae(data: TextData, model_cfg: ModelConfig, cfg: TrainConfig, device: 
                         group["lr"] = cyclical_lr(t, total, cycles=cfg.cycles, lr_max=cfg.lr, lr_min=cfg.lr_min)
             if aggressive:
                 inner += _aggressive_encoder_steps(model, train, opt_enc, beta, k, cfg, rng)
-                out = model.loss(batch, beta, k, cfg.j_samples)
+            out = model.loss(batch, beta, k, cfg.j_samples)
+            if not torch.isfinite(out["loss"]):
+                raise DivergedError(f"text VAE diverged at epoch {epoch}, iteration {t} "
+                                    f"(loss {float(out['loss'].detach())})")
+            if aggressive:  # the encoder had its inner steps: update the decoder only
                 _step([opt_dec], model.decoder_parameters(), out["loss"], cfg.clip)
             else:
-                out = model.loss(batch, beta, k, cfg.j_samples)
                 _step([opt_enc, opt_dec], all_params, out["loss"], cfg.clip)
-            if not torch.isfinite(out["loss"]):
-                raise DivergedError(f"text VAE diverged at epoch {epoch}, iteration {t} (loss {float(out['loss'])})")
             sums["rec"] += float(out["rec"].detach().sum())
             sums["kl"] += float(out["kl"].detach().sum())
             tokens += batch.n_tokens

@@ -78,14 +78,16 @@ def knn_accuracy(z: np.ndarray, labels: np.ndarray) -> float:
 def downstream_accuracy(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray, y_test: np.ndarray,
                         fractions: Sequence[float] = (0.01, 0.1, 1.0), seed: int = 0) -> dict[str, float]:
     """Test accuracy of a one-layer (logistic-regression) classifier on z fitted with a stratified, seeded
-    ``fraction`` of the training labels; keys ``acc_<percent>pct`` (e.g. ``acc_1pct``)."""
+    ``fraction`` of the training labels (at least one per class); keys ``acc_<percent>pct`` (e.g. ``acc_1pct``)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
 
     out = {}
+    n, n_classes = len(y_train), len(np.unique(y_train))
     for frac in fractions:
-        if frac < 1.0:
-            zs, _, ys, _ = train_test_split(z_train, y_train, train_size=frac, stratify=y_train, random_state=seed)
+        keep = max(round(frac * n), n_classes)  # at least one label per class
+        if keep <= n - n_classes:
+            zs, _, ys, _ = train_test_split(z_train, y_train, train_size=keep, stratify=y_train, random_state=seed)
         else:
             zs, ys = z_train, y_train
         clf = LogisticRegression(max_iter=2000).fit(zs, ys)
