@@ -42,7 +42,7 @@ def yelp(args: argparse.Namespace) -> None:
     for posterior in POSTERIORS:
         for schedule in SCHEDULES:
             model_cfg = ModelConfig(emb_dim=args.emb, hidden_dim=args.hidden, latent_dim=args.latent, posterior=posterior,
-                                    posterior_options={"noise_dim": 16} if posterior == "semi-implicit" else {},
+                                    posterior_options={"semi-implicit": {"noise_dim": 16}},
                                     word_dropout=args.word_dropout)
             cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, lr=1e-3, schedule=schedule, cycles=args.cycles,
                               ratio=0.5, k_max=args.k_max, iw_samples=args.iw, eval_components=20, seed=0)

@@ -50,7 +50,7 @@ TRAIN_KEYS = ("epochs", "batch_size", "lr", "cycles", "ratio", "shape", "cyclica
 DATA_KEYS = {"toy": {"toy_copies": "copies"},
              "ptb": {k: k for k in ("max_len", "min_freq", "val_frac", "test_frac")},
              "yelp": {k: k for k in ("max_len", "min_freq", "val_frac", "test_frac", "limit")}}
-POSITIVE = ("epochs", "batch_size", "emb_dim", "hidden_dim", "latent_dim", "cycles", "j_samples", "concurrency",
+POSITIVE = ("epochs", "batch_size", "aggressive_max_steps", "emb_dim", "hidden_dim", "latent_dim", "cycles", "j_samples", "concurrency",
             "eval_components", "mi_rows", "optuna_trials", "asha_grace", "si_noise_dim")
 
 
@@ -101,8 +101,10 @@ def resolve_config(preset: str, sets: list[str], presets: dict[str, dict[str, An
         key = key.strip()
         if not sep:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE; valid keys: {', '.join(sorted(cfg))}")
-        if key not in cfg:
-            raise ConfigError(f"--set {item!r}: unknown key {key!r}; valid: {', '.join(sorted(cfg))}")
+        settable = sorted(set(cfg) - {"dataset"})
+        if key not in settable:
+            raise ConfigError(f"--set {item!r}: unknown key {key!r}; valid: {', '.join(settable)}"
+                              + (" (the dataset is chosen with --preset)" if key == "dataset" else ""))
         cfg[key] = _parse_value(key, value, cfg[key])
     check_config(cfg)
     return cfg
@@ -154,7 +156,9 @@ def base_trial_config(cfg: dict[str, Any], data_dir: Path | None) -> dict[str, A
     """The trial config of ``trainables.text_vae_tune`` before the grid/search entries are filled in."""
     return {
         "dataset": cfg["dataset"], "data_dir": str(data_dir) if data_dir else None, "data": data_options(cfg),
-        "model": {k: cfg[k] for k in MODEL_KEYS}, "train": {k: cfg[k] for k in TRAIN_KEYS},
+        "model": {**{k: cfg[k] for k in MODEL_KEYS},
+                  "posterior_options": {"semi-implicit": {"noise_dim": cfg["si_noise_dim"]}}},
+        "train": {k: cfg[k] for k in TRAIN_KEYS},
         "threads": max(1, int(cfg["cpus_per_trial"])), "downstream": cfg["dataset"] == "yelp",
         "device": "cuda" if cfg["gpus_per_trial"] > 0 else "cpu",
     }

@@ -134,7 +134,10 @@ def toy_batch():
 def test_model_shapes(toy_batch, posterior):
     data, batch = toy_batch
     torch.manual_seed(0)
-    model = TextVAE(len(data.vocab), ModelConfig(8, 16, 3, posterior=posterior))
+    options = {"semi-implicit": {"noise_dim": 5}, "gaussian": {}}
+    model = TextVAE(len(data.vocab), ModelConfig(8, 16, 3, posterior=posterior, posterior_options=options))
+    if posterior == "semi-implicit":
+        assert model.posterior.noise_dim == 5
     mu, logvar = model.components(batch, 5)
     assert mu.shape[0] == 4 and mu.shape[2] == 3 and logvar.shape == (4, 3)
     z = torch.randn(2, 4, 3)

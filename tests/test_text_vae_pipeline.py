@@ -70,6 +70,7 @@ def test_optuna_search_with_asha(ray_local, tmp_path, tracking):
 @pytest.mark.parametrize("argv, message", [
     (["--set", "bogus=1"], "unknown key 'bogus'; valid: "),
     (["--set", "epochs"], "expected KEY=VALUE; valid keys: "),
+    (["--set", "dataset=yelp"], "the dataset is chosen with --preset"),
     (["--set", "schedules=constant,exponential"], "beta schedule: unknown 'exponential'; valid: constant"),
     (["--set", "posteriors=flow"], "posterior: unknown 'flow'"),
     (["--set", "epochs=two"], "--set epochs: expected int, got 'two'"),

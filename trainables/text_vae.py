@@ -38,7 +38,8 @@ from .vae_metrics import evaluate_vae
 
 @dataclass
 class ModelConfig:
-    """Sizes of :class:`TextVAE` and its posterior (``posterior_options`` go to the posterior class)."""
+    """Sizes of :class:`TextVAE` and its posterior. ``posterior_options`` maps posterior names to keyword
+    arguments of their class, e.g. ``{"semi-implicit": {"noise_dim": 16}}``; only the chosen one's are used."""
 
     emb_dim: int = 64
     hidden_dim: int = 128
@@ -58,7 +59,7 @@ class TextVAE(nn.Module):
         h, d = cfg.hidden_dim, cfg.latent_dim
         self.enc_emb = nn.Embedding(vocab_size, cfg.emb_dim, padding_idx=pad_id)
         self.encoder = nn.LSTM(cfg.emb_dim, h, batch_first=True)
-        self.posterior = make_posterior(cfg.posterior, h, d, **cfg.posterior_options)
+        self.posterior = make_posterior(cfg.posterior, h, d, **cfg.posterior_options.get(cfg.posterior, {}))
         self.dec_emb = nn.Embedding(vocab_size, cfg.emb_dim, padding_idx=pad_id)
         self.z_to_state = nn.Linear(d, 2 * h)
         self.decoder = nn.LSTM(cfg.emb_dim + d, h, batch_first=True)
