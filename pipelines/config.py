@@ -176,6 +176,7 @@ def validate(cfg: dict) -> None:
                              ("max_concurrent", cfg["max_concurrent"], 1), ("max_failures", cfg["max_failures"], 0),
                              ("seed", cfg["seed"], 0)]:
         _check(_is_int(value, low), f"{name}: expected an integer >= {low}, got {value!r}")
+    _check(isinstance(cfg["final"]["baseline"], bool), f"final.baseline: expected true or false, got {cfg['final']['baseline']!r}")
     for name in ("top", "random"):
         value = d[name]
         ok = _is_int(value, 0) or (isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?%", value) is not None)

@@ -140,8 +140,10 @@ def run_stage(run: RunDir, cfg: dict, stage: Stage, experiment: str, tracking_ur
                      StageProgress(stage.name, stage.size, cfg["metric"])]
         run_config = tune.RunConfig(
             name=stage.name, storage_path=str(storage), callbacks=callbacks, verbose=0,
-            failure_config=tune.FailureConfig(max_failures=cfg["max_failures"]),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+            # No CheckpointConfig(num_to_keep): each trial checkpoints once, and num_to_keep would force an
+            # experiment snapshot (all trials) per checkpoint, O(trials^2) per stage. Trials finished after the
+            # last periodic snapshot rerun on restore; the tracking callback records them once.
+            failure_config=tune.FailureConfig(max_failures=cfg["max_failures"]))
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
     grid = tuner.fit()
     wall = time.perf_counter() - start

@@ -46,10 +46,11 @@ def final_loop(config: dict) -> None:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def retrain(run: RunDir, cfg: dict, genotype: str, train: dict, teachers: TeacherBundle | None) -> tuple[dict, dict]:
-    """Train ``genotype`` with ``train`` settings via ``TorchTrainer`` unless ``run/final`` already holds the
+def retrain(run: RunDir, cfg: dict, genotype: str, train: dict, teachers: TeacherBundle | None,
+            name: str = "final") -> tuple[dict, dict]:
+    """Train ``genotype`` with ``train`` settings via ``TorchTrainer`` unless ``run/<name>`` already holds the
     outcome; return ``(metrics, state_dict)``."""
-    out = run.path / "final"
+    out = run.path / name
     if (out / "result.json").exists() and (out / "weights.pt").exists():
         return read_json(out / "result.json"), torch.load(out / "weights.pt", map_location="cpu", weights_only=True)
     from ray.train import RunConfig, ScalingConfig
@@ -62,7 +63,7 @@ def retrain(run: RunDir, cfg: dict, genotype: str, train: dict, teachers: Teache
         train_loop_config={"genotype": genotype, "protocol": cfg["protocol"], "protocol_options": cfg["protocol_options"],
                            "train": train, "seed": cfg["seed"], "teachers": teachers},
         scaling_config=ScalingConfig(num_workers=cfg["final"]["workers"], use_gpu=use_gpu, resources_per_worker=per_worker),
-        run_config=RunConfig(name="final", storage_path=str(run.path / "tune")),
+        run_config=RunConfig(name=name, storage_path=str(run.path / "tune")),
     )
     result = trainer.fit()
     if result.error is not None:

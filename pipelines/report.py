@@ -140,7 +140,10 @@ def write_report(run: RunDir, cfg: dict, best: dict) -> None:
         + ", ".join(f"{k} {_fmt(v)}" for k, v in best["measured_test"].items()
                     if k in ("auroc_msp", "auroc_energy", "auroc_maha", "fpr95_msp", "id_acc")),
         f"- warmup architectures (validation split): median {metric} {_fmt(float(warmup.median()) if len(warmup) else None)}, "
-        f"best {_fmt(float(warmup.max()) if len(warmup) else None)} (n={len(warmup)})", "",
+        f"best {_fmt(float(warmup.max()) if len(warmup) else None)} (n={len(warmup)})",
+        *([f"- the median warmup architecture `{best['baseline']['arch_hash']}` retrained the same way, test split: "
+           + ", ".join(f"{k} {_fmt(v)}" for k, v in best["baseline"]["measured_test"].items() if k != "epochs")]
+          if best.get("baseline") else []), "",
         "## Predictor", "",
         f"`{pred['predictor']}` on the final iteration's pairs: Kendall τ {_fmt(pred['kendall_tau'], 3)}, Pearson ρ "
         f"{_fmt(pred['pearson_rho'], 3)} (n_train {pred['n_train']}, n_val {pred['n_val']})"

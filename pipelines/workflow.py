@@ -176,11 +176,30 @@ class Workflow:
             "model": {"name": self.experiment, "version": version, "alias": "champion", "run_id": run_id,
                       "uri": f"models:/{self.experiment}@champion"},
         }
+        if self.cfg["final"]["baseline"]:
+            best["baseline"] = self.baseline(tracker, train, teachers, champion["arch_hash"])
         write_json(self.run / "best.json", best)
         if not self.run.done("final"):
             self.run.finish("final", wall_seconds=time.perf_counter() - start, arch_hash=champion["arch_hash"],
                             version=version)
         return best
+
+    def baseline(self, tracker, train: dict, teachers, champion_hash: str) -> dict | None:
+        """Retrain the median warmup architecture exactly like the champion (budget, teachers, test split) and
+        record it as a ``final`` row; returns its test metrics (None if it is the champion itself)."""
+        from .final import retrain
+
+        warmup = sorted(usable(read_json(self.run / "stages" / "warmup.json")["records"], self.metric),
+                        key=lambda r: (r[self.metric], r["arch_hash"]))
+        median = warmup[(len(warmup) - 1) // 2]
+        if median["arch_hash"] == champion_hash:
+            return None
+        metrics, _ = retrain(self.run, self.cfg, median["genotype"], train, teachers, name="final-baseline")
+        tracker.record({**metrics, "arch_hash": median["arch_hash"], "genotype": median["genotype"],
+                        "seed": self.cfg["seed"]})
+        keep = ("auroc_msp", "auroc_energy", "auroc_maha", "fpr95_msp", "id_acc", "epochs")
+        return {"arch_hash": median["arch_hash"], "warmup": {self.metric: median[self.metric]},
+                "measured_test": {k: metrics.get(k) for k in keep}}
 
     def execute(self) -> dict:
         warmup = self.warmup()

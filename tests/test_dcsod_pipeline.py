@@ -1,0 +1,225 @@
+"""The DCSOD main job end to end, at the ``ci`` preset's budget (digits, 1-epoch trainings):
+
+* submitted with ``ray job submit --working-dir .`` to a head started by ``ray start --head`` on 127.0.0.1
+  with token authentication on (and stopped by its own pid afterwards);
+* its outputs (DESIGN.md contract), MLflow runs == history rows, the registry CLI and the registered model;
+* kill -9 in the middle of the distill stage, rerun: the same row keys as the uninterrupted job, no duplicate
+  row or MLflow run.
+
+Both runs use one trial at a time, so the searcher sees results in the same order and the two runs must
+propose the same architectures.
+"""
+import contextlib
+import json
+import re
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from servers import free_port
+
+pytest.importorskip("ray")
+pytest.importorskip("mlflow")
+
+ROOT = Path(__file__).resolve().parent.parent
+SETS = ["--preset", "ci", "--set", "max_concurrent=1"]
+EXPECTED_FILES = ["history.parquet", "predictor/metrics.json", "best.json", "report.md", "manifest.json",
+                  "predicted_vs_measured.png", "metric_by_stage.png", "search_trajectory.png"]
+
+
+def cli(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+def base_env(**extra) -> dict:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "OMP_NUM_THREADS": "1", **extra}
+    for key in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
+        env.pop(key, None)
+    return env
+
+
+@contextlib.contextmanager
+def ray_head(env: dict):
+    """``ray start --head --block`` on 127.0.0.1 in its own session; yields the dashboard URL; stopped by pid."""
+    temp_dir = tempfile.mkdtemp(prefix="rayh", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
+    dash = free_port()
+    cmd = [cli("ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(free_port()),
+           "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--num-cpus", "2", "--temp-dir", temp_dir,
+           "--disable-usage-stats"]
+    # Fixed default ports (agent 52365, client server 10001, ...) may be taken by another Ray on this machine.
+    for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--ray-client-server-port",
+                 "--metrics-export-port", "--runtime-env-agent-port"):
+        cmd += [flag, str(free_port())]
+    log = open(Path(temp_dir) / "head.log", "wb")
+    head = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{dash}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert head.poll() is None, (Path(temp_dir) / "head.log").read_text()[-3000:]
+            if subprocess.run([cli("ray"), "job", "list", "--address", url], env=env, capture_output=True).returncode == 0:
+                break
+            assert time.monotonic() < deadline, "ray head did not answer in 180 s"
+            time.sleep(2)
+        yield url
+    finally:
+        head.terminate()  # `ray start --block` stops the processes it started
+        try:
+            head.wait(30)
+        except subprocess.TimeoutExpired:
+            head.kill()
+        kill_session(head.pid)  # anything left of that head (its processes share the session it was started in)
+        log.close()
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILL every process of session ``sid`` (Linux /proc)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid:
+                os.kill(int(stat.parent.name), signal.SIGKILL)
+
+
+def mlflow_runs(uri: str) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("dcsod-digits")
+    return list(client.search_runs([exp.experiment_id], max_results=1000)) if exp else []
+
+
+def history(out: Path):
+    from pipelines.tracking import HistoryStore
+
+    return HistoryStore(out / "history.parquet").read()
+
+
+def keys(df) -> list:
+    return sorted(map(tuple, df[["arch_hash", "stage", "iteration", "seed"]].astype(str).values.tolist()))
+
+
+@pytest.fixture(scope="module")
+def job_run(tmp_path_factory):
+    """The ci preset submitted as a Ray job; (output dir, tracking URI, job log)."""
+    root = tmp_path_factory.mktemp("job")
+    out, uri = root / "out", f"sqlite:///{root / 'mlflow.db'}"
+    token = secrets.token_hex(32)
+    env = base_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    with ray_head(env) as url:
+        no_token = base_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+        denied = subprocess.run([cli("ray"), "job", "list", "--address", url], env=no_token, capture_output=True, text=True)
+        runtime_env = json.dumps({"env_vars": {"MLFLOW_TRACKING_URI": uri}})
+        submit = [cli("ray"), "job", "submit", "--address", url, "--working-dir", ".", "--runtime-env-json",
+                  runtime_env, "--", "python", "pipelines/dcsod.py", *SETS, "--output", str(out)]
+        for _ in range(10):  # the job API answers before the node's agent accepts jobs ("No available agent")
+            job = subprocess.run(submit, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+            if "No available agent" not in job.stderr:
+                break
+            time.sleep(3)
+    return out, uri, job, denied
+
+
+def test_job_submit_succeeds_with_token_auth(job_run):
+    out, uri, job, denied = job_run
+    assert denied.returncode != 0, "the head accepted a client with a wrong token"
+    assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-2000:]
+    text = re.sub(r"\x1b\[[0-9;]*m", "", job.stdout + job.stderr)
+    assert "succeeded" in text.lower() and "champion " in text, text[-3000:]
+
+
+def test_outputs_follow_the_contract(job_run):
+    out, uri, job, _ = job_run
+    for name in EXPECTED_FILES:
+        assert (out / name).is_file(), name
+    df = history(out)
+    assert len(keys(df)) == len(set(keys(df)))
+    assert set(df.stage) == {"warmup", "distill", "search", "final"}
+    assert (df.stage == "warmup").sum() == 6 and (df.stage == "distill").sum() == 6
+    assert (df.stage == "search").sum() == 2 and (df.stage == "final").sum() == 1
+    for col in ("auroc_msp", "auroc_energy", "auroc_maha", "fpr95_msp", "id_acc"):
+        assert df[col].between(0, 1).all(), col
+    predictor = json.loads((out / "predictor" / "metrics.json").read_text())
+    assert {"kendall_tau", "pearson_rho", "n_train", "n_val"} <= set(predictor)
+    best = json.loads((out / "best.json").read_text())
+    final = df[df.stage == "final"].iloc[0]
+    assert best["arch_hash"] == final.arch_hash and best["model"]["name"] == "dcsod-digits"
+    assert best["measured_test"]["auroc_msp"] == pytest.approx(final.auroc_msp)
+    runs = mlflow_runs(uri)
+    assert len(runs) == len(df)
+    assert sorted(r.info.run_id for r in runs) == sorted(df.mlflow_run_id)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert list(manifest["stages"]) == ["warmup", "distill-1", "predictor", "search", "final"]
+    assert any((out / "tune" / "warmup").rglob("events.out.tfevents*")), "no TensorBoard files"
+
+
+def test_registry_show_and_load_model(job_run):
+    import mlflow
+    import torch
+
+    out, uri, _, _ = job_run
+    shown = subprocess.run([sys.executable, "-m", "pipelines.registry", "show", "dcsod-digits@champion",
+                            "--tracking-uri", uri], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    info = json.loads(shown.stdout)
+    best = json.loads((out / "best.json").read_text())
+    assert info["arch_hash"] == best["arch_hash"] and info["genotype"] == best["genotype"]
+    assert "champion" in info["aliases"] and 0 <= info["metrics"]["auroc_msp"] <= 1
+    missing = subprocess.run([sys.executable, "-m", "pipelines.registry", "show", "dcsod-nothing@champion",
+                              "--tracking-uri", uri], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+
+    from trainables import make_protocol
+
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pytorch.load_model("models:/dcsod-digits@champion")
+    protocol = make_protocol("digits")
+    images = protocol.id_test[0][:16]
+    logits = model(images)
+    assert logits.shape == (16, protocol.num_classes)
+    scores = model.score(images.float() / 255.0)
+    assert scores.shape == (16,) and torch.all((scores > 0) & (scores <= 1))  # MSP
+    assert torch.allclose(model.score(images), scores.to(model.score(images).dtype))  # uint8 == [0, 1] floats
+
+
+def test_kill_minus_9_mid_distill_then_resume(job_run, tmp_path):
+    reference, _, job, _ = job_run
+    assert job.returncode == 0
+    out, uri = tmp_path / "out", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = [sys.executable, str(ROOT / "pipelines" / "dcsod.py"), *SETS, "--output", str(out), "--address", "local",
+           "--no-dashboard", "--tracking-uri", uri]
+    env = base_env()
+    with open(tmp_path / "first.log", "wb") as log:
+        first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 600
+        while True:
+            assert first.poll() is None, "the run ended before it could be killed:\n" + (tmp_path / "first.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no distill rows within 600 s"
+            if (out / "history.parquet").exists() and (history(out).stage == "distill").sum() >= 2:
+                break
+            time.sleep(0.3)
+        os.kill(first.pid, signal.SIGKILL)  # kill -9 the driver
+        first.wait(30)
+        kill_session(first.pid)  # and the local Ray it had started (it would stop by itself, later)
+    killed = history(out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "distill-1" not in manifest["stages"] and "warmup" in manifest["stages"]
+    assert (killed.stage == "distill").sum() < 6
+
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    resumed = history(out)
+    assert len(keys(resumed)) == len(set(keys(resumed))), "duplicate history rows"
+    assert set(keys(killed)) <= set(keys(resumed))
+    assert keys(resumed) == keys(history(reference))
+    runs = mlflow_runs(uri)
+    tags = [r.data.tags.get("dcsod.key") for r in runs]
+    assert len(tags) == len(set(tags)) == len(resumed), "duplicate or missing MLflow runs"

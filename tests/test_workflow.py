@@ -1,0 +1,97 @@
+"""The stage sequence of ``pipelines.workflow`` with the Tune stages replaced by a seeded fake evaluator:
+which architectures each stage trains, with which teachers, and what a rerun reuses."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+import pipelines.workflow as workflow
+from pipelines.config import load_config
+from pipelines.rundir import RunDir
+from search_space import Genotype
+
+
+class FakeBundle:
+    def __init__(self, chosen, width):
+        self.genotypes = [r["genotype"] for r in chosen]
+        self.hashes = [r["arch_hash"] for r in chosen]
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    calls = []
+
+    def run_stage(run, cfg, stage, experiment, tracking_uri):
+        calls.append(stage)
+        records = []
+        for g in stage.genotypes:
+            h = Genotype.from_json(g).arch_hash
+            value = float(np.random.default_rng([int(h[:8], 16), stage.iteration]).uniform(0.5, 0.9))
+            failed = h.startswith(("0", "1"))  # some candidates fail: no weights, NaN metric
+            records.append({"arch_hash": h, "genotype": g, "stage": stage.stage, "iteration": stage.iteration,
+                            "auroc_msp": math.nan if failed else value, "checkpoint": None if failed else f"/ck/{h}"})
+        stage.records = records
+        return records, {"trials": len(records), "failed": sum(r["checkpoint"] is None for r in records)}
+
+    monkeypatch.setattr(workflow, "run_stage", run_stage)
+    monkeypatch.setattr(workflow, "load_bundle", FakeBundle)
+    return calls
+
+
+def make(tmp_path, *sets):
+    cfg = load_config("ci", ["warmup.n=8", "distill.top=2", "distill.random=1", *sets])
+    return workflow.Workflow(RunDir.open(tmp_path / "run", cfg), cfg, "sqlite:///unused.db")
+
+
+def test_alg2_retrains_the_pool_each_iteration_with_teachers_from_the_last(fake, tmp_path):
+    flow = make(tmp_path, "distill.iterations=2")
+    warmup = flow.warmup()
+    records, bundle = flow.distill(warmup)
+    assert [s.name for s in fake] == ["warmup", "distill-1", "distill-2"]
+    pool = [r["genotype"] for r in warmup]
+    assert fake[1].genotypes == pool and fake[2].genotypes == pool
+    assert fake[1].train["objective"] == "distill" and fake[0].train["objective"] == "oe"
+    best_warmup = sorted(workflow.usable(warmup, "auroc_msp"), key=lambda r: -r["auroc_msp"])[:2]
+    assert fake[1].teachers.hashes[:2] == [r["arch_hash"] for r in best_warmup]
+    best_first = sorted(workflow.usable(fake[1].records, "auroc_msp"), key=lambda r: -r["auroc_msp"])[:2]
+    assert bundle.hashes[:2] == [r["arch_hash"] for r in best_first] and len(bundle.hashes) == 3
+    assert all(r["iteration"] == 2 for r in records)
+
+
+def test_alg3_adds_q_new_per_iteration_then_retrains_all(fake, tmp_path):
+    flow = make(tmp_path, "distill.algorithm=alg3", "distill.iterations=2", "distill.q=3")
+    warmup = flow.warmup()
+    records, bundle = flow.distill(warmup)
+    assert [s.name for s in fake] == ["warmup", "distill-1", "distill-2", "distill-final"]
+    assert len(fake[1].genotypes) == 3 and len(fake[2].genotypes) == 3
+    seen = [Genotype.from_json(g).arch_hash for s in fake[:3] for g in s.genotypes]
+    assert len(seen) == len(set(seen)) == 14  # new architectures are new
+    assert sorted(fake[3].genotypes) == sorted(g for s in fake[:3] for g in s.genotypes)
+    assert fake[3].iteration == 3 and fake[3].teachers is bundle
+
+
+def test_zero_iterations_means_no_distillation(fake, tmp_path):
+    flow = make(tmp_path, "distill.iterations=0")
+    warmup = flow.warmup()
+    records, bundle = flow.distill(warmup)
+    assert records is warmup and bundle is None and [s.name for s in fake] == ["warmup"]
+
+
+def test_finished_stages_are_read_back_not_rerun(fake, tmp_path):
+    flow = make(tmp_path, "distill.iterations=1")
+    flow.distill(flow.warmup())
+    again = make(tmp_path, "distill.iterations=1")
+    records, _ = again.distill(again.warmup())
+    assert len(fake) == 2  # nothing ran the second time
+    assert records == json.loads((tmp_path / "run" / "stages" / "distill-1.json").read_text())["records"]
+
+
+def test_predictor_stage_writes_metrics(fake, tmp_path):
+    flow = make(tmp_path, "distill.iterations=1", "warmup.n=14")
+    records, _ = flow.distill(flow.warmup())
+    metrics = flow.predictor(records)
+    saved = json.loads((tmp_path / "run" / "predictor" / "metrics.json").read_text())
+    assert saved["n_train"] + saved["n_val"] == len(workflow.usable(records, "auroc_msp"))
+    assert -1 <= saved["kendall_tau"] <= 1 and metrics == saved
+    assert len(saved["validation"]) == saved["n_val"]
