@@ -108,11 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from pipelines.teachers import NoUsableCandidates
     from pipelines.workflow import Workflow
 
     start = time.perf_counter()
-    flow = Workflow(run, cfg, tracking_uri)
-    best = flow.execute()
+    try:
+        best = Workflow(run, cfg, tracking_uri).execute()
+    except NoUsableCandidates as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     if "total_seconds" not in run.manifest:
         run.note(total_seconds=time.perf_counter() - start)
     print(f"champion {best['arch_hash']}: test {cfg['metric']} {best['measured_test'][cfg['metric']]:.4f} "

@@ -14,6 +14,10 @@ from trainables.tune_trainable import TeacherBundle, load_weights
 from .config import parse_count
 
 
+class NoUsableCandidates(RuntimeError):
+    """Every candidate of a stage failed (or none reported the metric): the workflow cannot go on."""
+
+
 def usable(records: list[dict], metric: str) -> list[dict]:
     """Records with trained weights and a finite ``metric``."""
     return [r for r in records if r.get("checkpoint") and r.get(metric) is not None and math.isfinite(r[metric])]
@@ -23,11 +27,12 @@ def choose_teachers(records: list[dict], metric: str, top: int | str, random: in
                     iteration: int) -> list[dict]:
     """The ``top`` best records by ``metric`` (higher = better; ties broken by arch_hash) and ``random`` more
     drawn without replacement from the rest with a generator seeded by ``(seed, iteration)``.
-    ``top``/``random`` are counts or percentages of the usable pool (``"0.5%"``). Raises ``ValueError`` when
-    no record is usable."""
+    ``top``/``random`` are counts or percentages of the usable pool (``"0.5%"``). Raises
+    :class:`NoUsableCandidates` when no record is usable."""
     pool = sorted(usable(records, metric), key=lambda r: (-r[metric], r["arch_hash"]))
     if not pool:
-        raise ValueError(f"no evaluated architecture with weights and a finite {metric} to use as a teacher")
+        raise NoUsableCandidates(f"no evaluated architecture with weights and a finite {metric} to use as a teacher "
+                                 "(every candidate failed: see the FAILED runs in MLflow and stages/*.json)")
     n_top = min(len(pool), parse_count(top, len(pool)))
     rest = pool[n_top:]
     n_random = min(len(rest), parse_count(random, len(pool)))

@@ -22,7 +22,7 @@ from trainables import TrainConfig
 from .config import dataset_name
 from .evaluate import Stage, run_stage
 from .rundir import RunDir, atomic_write, read_json, write_json
-from .teachers import choose_teachers, load_bundle, usable
+from .teachers import NoUsableCandidates, choose_teachers, load_bundle, usable
 
 
 class Workflow:
@@ -150,7 +150,7 @@ class Workflow:
 
         ok = sorted(usable(candidates, self.metric), key=lambda r: (-r[self.metric], r["arch_hash"]))
         if not ok:
-            raise RuntimeError(f"no candidate finished with a finite {self.metric}; nothing to retrain")
+            raise NoUsableCandidates(f"no candidate finished with a finite {self.metric}; nothing to retrain")
         champion = ok[0]
         train = {**(self.distill_train() if teachers is not None else self.warmup_train()),
                  "epochs": self.cfg["final"]["epochs"], "eval_split": "test"}

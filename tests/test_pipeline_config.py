@@ -115,7 +115,7 @@ def test_choose_teachers_top_plus_seeded_random():
     draws = {choose_teachers(records, "auroc_msp", 2, 1, seed, 1)[2]["arch_hash"] for seed in range(20)}
     assert len(draws) > 1
     assert len(choose_teachers(records, "auroc_msp", top="40%", random="0%", seed=0, iteration=1)) == 2
-    with pytest.raises(ValueError, match="no evaluated architecture"):
+    with pytest.raises(RuntimeError, match="no evaluated architecture"):
         choose_teachers(_records([math.nan]), "auroc_msp", 1, 0, 0, 1)
 
 

@@ -95,3 +95,17 @@ def test_predictor_stage_writes_metrics(fake, tmp_path):
     assert saved["n_train"] + saved["n_val"] == len(workflow.usable(records, "auroc_msp"))
     assert -1 <= saved["kendall_tau"] <= 1 and metrics == saved
     assert len(saved["validation"]) == saved["n_val"]
+
+
+def test_a_stage_where_every_candidate_failed_stops_with_a_clear_error(monkeypatch, tmp_path):
+    def all_fail(run, cfg, stage, experiment, tracking_uri):
+        records = [{"arch_hash": Genotype.from_json(g).arch_hash, "genotype": g, "auroc_msp": math.nan,
+                    "checkpoint": None, "error": "diverged: training loss became nan"} for g in stage.genotypes]
+        return records, {"trials": len(records), "failed": len(records)}
+
+    monkeypatch.setattr(workflow, "run_stage", all_fail)
+    flow = make(tmp_path, "distill.iterations=1")
+    warmup = flow.warmup()
+    assert (tmp_path / "run" / "stages" / "warmup.json").exists()  # the failures are kept
+    with pytest.raises(workflow.NoUsableCandidates, match="every candidate failed"):
+        flow.distill(warmup)
