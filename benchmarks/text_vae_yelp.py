@@ -39,13 +39,14 @@ def yelp(args: argparse.Namespace) -> None:
     print(f"<!-- {data.describe()} -->")
     print("| posterior | schedule | rec | KL | ELBO | PPL | IW-PPL | AU | MI | acc 1% | acc 10% | acc 100% | train tok/s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for posterior in POSTERIORS:
-        for schedule in SCHEDULES:
+    for posterior in args.posteriors:
+        for schedule in args.schedules:
             model_cfg = ModelConfig(emb_dim=args.emb, hidden_dim=args.hidden, latent_dim=args.latent, posterior=posterior,
                                     posterior_options={"semi-implicit": {"noise_dim": 16}},
                                     word_dropout=args.word_dropout)
             cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, lr=1e-3, schedule=schedule, cycles=args.cycles,
-                              ratio=0.5, k_max=args.k_max, iw_samples=args.iw, eval_components=20, seed=0)
+                              ratio=0.5, k_max=args.k_max, iw_samples=args.iw, eval_components=20, seed=0,
+                              aggressive=args.aggressive, aggressive_max_steps=10)
             result = train_vae(data, model_cfg, cfg, device=args.device)
             t = result.test
             train_z = evaluate_vae(result.model, data.train, data.vocab, mi_rows=1, n_components=20,
@@ -88,6 +89,9 @@ def main() -> None:
     p.add_argument("--k-max", type=int, default=10)
     p.add_argument("--iw", type=int, default=20)
     p.add_argument("--word-dropout", type=float, default=0.0, help="decoder input word dropout (Yelp)")
+    p.add_argument("--aggressive", action="store_true", help="aggressive encoder training (Yelp; cap 10 inner steps)")
+    p.add_argument("--posteriors", nargs="+", default=list(POSTERIORS))
+    p.add_argument("--schedules", nargs="+", default=list(SCHEDULES))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--toy-epochs", type=int, default=30)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
