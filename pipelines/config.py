@@ -194,6 +194,14 @@ def validate(cfg: dict) -> None:
         _check(score in scores, f"metric: {cfg['metric']} needs score {score!r} in train.scores {list(scores)}")
 
 
+def check_data(cfg: dict) -> None:
+    """The protocol's local data files exist (``path``, ``aux_path``): checked by the driver before Ray starts,
+    so a typo is one line, not a failure in every trial."""
+    for name in ("path", "aux_path"):
+        value = cfg["protocol_options"].get(name)
+        _check(value is None or Path(value).exists(), f"protocol_options.{name}: no such file or directory: {value!r}")
+
+
 def fingerprint(cfg: dict) -> str:
     """Canonical JSON of the settings that determine the results (the run directory records it)."""
     return json.dumps(cfg, sort_keys=True, default=str)

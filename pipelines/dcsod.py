@@ -30,7 +30,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable without installing it
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.config import ConfigError, dataset_name, load_config, preset_names  # noqa: E402
+from pipelines.config import ConfigError, check_data, dataset_name, load_config, preset_names  # noqa: E402
 from pipelines.rundir import RunDir, RunDirError  # noqa: E402
 from pipelines.tracking import TrackingUnavailable, check_tracking_uri  # noqa: E402
 
@@ -52,6 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def prepare(args: argparse.Namespace) -> tuple[dict, RunDir, str]:
     """Validate everything that can be checked before Ray starts; create or reopen the run directory."""
     cfg = load_config(args.preset, args.sets)
+    check_data(cfg)
     tracking_uri = check_tracking_uri(args.tracking_uri)
     output = Path(args.output or Path("runs") / args.preset)
     if args.resume and not (output / "manifest.json").exists():

@@ -53,14 +53,15 @@ def test_unknown_preset_lists_the_valid_ones():
         load_config("huge")
 
 
-@pytest.mark.parametrize("argv", [["--preset", "huge"], ["--set", "warmup.m=3"], ["--set", "train.lr=-1"]])
+@pytest.mark.parametrize("argv", [["--preset", "huge"], ["--set", "warmup.m=3"], ["--set", "train.lr=-1"],
+                                  ["--preset", "cifar10-split", "--set", "protocol_options.path=/no/such.zip"]])
 def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, argv):
     proc = subprocess.run([sys.executable, str(ROOT / "pipelines" / "dcsod.py"), *argv], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
-    assert "valid" in lines[0] or "expected" in lines[0]
+    assert "valid" in lines[0] or "expected" in lines[0] or "no such file" in lines[0]
     assert list(tmp_path.iterdir()) == []
 
 
