@@ -350,9 +350,13 @@ class MLflowHistoryCallback(Callback):
             run_id = done[0].info.run_id
         else:
             run_id = done[0].info.run_id if done else self._create_run(trial_id, key, genotype)
-            if before_finish is not None:
+            if before_finish is None:
+                self._log_run(run_id, key, result)
+            else:  # metrics first: before_finish may end the run (mlflow.start_run's context does)
+                self._log_run(run_id, key, result, status=None)
                 before_finish(run_id)
-            self._log_run(run_id, key, result)
+                with _no_run_urls():
+                    self.client.set_terminated(run_id, status="FINISHED")
         self.history.append({**row, "mlflow_run_id": run_id})
         return run_id
 
@@ -410,7 +414,8 @@ class MLflowHistoryCallback(Callback):
                 log.warning("genotype.json not logged for run %s: %s", run.info.run_id, _one_line(e))
         return run.info.run_id
 
-    def _log_run(self, run_id: str, key: Key, result: Mapping[str, Any], status: str = "FINISHED") -> None:
+    def _log_run(self, run_id: str, key: Key, result: Mapping[str, Any], status: str | None = "FINISHED") -> None:
+        """Log the key as params and the metrics; then end the run with ``status`` (None: leave it open)."""
         from mlflow.entities import Metric, Param
 
         now = int(1000 * time.time())
@@ -425,8 +430,9 @@ class MLflowHistoryCallback(Callback):
                 if not math.isnan(x):
                     metrics.append(Metric(name, x, now, 0))
         self.client.log_batch(run_id, metrics=metrics, params=params)
-        with _no_run_urls():
-            self.client.set_terminated(run_id, status=status)
+        if status is not None:
+            with _no_run_urls():
+                self.client.set_terminated(run_id, status=status)
 
 
 @contextlib.contextmanager

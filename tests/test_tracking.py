@@ -234,3 +234,26 @@ def test_reported_error_is_recorded_as_failed(services, genotypes, tmp_path):
     assert [r.info.status for r in runs] == ["FAILED"]
     assert runs[0].data.tags["error"].startswith("diverged: training loss became nan")
     assert callback.history.read().empty
+
+
+def test_record_with_before_finish_completes_after_a_crash(services, tmp_path):
+    """The final stage's path: a crash inside ``before_finish`` (e.g. while logging the model) leaves an open
+    run; recording again completes that run (metrics, FINISHED) instead of creating a second one."""
+    cb = MLflowHistoryCallback(tmp_path, "record-crash", stage="final", tracking_uri=services.uri)
+    result = {**{k: v for k, v in ROW.items() if k not in ("stage", "iteration", "mlflow_run_id")}}
+    calls = []
+
+    def crash(run_id):
+        calls.append(run_id)
+        raise RuntimeError("driver killed while logging the model")
+
+    with pytest.raises(RuntimeError):
+        cb.record(result, before_finish=crash)
+    assert HistoryStore(tmp_path / "history.parquet").read().empty
+    run_id = cb.record(result, before_finish=calls.append)
+    assert calls == [run_id, run_id]
+    runs = cb.find_runs(("abc123", "final", 0, 1))
+    assert [r.info.run_id for r in runs] == [run_id] and runs[0].info.status == "FINISHED"
+    assert runs[0].data.metrics["auroc_msp"] == pytest.approx(0.8)
+    assert cb.record(result, before_finish=crash) == run_id  # recorded: nothing runs again
+    assert len(HistoryStore(tmp_path / "history.parquet").read()) == 1
