@@ -14,7 +14,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from .tracking import _no_run_urls, check_tracking_uri
+from .tracking import no_run_urls, check_tracking_uri
 
 #: Columns of ``results.parquet`` required by DESIGN.md, in order.
 RESULT_COLUMNS = ("schedule", "posterior", "aggressive", "elbo", "rec", "kl", "ppl", "iw_ppl", "au", "mi")
@@ -134,6 +134,6 @@ class TextVAECallback(Callback):
         for start in range(0, max(len(metrics), 1), 1000):  # MLflow caps a batch at 1000 metrics
             self.client.log_batch(run.info.run_id, metrics=metrics[start:start + 1000],
                                   params=params if start == 0 else [])
-        with _no_run_urls():
+        with no_run_urls():
             self.client.set_terminated(run.info.run_id, status="FAILED" if status == "failed" else "FINISHED")
         return run.info.run_id

@@ -355,7 +355,7 @@ class MLflowHistoryCallback(Callback):
             else:  # metrics first: before_finish may end the run (mlflow.start_run's context does)
                 self._log_run(run_id, key, result, status=None)
                 before_finish(run_id)
-                with _no_run_urls():
+                with no_run_urls():
                     self.client.set_terminated(run_id, status="FINISHED")
         self.history.append({**row, "mlflow_run_id": run_id})
         return run_id
@@ -431,12 +431,12 @@ class MLflowHistoryCallback(Callback):
                     metrics.append(Metric(name, x, now, 0))
         self.client.log_batch(run_id, metrics=metrics, params=params)
         if status is not None:
-            with _no_run_urls():
+            with no_run_urls():
                 self.client.set_terminated(run_id, status=status)
 
 
 @contextlib.contextmanager
-def _no_run_urls():
+def no_run_urls():
     """MLflow 3's ``set_terminated`` prints two "View run/experiment at" lines per run (and fetches the
     run to do so); thousands of candidates would flood the driver log. Suppressed for the call only."""
     name = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
