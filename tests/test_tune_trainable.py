@@ -44,6 +44,26 @@ def test_teachers_are_built_once_per_bundle():
     assert other is not first, "a new bundle (next iteration's teachers) is built afresh"
 
 
+def test_cached_teacher_probabilities_are_computed_once_per_bundle():
+    import pickle
+
+    import torch
+
+    from trainables import TeacherCache
+    from trainables.tune_trainable import device_data
+
+    g = SearchSpace().sample(9)
+    data, _ = device_data("digits", {}, torch.device("cpu"))
+    state = train_candidate(g, data, TrainConfig(**{**TRAIN, "scores": ("msp",)}))["state_dict"]
+    bundle = TeacherBundle([g.to_json()], [state], width=4)
+    train = TrainConfig(**{**TRAIN, "objective": "distill", "teacher_mode": "cached"})
+    first = bundle.teachers_for(data, train)
+    assert isinstance(first, TeacherCache) and first.train.shape == (len(data.train_y), 6)
+    for _ in range(2):  # later candidates on the same worker reuse modules and cache
+        assert pickle.loads(pickle.dumps(bundle)).teachers_for(data, train) is first
+    assert isinstance(bundle.teachers_for(data, train.replace(teacher_mode="online")), list)
+
+
 def test_in_tune_with_teachers_in_the_object_store(ray_local, tmp_path):
     from ray import tune
 

@@ -64,9 +64,9 @@ class TeacherBundle:
         if train.teacher_mode != "cached":
             return models
         temperature = make_objective(train.objective, **train.objective_args).temperature
-        key = (self.token, id(data), "cache", temperature)
+        key = ("cache", self.token, id(data), temperature)
         if key not in _TEACHERS:
-            for k in [k for k in _TEACHERS if len(k) == 4]:
+            for k in [k for k in _TEACHERS if k[0] == "cache"]:  # keep the modules, drop older caches
                 del _TEACHERS[k]
             _TEACHERS[key] = TeacherCache.compute(models, data, temperature)
         return _TEACHERS[key]
