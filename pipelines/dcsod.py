@@ -49,15 +49,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def prepare(args: argparse.Namespace) -> tuple[dict, RunDir, str]:
-    """Validate everything that can be checked before Ray starts; create or reopen the run directory."""
+def prepare(args: argparse.Namespace) -> tuple[dict, Path, str]:
+    """Validate everything that can be checked before Ray starts; nothing is written yet."""
     cfg = load_config(args.preset, args.sets)
     check_data(cfg)
     tracking_uri = check_tracking_uri(args.tracking_uri)
     output = Path(args.output or Path("runs") / args.preset)
     if args.resume and not (output / "manifest.json").exists():
         raise RunDirError(f"--resume: {output} holds no run to resume")
-    return cfg, RunDir.open(output, cfg), tracking_uri
+    RunDir.open(output, cfg, create=False)  # an existing run must have the same settings
+    return cfg, output, tracking_uri
 
 
 def quiet_libraries() -> None:
@@ -73,40 +74,53 @@ def quiet_libraries() -> None:
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
 
 
+def ray_address(args: argparse.Namespace) -> str | None:
+    """``--address``, else ``RAY_ADDRESS`` (set by ``ray job submit``), else None (a local Ray)."""
+    return args.address or os.environ.get("RAY_ADDRESS") or None
+
+
 def start_ray(args: argparse.Namespace) -> None:
     import ray
 
     if ray.is_initialized():
         return
-    address = args.address or os.environ.get("RAY_ADDRESS")
+    address = ray_address(args)
     kwargs = {"log_to_driver": False}
-    if not address:
+    if address in (None, "local"):
         kwargs["include_dashboard"] = not args.no_dashboard
     ray.init(address=address, **kwargs)
 
 
-def check_resources(cfg: dict) -> None:
+def check_resources(cfg: dict, local: bool) -> None:
+    """Per-trial resources against the cluster: an error on a local Ray, a warning on a cluster (an autoscaler
+    may still add the nodes)."""
     import ray
 
     total = ray.cluster_resources()
+    problems = []
     if cfg["resources"]["gpu"] > 0 and total.get("GPU", 0) == 0:
-        raise ConfigError("resources.gpu > 0 but the Ray cluster has no GPU; set resources.gpu=0")
+        problems.append("resources.gpu > 0 but the Ray cluster has no GPU now; set resources.gpu=0 for CPU")
     if cfg["resources"]["cpu"] > total.get("CPU", 0):
-        raise ConfigError(f"resources.cpu={cfg['resources']['cpu']} exceeds the cluster's {total.get('CPU', 0)} CPUs")
+        problems.append(f"resources.cpu={cfg['resources']['cpu']} exceeds the cluster's {total.get('CPU', 0)} CPUs")
+    for problem in problems:
+        if local:
+            raise ConfigError(problem)
+        print(f"warning: {problem} (trials wait until the cluster has them)", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        cfg, run, tracking_uri = prepare(args)
+        cfg, output, tracking_uri = prepare(args)
     except (ConfigError, RunDirError, TrackingUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     quiet_libraries()
     start_ray(args)
     try:
-        check_resources(cfg)
-    except ConfigError as err:
+        check_resources(cfg, local=ray_address(args) in (None, "local"))
+        run = RunDir.open(output, cfg)
+    except (ConfigError, RunDirError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from pipelines.teachers import NoUsableCandidates

@@ -73,9 +73,10 @@ class RunDir:
         self.manifest = manifest
 
     @classmethod
-    def open(cls, path: str | os.PathLike, config: dict) -> RunDir:
+    def open(cls, path: str | os.PathLike, config: dict, create: bool = True) -> RunDir | None:
         """Open ``path`` for ``config``: a new directory is created with a fresh manifest; an existing run
-        must have been started with the same settings (else :class:`RunDirError` naming the first differing key)."""
+        must have been started with the same settings (else :class:`RunDirError` naming the first differing key).
+        ``create=False`` only checks: it returns None instead of creating anything."""
         path = Path(path).resolve()
         manifest_path = path / MANIFEST
         if manifest_path.exists():
@@ -90,6 +91,8 @@ class RunDir:
             return cls(path, manifest)
         if path.exists() and any(p for p in path.iterdir() if not p.name.startswith(".")):
             raise RunDirError(f"{path} exists, is not empty and has no {MANIFEST}; choose another --output")
+        if not create:
+            return None
         run = cls(path, {"version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": config,
                          "stages": {}})
         run._save()

@@ -1,5 +1,6 @@
 """Pipeline settings, run directory, teacher choice: fast checks without Ray clusters or training."""
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +64,14 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, argv):
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert "valid" in lines[0] or "expected" in lines[0] or "no such file" in lines[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_resources_the_local_ray_lacks_exit_2_before_writing(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "pipelines" / "dcsod.py"), "--preset", "ci", "--set",
+                           "resources.gpu=1", "--address", "local", "--no-dashboard"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode == 2 and "error: resources.gpu > 0" in proc.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 def test_cli_unreachable_tracking_server_exits_2(tmp_path):
