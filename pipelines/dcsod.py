@@ -64,11 +64,9 @@ def prepare(args: argparse.Namespace) -> tuple[dict, Path, str]:
 def quiet_libraries() -> None:
     """Keep the console to progress bars and the summary: Tune's per-stage 'results here' / TensorBoard hints
     point at session folders (the run's TensorBoard files are under <output>/tune), MLflow's pickle notice is
-    expected (the model is a Python module), and experiment snapshots are forced on purpose (one per trial
-    checkpoint keeps restores exact)."""
+    expected (the model is a Python module)."""
     import logging
 
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0 (no tables)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)

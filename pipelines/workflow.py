@@ -8,15 +8,14 @@ same choices an uninterrupted one would.
 """
 from __future__ import annotations
 
-import math
 import pickle
-import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
 from search_space import Genotype, SearchSpace, encode_many, make_predictor, validate
+from search_space.predictor import split_indices
 from trainables import TrainConfig
 
 from .config import dataset_name
@@ -115,9 +114,7 @@ class Workflow:
         fitted, metrics = validate(p["name"], X, y, seed=self.cfg["seed"], **p["args"])
         full = make_predictor(p["name"], **p["args"])
         full.fit(X, y, seed=self.cfg["seed"])
-        n_val = metrics["n_val"]
-        perm = np.random.default_rng(self.cfg["seed"]).permutation(len(y))  # the split validate() used
-        val = perm[:n_val]
+        _, val = split_indices(len(y), seed=self.cfg["seed"])  # the held-out part validate() scored
         metrics = {**metrics, "predictor": p["name"], "metric": self.metric,
                    "validation": [{"arch_hash": genotypes[i].arch_hash, "measured": float(y[i]),
                                    "predicted": float(fitted.predict(X[i:i + 1])[0])} for i in val]}
@@ -212,7 +209,3 @@ class Workflow:
         write_report(self.run, self.cfg, best)
         return best
 
-
-def median_metric(records: list[dict], metric: str) -> float:
-    values = [r[metric] for r in records if r.get(metric) is not None and math.isfinite(r[metric])]
-    return statistics.median(values) if values else math.nan

@@ -258,6 +258,15 @@ def _nan_safe(value) -> float:
     return 0.0 if np.isnan(value) else value
 
 
+def split_indices(n: int, val_fraction: float = 0.15, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, val)`` index arrays of :func:`validate`'s seeded split of ``n`` samples (at least 2 in each)."""
+    n_val = max(2, round(val_fraction * n))
+    if n - n_val < 2:
+        raise ValueError(f"X: {n} samples are too few for a train/validation split")
+    perm = np.random.default_rng(seed).permutation(n)
+    return perm[n_val:], perm[:n_val]
+
+
 def validate(predictor, X: np.ndarray, y: np.ndarray, val_fraction: float = 0.15, seed: int = 0, **kwargs):
     """Fit on a seeded random ``1 - val_fraction`` of (X, y) and score the held-out rest.
 
@@ -279,11 +288,8 @@ def validate(predictor, X: np.ndarray, y: np.ndarray, val_fraction: float = 0.15
     n = len(X)
     if y.shape != (n,):
         raise ValueError(f"y: expected shape ({n},) to match X, got {y.shape}")
-    n_val = max(2, round(val_fraction * n))
-    if n - n_val < 2:
-        raise ValueError(f"X: {n} samples are too few for a train/validation split")
-    perm = np.random.default_rng(seed).permutation(n)
-    val, train = perm[:n_val], perm[n_val:]
+    train, val = split_indices(n, val_fraction, seed)
+    n_val = len(val)
     predictor.fit(X[train], y[train], seed=seed)
     pred, truth = predictor.predict(X[val]), y[val].astype(np.float64)
     with warnings.catch_warnings():

@@ -81,3 +81,17 @@ def test_in_tune_with_teachers_in_the_object_store(ray_local, tmp_path):
     frame = results.get_dataframe()
     assert len(frame) == 2 and frame["auroc_msp"].between(0, 1).all()
     assert (frame["data_seconds"] == 0).sum() >= 1, "the reused actor kept the protocol"
+
+
+def test_distill_without_auxiliary_outliers_trains_with_lam_zero():
+    from types import SimpleNamespace
+
+    import torch
+
+    from trainables.tune_trainable import stage_train_config
+
+    cfg = {"train": {**TRAIN, "objective": "distill", "objective_args": {"lam": 0.5, "alpha": 0.5}}, "seed": 3}
+    no_aux = stage_train_config(cfg, SimpleNamespace(aux=None), torch.device("cpu"))
+    assert no_aux.objective_args == {"lam": 0.0, "alpha": 0.5} and no_aux.seed == 3
+    with_aux = stage_train_config(cfg, SimpleNamespace(aux=torch.zeros(4, 1, 8, 8)), torch.device("cpu"))
+    assert with_aux.objective_args["lam"] == 0.5

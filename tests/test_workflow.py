@@ -109,3 +109,21 @@ def test_a_stage_where_every_candidate_failed_stops_with_a_clear_error(monkeypat
     assert (tmp_path / "run" / "stages" / "warmup.json").exists()  # the failures are kept
     with pytest.raises(workflow.NoUsableCandidates, match="every candidate failed"):
         flow.distill(warmup)
+
+
+def test_baseline_retrains_the_lower_median_warmup_architecture(fake, monkeypatch, tmp_path):
+    import pipelines.final
+
+    flow = make(tmp_path, "final.baseline=true")
+    warmup = flow.warmup()
+    ranked = sorted(workflow.usable(warmup, "auroc_msp"), key=lambda r: (r["auroc_msp"], r["arch_hash"]))
+    median = ranked[(len(ranked) - 1) // 2]
+    trained, recorded = [], []
+    monkeypatch.setattr(pipelines.final, "retrain", lambda run, cfg, genotype, train, teachers, name="final":
+                        trained.append((genotype, name)) or ({"auroc_msp": 0.7, "id_acc": 0.5, "epochs": 2}, {}))
+    tracker = type("Tracker", (), {"record": lambda self, result: recorded.append(result)})()
+    out = flow.baseline(tracker, {"epochs": 2}, None, champion_hash=ranked[-1]["arch_hash"])
+    assert trained == [(median["genotype"], "final-baseline")]
+    assert recorded[0]["arch_hash"] == median["arch_hash"] and out["measured_test"]["auroc_msp"] == 0.7
+    assert flow.baseline(tracker, {"epochs": 2}, None, champion_hash=median["arch_hash"]) is None
+    assert len(trained) == 1  # the champion itself is not retrained twice
