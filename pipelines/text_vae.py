@@ -18,7 +18,10 @@ driver (``MLFLOW_TRACKING_URI``, else MLflow's default ``sqlite:///mlflow.db`` i
 Presets live in ``pipelines/presets/text_vae.yaml``. An unknown preset or ``--set`` key, a bad value or a missing
 data directory is one line on stderr and exit status 2, before anything is written. Data directory for ptb/yelp:
 ``--data-dir``, else ``$DCSOD_DATA_DIR``, else ``../shared/data`` next to the repository.
-Not implemented: Ray Train (several workers per configuration); one trial trains on one process.
+``workers`` > 1: each configuration trains data-parallel through Ray Train (a ``TorchTrainer`` of ``workers``
+DDP workers started inside its Tune trial, ``trainables.text_vae_tune.train_with_ray_train``); each worker asks
+for ``cpus_per_trial`` CPUs and ``gpus_per_trial`` GPUs, the trial itself for none; the Ray Train runs' files go
+under ``train/``. With ``workers`` = 1 (default) a configuration trains inside its trial's process.
 """
 from __future__ import annotations
 
@@ -50,8 +53,8 @@ TRAIN_KEYS = ("epochs", "batch_size", "lr", "cycles", "ratio", "shape", "cyclica
 DATA_KEYS = {"toy": {"toy_copies": "copies"},
              "ptb": {k: k for k in ("max_len", "min_freq", "val_frac", "test_frac")},
              "yelp": {k: k for k in ("max_len", "min_freq", "val_frac", "test_frac", "limit")}}
-POSITIVE = ("epochs", "batch_size", "aggressive_max_steps", "emb_dim", "hidden_dim", "latent_dim", "cycles", "j_samples", "concurrency",
-            "eval_components", "mi_rows", "optuna_trials", "asha_grace", "si_noise_dim")
+POSITIVE = ("epochs", "batch_size", "aggressive_max_steps", "emb_dim", "hidden_dim", "latent_dim", "cycles", "j_samples",
+            "concurrency", "eval_components", "mi_rows", "optuna_trials", "asha_grace", "si_noise_dim", "workers")
 
 
 class ConfigError(ValueError):
@@ -161,7 +164,28 @@ def base_trial_config(cfg: dict[str, Any], data_dir: Path | None) -> dict[str, A
         "train": {k: cfg[k] for k in TRAIN_KEYS},
         "threads": max(1, int(cfg["cpus_per_trial"])), "downstream": cfg["dataset"] == "yelp",
         "device": "cuda" if cfg["gpus_per_trial"] > 0 else "cpu",
+        "workers": cfg["workers"], "worker_resources": worker_resources(cfg),
     }
+
+
+def worker_resources(cfg: dict[str, Any]) -> dict[str, float]:
+    """Ray resources of one training process (the trial's, or each Ray Train worker's)."""
+    return {"CPU": cfg["cpus_per_trial"], **({"GPU": cfg["gpus_per_trial"]} if cfg["gpus_per_trial"] > 0 else {})}
+
+
+def check_resources(cfg: dict[str, Any], local: bool) -> None:
+    """One configuration's needs (``workers`` × per-worker resources) against the Ray cluster: a one-line
+    :class:`ConfigError` on a local Ray, a warning on a cluster (an autoscaler may still add nodes)."""
+    import ray
+
+    total = ray.cluster_resources()
+    need = {k: v * cfg["workers"] for k, v in worker_resources(cfg).items()}
+    problems = [f"a configuration needs {need[k]:g} {k} (workers={cfg['workers']} x {v:g}) but the Ray cluster "
+                f"has {total.get(k, 0):g}" for k, v in worker_resources(cfg).items() if need[k] > total.get(k, 0)]
+    for problem in problems:
+        if local:
+            raise ConfigError(problem)
+        print(f"warning: {problem} (trials wait until the cluster has them)", file=sys.stderr)
 
 
 def param_space(cfg: dict[str, Any], base: dict[str, Any], search: str) -> dict[str, Any]:
@@ -182,18 +206,31 @@ def param_space(cfg: dict[str, Any], base: dict[str, Any], search: str) -> dict[
     return space
 
 
-def run_sweep(cfg: dict[str, Any], space: dict[str, Any], output: Path, search: str, callback) -> None:
-    """Fit the Tuner (local Ray started if none is running)."""
+def start_ray() -> None:
+    """Connect to ``RAY_ADDRESS`` (e.g. under ``ray job submit``), else start a local Ray, unless connected."""
     import ray
-    from ray import tune
-
-    from trainables.text_vae_tune import text_vae_trainable
 
     if not ray.is_initialized():
         os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
         ray.init(include_dashboard=None, configure_logging=False)
-    trainable = tune.with_resources(text_vae_trainable, {"cpu": cfg["cpus_per_trial"], "gpu": cfg["gpus_per_trial"]})
-    tune_kw: dict[str, Any] = dict(reuse_actors=True, max_concurrent_trials=cfg["concurrency"])
+
+
+def run_sweep(cfg: dict[str, Any], space: dict[str, Any], output: Path, search: str, callback) -> None:
+    """Fit the Tuner (on the Ray of :func:`start_ray`)."""
+    from ray import tune
+
+    from trainables.text_vae_tune import text_vae_trainable
+
+    start_ray()
+    if cfg["workers"] > 1:
+        # The trial only drives a TorchTrainer whose workers hold the CPUs/GPUs; Tune needs a non-empty
+        # request, hence one byte of memory. No actor reuse: a stopped trial's actor is killed, and with it
+        # the Ray Train controller it owns.
+        trainable = tune.with_resources(text_vae_trainable, {"cpu": 0, "memory": 1})
+        space = {**space, "train_storage": str((output / "train").resolve())}
+    else:
+        trainable = tune.with_resources(text_vae_trainable, {"cpu": cfg["cpus_per_trial"], "gpu": cfg["gpus_per_trial"]})
+    tune_kw: dict[str, Any] = dict(reuse_actors=cfg["workers"] == 1, max_concurrent_trials=cfg["concurrency"])
     if search == "optuna":
         from ray.tune.schedulers import ASHAScheduler
         from ray.tune.search.optuna import OptunaSearch
@@ -263,6 +300,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         callback = TextVAECallback(f"text-vae-{cfg['dataset']}", tags={"preset": args.preset, "search": args.search})
     except TrackingUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    start_ray()
+    try:
+        check_resources(cfg, local=not os.environ.get("RAY_ADDRESS"))
+    except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     output = Path(args.output or REPO / "runs" / "text_vae" / args.preset)

@@ -108,6 +108,7 @@ class TextVAECallback(Callback):
             **{k: _number(result.get(k)) if final else None for k in EXTRA_KEYS},
             "val_elbo": _number(result.get("val_elbo")), "epochs_run": int(result.get("epoch", 0) or 0),
             **{k: config["train"][k] for k in ("cycles", "ratio", "k_max", "lr", "epochs", "seed")},
+            "workers": int(config.get("workers", 1)),
             "status": status, "error": error or "", "trial_id": trial.trial_id,
         }
         if final and "latent" in result:
@@ -123,7 +124,7 @@ class TextVAECallback(Callback):
         if row["error"]:
             tags["error"] = " ".join(str(row["error"]).split())[:500]
         run = self.client.create_run(self._experiment_id, tags=tags, run_name=run_name(config))
-        flat = {"dataset": config["dataset"], **{f"model.{k}": v for k, v in config["model"].items()},
+        flat = {"dataset": config["dataset"], "workers": config.get("workers", 1), **{f"model.{k}": v for k, v in config["model"].items()},
                 **{f"train.{k}": v for k, v in config["train"].items()}, **config.get("data", {})}
         params = [Param(k, str(v)[:500]) for k, v in flat.items()]
         now = int(1000 * time.time())

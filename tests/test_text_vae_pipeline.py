@@ -67,6 +67,29 @@ def test_optuna_search_with_asha(ray_local, tmp_path, tracking):
     assert len(mlflow_runs(tracking, "text-vae-toy", "optuna")) == 2
 
 
+def test_workers_train_each_configuration_with_ray_train_ddp(ray_local, tmp_path, tracking):
+    """workers=2: the configuration trains in a TorchTrainer of two DDP workers inside its Tune trial."""
+    out = tmp_path / "ddp"
+    argv = [*TINY, "--set", "schedules=cyclical", "--set", "posteriors=semi-implicit", "--set", "aggressive=true",
+            "--set", "workers=2", "--set", "toy_copies=4", "--output", str(out)]
+    assert text_vae.main(argv) == 0
+    results = pd.read_parquet(out / "results.parquet")
+    assert len(results) == 1 and results["status"].tolist() == ["complete"] and results["workers"].tolist() == [2]
+    assert results[["elbo", "rec", "kl", "iw_ppl", "knn_acc"]].notna().all().all()
+    assert len(pd.read_parquet(out / "curves.parquet")) == 2  # both epochs reached Tune through TuneReportCallback
+    assert any((out / "train").iterdir()), "the Ray Train run keeps its files under train/"
+    (run,) = [r for r in mlflow_runs(tracking, "text-vae-toy", "grid") if r.info.run_id == results["mlflow_run_id"][0]]
+    assert run.data.params["workers"] == "2"
+
+
+def test_workers_beyond_a_local_cluster_exit_2_before_writing(ray_local, tmp_path, tracking, capsys):
+    out = tmp_path / "big"
+    assert text_vae.main(["--set", "workers=64", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: a configuration needs 64 CPU (workers=64 x 1)") and err.count("\n") == 1
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--set", "bogus=1"], "unknown key 'bogus'; valid: "),
     (["--set", "epochs"], "expected KEY=VALUE; valid keys: "),
@@ -75,6 +98,7 @@ def test_optuna_search_with_asha(ray_local, tmp_path, tracking):
     (["--set", "posteriors=flow"], "posterior: unknown 'flow'"),
     (["--set", "epochs=two"], "--set epochs: expected int, got 'two'"),
     (["--set", "ratio=1.5"], "ratio must lie in [0, 1]"),
+    (["--set", "workers=0"], "workers must be >= 1, got 0"),
     (["--preset", "imdb"], "unknown preset 'imdb'; valid: toy, ptb, yelp"),
     (["--preset", "ptb", "--data-dir", "/nonexistent/data"], "data directory /nonexistent/data does not exist"),
 ])

@@ -241,6 +241,24 @@ def batches(split: TextSplit, vocab: Vocab, batch_size: int, *, shuffle: bool, s
     return [make_batch([split.sentences[i] for i in b], vocab, device) for b in idx]
 
 
+def shard_batches(split: TextSplit, vocab: Vocab, batch_size: int, *, rank: int, world: int, shuffle: bool,
+                  seed: int = 0, device: torch.device | str = "cpu") -> list[tuple[Batch, float]]:
+    """This rank's part of every global batch of :func:`batches` (same seed = same global batches on every
+    rank), as ``(batch, share)``: rank r takes rows r, r + world, ... of the length-sorted global batch, and
+    ``share`` = its rows / the global batch's rows, so ``Σ_ranks share · mean_rank = global mean``. A global
+    batch with fewer rows than ranks gives the rankless ranks a copy of one row with share 0 (every rank
+    must take part in each gradient all-reduce). ``world == 1`` returns :func:`batches` with share 1."""
+    if world == 1:
+        return [(b, 1.0) for b in batches(split, vocab, batch_size, shuffle=shuffle, seed=seed, device=device)]
+    idx = length_bucketed_batches([len(s) for s in split.sentences], batch_size, shuffle=shuffle, seed=seed)
+    out = []
+    for b in idx:
+        rows = b[rank::world] if rank < len(b) else b[:1]
+        share = len(rows) / len(b) if rank < len(b) else 0.0
+        out.append((make_batch([split.sentences[i] for i in rows], vocab, device), share))
+    return out
+
+
 #: name -> ``loader(data_dir, **options) -> TextData`` (``toy`` ignores ``data_dir``).
 DATASETS = Registry("text dataset")
 DATASETS.register("toy")(lambda data_dir=None, **options: toy_corpus(**options))

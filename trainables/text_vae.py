@@ -32,7 +32,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from .beta_schedules import cyclical_lr, make_schedule
 from .posteriors import kl_bound, make_posterior
-from .text_data import Batch, TextData, batches
+from .text_data import Batch, TextData, shard_batches
 from .vae_metrics import evaluate_vae
 
 
@@ -106,6 +106,10 @@ class TextVAE(nn.Module):
                                           reduction="none").reshape(s, *batch.target.shape)
         return (nll * batch.mask).sum(-1)
 
+    def forward(self, batch: Batch, beta: float, k: int = 0, j_samples: int = 1) -> dict[str, torch.Tensor]:
+        """:meth:`loss` (the call a ``DistributedDataParallel`` wrapper intercepts)."""
+        return self.loss(batch, beta, k, j_samples)
+
     def loss(self, batch: Batch, beta: float, k: int = 0, j_samples: int = 1) -> dict[str, torch.Tensor]:
         """``{"loss": mean(rec + β kl), "rec": [B], "kl": [B]}``; ``k`` extra mixing draws (SI only), ``j_samples``
         z-samples per sentence (rec averaged over them)."""
@@ -158,43 +162,83 @@ class DivergedError(FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
-def _step(optimizers: list[torch.optim.Optimizer], params: list[nn.Parameter], loss: torch.Tensor, clip: float) -> None:
+def _step(optimizers: list[torch.optim.Optimizer], params: list[nn.Parameter], loss: torch.Tensor,
+          clip: float) -> torch.Tensor:
+    """One update; returns the gradient norm before clipping (after DDP's all-reduce, so equal on all ranks)."""
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
     loss.backward()
-    if clip > 0:
-        nn.utils.clip_grad_norm_(params, clip)
+    norm = nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
     for opt in optimizers:
         opt.step()
+    return norm
 
 
-def _aggressive_encoder_steps(model: TextVAE, train: list[Batch], opt_enc: torch.optim.Optimizer, beta: float,
-                              k: int, cfg: TrainConfig, rng: np.random.Generator) -> int:
+def _all_reduce_sum(values: list[float], world: int) -> list[float]:
+    """Element-wise sum over ranks (identity when ``world == 1``)."""
+    if world == 1:
+        return values
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def _broadcast(obj: Any, rank: int, world: int) -> Any:
+    """``obj`` of rank 0 on every rank (identity when ``world == 1``)."""
+    if world == 1:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _aggressive_encoder_steps(net: nn.Module, model: TextVAE, train: list[tuple[Batch, float]],
+                              opt_enc: torch.optim.Optimizer, beta: float, k: int, cfg: TrainConfig,
+                              rng: np.random.Generator, world: int) -> int:
     """Encoder-only updates on random training batches until the windowed loss stops falling or the cap; returns
-    the number of inner steps taken."""
+    the number of inner steps taken. Under DDP the rng draws the same batch on every rank and the stopping
+    test uses the loss summed over ranks, so all ranks take the same number of steps."""
     params = model.encoder_parameters()
     losses: list[float] = []
+    w = cfg.aggressive_window
     for step in range(1, cfg.aggressive_max_steps + 1):
-        out = model.loss(train[int(rng.integers(len(train)))], beta, k, cfg.j_samples)
-        _step([opt_enc], params, out["loss"], cfg.clip)
-        losses.append(float(out["loss"].detach()))
-        w = cfg.aggressive_window
-        if step % w == 0 and step >= 2 * w and np.mean(losses[-w:]) >= np.mean(losses[-2 * w:-w]):
-            return step
+        batch, share = train[int(rng.integers(len(train)))]
+        loss = net(batch, beta, k, cfg.j_samples)["loss"] * (share * world)
+        _step([opt_enc], params, loss, cfg.clip)
+        losses.append(float(loss.detach()))
+        if step % w == 0 and step >= 2 * w:
+            recent, before = _all_reduce_sum([float(np.mean(losses[-w:])), float(np.mean(losses[-2 * w:-w]))], world)
+            if recent >= before:
+                return step
     return cfg.aggressive_max_steps
 
 
 def train_vae(data: TextData, model_cfg: ModelConfig, cfg: TrainConfig, device: str | torch.device = "cpu",
-              on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+              on_epoch: Callable[[dict[str, Any]], None] | None = None,
+              distributed: tuple[int, int, Callable[[nn.Module], nn.Module]] | None = None) -> TrainResult:
     """Train a :class:`TextVAE` on ``data.train``; validate every epoch on ``data.val``; test at the end.
 
     ``on_epoch(metrics)`` is called after each epoch with ``epoch``, ``beta`` (last of the epoch), ``k``,
     ``aggressive`` (on during this epoch), ``inner_steps``, ``train_{rec,kl,elbo}`` (running means over the
     epoch's batches, nats per sentence) and ``val_{rec,kl,elbo,ppl,au,mi}``. Raises :class:`DivergedError`.
+
+    ``distributed``: ``(rank, world_size, wrap)`` for data-parallel training (e.g. under Ray Train, ``wrap`` =
+    ``ray.train.torch.prepare_model``; a process group must exist). Every rank builds the same global batches
+    (:func:`~trainables.text_data.shard_batches`) and trains on its rows, weighted so that the all-reduced
+    gradient is the global batch's; β, K and the iteration count are those of a single process. Rank 0
+    validates and tests; the validation metrics (hence the aggressive switch-off) are broadcast, the training
+    sums all-reduced, so ``on_epoch`` sees the same row on every rank. Ranks other than 0 get an empty
+    ``test``. Divergence is detected on the all-reduced gradient norm, so every rank raises together.
     """
+    rank, world, wrap = distributed or (0, 1, None)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = TextVAE(len(data.vocab), model_cfg, data.vocab.pad, data.vocab.unk).to(device)
+    net = wrap(model) if wrap is not None else model
     opt_enc = torch.optim.Adam(model.encoder_parameters(), lr=cfg.lr)
     opt_dec = torch.optim.Adam(model.decoder_parameters(), lr=cfg.lr)
     all_params = list(model.parameters())
@@ -202,17 +246,17 @@ def train_vae(data: TextData, model_cfg: ModelConfig, cfg: TrainConfig, device: 
     total = cfg.epochs * n_batches
     beta_of = make_schedule(cfg.schedule, total, cycles=cfg.cycles, ratio=cfg.ratio, shape=cfg.shape)
     aggressive, best_mi = cfg.aggressive, -math.inf
-    history, t, tokens, train_seconds = [], 0, 0, 0.0
+    history, t, tokens, train_seconds = [], 0, 0.0, 0.0
     eval_kw = dict(batch_size=cfg.eval_batch_size, n_components=cfg.eval_components, mi_rows=cfg.mi_rows,
                    device=device)
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
-        model.train()
-        train = batches(data.train, data.vocab, cfg.batch_size, shuffle=True, seed=cfg.seed * 100_003 + epoch,
-                        device=device)
-        sums = {"rec": 0.0, "kl": 0.0}
+        net.train()
+        train = shard_batches(data.train, data.vocab, cfg.batch_size, rank=rank, world=world, shuffle=True,
+                              seed=cfg.seed * 100_003 + epoch, device=device)
+        rec_sum, kl_sum, epoch_tokens = 0.0, 0.0, 0
         inner, beta, k = 0, 1.0, cfg.k_max
-        for batch in train:
+        for batch, share in train:
             t += 1
             beta = beta_of(t)
             k = cfg.k_min + round((cfg.k_max - cfg.k_min) * beta)
@@ -221,25 +265,33 @@ def train_vae(data: TextData, model_cfg: ModelConfig, cfg: TrainConfig, device: 
                     for group in opt.param_groups:
                         group["lr"] = cyclical_lr(t, total, cycles=cfg.cycles, lr_max=cfg.lr, lr_min=cfg.lr_min)
             if aggressive:
-                inner += _aggressive_encoder_steps(model, train, opt_enc, beta, k, cfg, rng)
-            out = model.loss(batch, beta, k, cfg.j_samples)
-            if not torch.isfinite(out["loss"]):
-                raise DivergedError(f"text VAE diverged at epoch {epoch}, iteration {t} "
-                                    f"(loss {float(out['loss'].detach())})")
+                inner += _aggressive_encoder_steps(net, model, train, opt_enc, beta, k, cfg, rng, world)
+            out = net(batch, beta, k, cfg.j_samples)
+            loss = out["loss"] * (share * world)
+            if world == 1 and not torch.isfinite(loss):
+                raise DivergedError(f"text VAE diverged at epoch {epoch}, iteration {t} (loss {float(loss.detach())})")
             if aggressive:  # the encoder had its inner steps: update the decoder only
-                _step([opt_dec], model.decoder_parameters(), out["loss"], cfg.clip)
+                norm = _step([opt_dec], model.decoder_parameters(), loss, cfg.clip)
             else:
-                _step([opt_enc, opt_dec], all_params, out["loss"], cfg.clip)
-            sums["rec"] += float(out["rec"].detach().sum())
-            sums["kl"] += float(out["kl"].detach().sum())
-            tokens += batch.n_tokens
+                norm = _step([opt_enc, opt_dec], all_params, loss, cfg.clip)
+            if world > 1 and not torch.isfinite(norm):
+                raise DivergedError(f"text VAE diverged at epoch {epoch}, iteration {t} (gradient norm {float(norm)})")
+            if share > 0:
+                rec_sum += float(out["rec"].detach().sum())
+                kl_sum += float(out["kl"].detach().sum())
+                epoch_tokens += batch.n_tokens
+        rec_sum, kl_sum, epoch_tokens = _all_reduce_sum([rec_sum, kl_sum, float(epoch_tokens)], world)
+        tokens += epoch_tokens
         train_seconds += time.perf_counter() - start
-        val = evaluate_vae(model, data.val, data.vocab, iw_samples=0, seed=cfg.seed + epoch, **eval_kw)
+        val = None
+        if rank == 0:
+            full = evaluate_vae(model, data.val, data.vocab, iw_samples=0, seed=cfg.seed + epoch, **eval_kw)
+            val = {m: float(full[m]) for m in ("rec", "kl", "elbo", "ppl", "au", "mi")}
+        val = _broadcast(val, rank, world)
         n = len(data.train)
         row = {"epoch": epoch, "iteration": t, "beta": beta, "k": k, "aggressive": aggressive,
-               "inner_steps": inner, "train_rec": sums["rec"] / n, "train_kl": sums["kl"] / n,
-               "train_elbo": -(sums["rec"] + sums["kl"]) / n,
-               **{f"val_{m}": val[m] for m in ("rec", "kl", "elbo", "ppl", "au", "mi")}}
+               "inner_steps": inner, "train_rec": rec_sum / n, "train_kl": kl_sum / n,
+               "train_elbo": -(rec_sum + kl_sum) / n, **{f"val_{m}": v for m, v in val.items()}}
         history.append(row)
         if aggressive:
             if val["mi"] <= best_mi:
@@ -247,8 +299,10 @@ def train_vae(data: TextData, model_cfg: ModelConfig, cfg: TrainConfig, device: 
             best_mi = max(best_mi, val["mi"])
         if on_epoch is not None:
             on_epoch(row)
-    test = evaluate_vae(model, data.test, data.vocab, iw_samples=cfg.iw_samples, seed=cfg.seed + 7919,
-                        latent_samples=cfg.latent_samples, **eval_kw)
+    test = {}
+    if rank == 0:
+        test = evaluate_vae(model, data.test, data.vocab, iw_samples=cfg.iw_samples, seed=cfg.seed + 7919,
+                            latent_samples=cfg.latent_samples, **eval_kw)
     return TrainResult(history, test, model, tokens / max(train_seconds, 1e-9), train_seconds)
 
 
