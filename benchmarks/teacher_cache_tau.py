@@ -9,6 +9,8 @@ harmless for ranking when the first is not clearly below the second. Also prints
     python benchmarks/teacher_cache_tau.py --data ../shared/data/cifar10-train-jpeg.zip               # GPU
     python benchmarks/teacher_cache_tau.py --data ... --images 1500 --aux 3000 --epochs 3 --width 8 \
         --teachers 3 --students 10 --eval-images 1000                                   # CPU
+    python benchmarks/teacher_cache_tau.py --protocol digits --epochs 20 --width 16 --teachers 5 \
+        --students 12                                                                   # CPU proxy, embedded data
 """
 from __future__ import annotations
 
@@ -26,7 +28,9 @@ from trainables import DeviceData, TeacherCache, TrainConfig, make_protocol, tra
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="CIFAR-10 ImageFolder zip/dir")
+    parser.add_argument("--protocol", choices=("cifar10-split", "digits"), default="cifar10-split",
+                        help="digits: the embedded 8x8 set, a CPU-sized proxy (--data, --images unused)")
+    parser.add_argument("--data", help="CIFAR-10 ImageFolder zip/dir (cifar10-split)")
     parser.add_argument("--images", type=int, default=25000, help="ID training images")
     parser.add_argument("--aux", type=int, default=10000, help="auxiliary outlier images kept")
     parser.add_argument("--epochs", type=int, default=20)
@@ -37,9 +41,14 @@ def main() -> None:
     parser.add_argument("--eval-images", type=int, default=None, help="cap ID/OOD validation sets (CPU runs)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.protocol == "cifar10-split" and not args.data:
+        parser.error("--data is required for the cifar10-split protocol")
 
-    protocol = make_protocol("cifar10-split", path=args.data, id_fractions=(10, 1, 1), seed=args.seed,
-                             train_limit=args.images)
+    if args.protocol == "digits":
+        protocol = make_protocol("digits", seed=args.seed)
+    else:
+        protocol = make_protocol("cifar10-split", path=args.data, id_fractions=(10, 1, 1), seed=args.seed,
+                                 train_limit=args.images)
     protocol.aux = protocol.aux[: args.aux]
     if args.eval_images:  # random subsets of the validation sets for slow devices (parts are sorted by class)
         g = torch.Generator().manual_seed(args.seed)
@@ -48,7 +57,7 @@ def main() -> None:
         protocol.ood["val"] = protocol.ood["val"][torch.randperm(len(protocol.ood["val"]), generator=g)[: args.eval_images]]
     data = DeviceData(protocol, args.device)
     card = torch.cuda.get_device_name() if data.device.type == "cuda" else "CPU"
-    print(f"# {card}, {time.strftime('%Y-%m-%d')}, {len(data.train_y)} ID train, {len(data.aux)} aux, "
+    print(f"# {card}, {time.strftime('%Y-%m-%d')}, {args.protocol}, {len(data.train_y)} ID train, {len(data.aux)} aux, "
           f"{args.epochs} epochs, width {args.width}, {args.teachers} teachers, {args.students} students", flush=True)
     base = TrainConfig(epochs=args.epochs, width=args.width, device=args.device, scores=("msp", "energy"))
     pool = SearchSpace().sample_many(args.teachers + args.students, seed=args.seed)
