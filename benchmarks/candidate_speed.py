@@ -124,6 +124,7 @@ def _fast_setup(args):
     lr = 0.1 * args.fast_batch / 128
     base = TrainConfig(epochs=args.epochs, batch_size=args.fast_batch, lr=lr, width=args.width, objective="ce",
                        device=args.device, scores=("msp",), eval_split="test", compile=args.compile,
+                       compile_mode=args.compile_mode,
                        channels_last=args.channels_last)
     return DeviceData(protocol, args.device), base
 
@@ -189,6 +190,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="copies of each architecture (default: workers)")
     parser.add_argument("--fast-batch", type=int, default=128, help="fast-path batch (lr scaled by batch/128)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the fast-path model")
+    parser.add_argument("--compile-mode", default="default",
+                        help="torch.compile mode; reduce-overhead = CUDA graphs (see TrainConfig.compile_mode)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                         help="NHWC activations in the fast path (default on)")
     parser.add_argument("--loader-workers", type=int, default=4, help="DataLoader workers of the reference")

@@ -1,10 +1,12 @@
 """The final stage: retrain the champion architecture through Ray Train and evaluate it on the test split.
 
 ``TorchTrainer`` runs :func:`final_loop` on ``final.workers`` workers (1 by default; more = DDP, gradient
-all-reduce through ``ray.train.torch.prepare_model``). Rank 0 reports the weights as a checkpoint. The driver
-keeps the outcome in ``<run dir>/final/`` (``result.json`` + ``weights.pt``, written atomically) so a rerun
-after a crash does not train again, then records it like any candidate (one MLflow run, one history row with
-stage ``final``) with the packaged model logged into that run.
+all-reduce through ``ray.train.torch.prepare_model``). Rank 0 reports the weights and what packaging needs
+(:func:`model_info`: normalisation, class names, input shape, a few example images) as a checkpoint, so the
+driver never loads the data set itself. The driver keeps the outcome in ``<run dir>/final/`` (``result.json``,
+``weights.pt``, ``model_info.pt``, written atomically) so a rerun after a crash does not train again, then
+records it like any candidate (one MLflow run, one history row with stage ``final``) with the packaged model
+logged into that run.
 """
 from __future__ import annotations
 
@@ -17,6 +19,17 @@ import torch
 from trainables.tune_trainable import TeacherBundle, device_data, load_weights, stage_train_config
 
 from .rundir import RunDir, atomic_write, read_json, write_json
+
+MODEL_INFO_FILE = "model_info.pt"
+
+
+def model_info(protocol, n_examples: int = 4) -> dict:
+    """What :func:`package` needs from a protocol: ``mean``/``std`` (C,) float in [0, 1] units, ``class_names``,
+    ``num_classes``, ``in_channels`` and ``examples`` (up to ``n_examples`` ID test images, uint8 NCHW)."""
+    mean, std = protocol.mean_std()
+    return {"mean": mean, "std": std, "class_names": [str(c) for c in protocol.info.get("id_classes", [])],
+            "num_classes": protocol.num_classes, "in_channels": protocol.in_channels,
+            "examples": protocol.id_test[0][:n_examples].clone()}
 
 
 def final_loop(config: dict) -> None:
@@ -43,6 +56,7 @@ def final_loop(config: dict) -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(state_dict, os.path.join(tmp, "weights.pt"))
+        torch.save(model_info(data.protocol), os.path.join(tmp, MODEL_INFO_FILE))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
@@ -70,28 +84,41 @@ def retrain(run: RunDir, cfg: dict, genotype: str, train: dict, teachers: Teache
         raise RuntimeError(f"final retrain failed: {result.error}")
     metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float, str, type(None)))}
     state_dict = load_weights(result.checkpoint)
+    with result.checkpoint.as_directory() as path:
+        info = torch.load(os.path.join(path, MODEL_INFO_FILE), map_location="cpu", weights_only=True)
     atomic_write(out / "weights.pt", lambda tmp: torch.save(state_dict, tmp))
+    atomic_write(out / MODEL_INFO_FILE, lambda tmp: torch.save(info, tmp))
     write_json(out / "result.json", metrics)
     return metrics, state_dict
 
 
-def package(genotype: str, state_dict: dict, cfg: dict, train: dict):
-    """The retrained network as a :class:`trainables.export.ScoredClassifier` (CPU, eval mode)."""
+def load_model_info(run: RunDir, cfg: dict, name: str = "final") -> dict:
+    """:func:`model_info` of the retrain ``name`` as its worker saved it; for a run directory written before
+    workers saved it, computed from the protocol (which loads the data set in the driver)."""
+    path = run.path / name / MODEL_INFO_FILE
+    if path.exists():
+        return torch.load(path, map_location="cpu", weights_only=True)
+    from trainables import make_protocol
+
+    return model_info(make_protocol(cfg["protocol"], **cfg["protocol_options"]))
+
+
+def package(genotype: str, state_dict: dict, info: dict, train: dict):
+    """The retrained network as a :class:`trainables.export.ScoredClassifier` (CPU, eval mode); ``info`` from
+    :func:`load_model_info`."""
     from search_space import Genotype, build_network
-    from trainables import TrainConfig, make_protocol
+    from trainables import TrainConfig
     from trainables.export import ScoredClassifier
 
-    protocol = make_protocol(cfg["protocol"], **cfg["protocol_options"])
     width = TrainConfig().replace(**{k: v for k, v in train.items() if k in TrainConfig.fields()}).width
-    net = build_network(Genotype.from_json(genotype), protocol.num_classes, protocol.in_channels, width)
+    net = build_network(Genotype.from_json(genotype), info["num_classes"], info["in_channels"], width)
     net.load_state_dict(state_dict)
-    mean, std = protocol.mean_std()
-    return ScoredClassifier(net, mean, std, class_names=[str(c) for c in protocol.info.get("id_classes", [])]), protocol
+    return ScoredClassifier(net, info["mean"], info["std"], class_names=info["class_names"])
 
 
-def example_images(protocol, n: int = 4) -> torch.Tensor:
-    """A few test images as float in [0, 1] (the model's documented input)."""
-    return protocol.id_test[0][:n].float() / 255.0
+def example_images(info: dict) -> torch.Tensor:
+    """The example test images of :func:`model_info` as float in [0, 1] (the model's documented input)."""
+    return info["examples"].float() / 255.0
 
 
 def source_dirs() -> list[str]:

@@ -119,18 +119,31 @@ class HistoryStore:
     """``history.parquet``: one row per completed candidate evaluation, unique by :data:`KEY_COLUMNS`.
 
     Single writer (the Tune driver). Every write goes to a temporary file in the same directory and is
-    moved into place with ``os.replace``, so readers and a crash never see a partial table.
+    moved into place with ``os.replace``, so readers and a crash never see a partial table. The last table
+    read or written is kept in memory and reused while the file's (mtime, size) is unchanged, so recording a
+    trial does not parse the whole file again.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        self._cache: tuple[tuple[int, int], pd.DataFrame] | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_cache": None}
+
+    def _signature(self) -> tuple[int, int]:
+        stat = self.path.stat()
+        return stat.st_mtime_ns, stat.st_size
 
     def read(self) -> pd.DataFrame:
         """The table with :data:`HISTORY_COLUMNS` dtypes; empty if the file does not exist yet."""
         if not self.path.exists():
             return empty_history()
-        df = pd.read_parquet(self.path)
-        return df[list(HISTORY_COLUMNS)].astype(HISTORY_COLUMNS).reset_index(drop=True)
+        signature = self._signature()
+        if self._cache is None or self._cache[0] != signature:
+            df = pd.read_parquet(self.path)
+            self._cache = signature, df[list(HISTORY_COLUMNS)].astype(HISTORY_COLUMNS).reset_index(drop=True)
+        return self._cache[1].copy()
 
     def keys(self) -> set[Key]:
         """``{(arch_hash, stage, iteration, seed), ...}`` of the stored rows."""
@@ -154,6 +167,7 @@ class HistoryStore:
 
     def _write(self, df: pd.DataFrame) -> None:
         atomic_write(self.path, lambda tmp: df.to_parquet(tmp, index=False))
+        self._cache = self._signature(), df.reset_index(drop=True).copy()
 
 
 # --- MLflow -----------------------------------------------------------------------------------------

@@ -141,7 +141,7 @@ class Workflow:
 
     def final(self, candidates: list[dict], teachers) -> dict:
         """Retrain the best measured candidate, record and register it; returns best.json's content."""
-        from .final import example_images, package, retrain, source_dirs
+        from .final import example_images, load_model_info, package, retrain, source_dirs
         from .registry import log_model, register_champion
         from .tracking import MLflowHistoryCallback
 
@@ -153,12 +153,13 @@ class Workflow:
                  "epochs": self.cfg["final"]["epochs"], "eval_split": "test"}
         start = time.perf_counter()
         metrics, state_dict = retrain(self.run, self.cfg, champion["genotype"], train, teachers)
-        model, protocol = package(champion["genotype"], state_dict, self.cfg, train)
+        info = load_model_info(self.run, self.cfg)
+        model = package(champion["genotype"], state_dict, info, train)
         tracker = MLflowHistoryCallback(self.run.path, self.experiment, "final", 0, self.tracking_uri,
                                         extra_tags={"dcsod.run_dir": str(self.run.path)})
         result = {**metrics, "arch_hash": champion["arch_hash"], "genotype": champion["genotype"], "seed": self.cfg["seed"]}
         run_id = tracker.record(result, before_finish=lambda rid: log_model(
-            rid, model, example_images(protocol), self.tracking_uri, source_dirs()))
+            rid, model, example_images(info), self.tracking_uri, source_dirs()))
         tags = {"arch_hash": champion["arch_hash"], "genotype": champion["genotype"], "metric": self.metric}
         version = register_champion(self.experiment, run_id, tags, self.tracking_uri)
         with open(self.run / "predictor" / "predictor.pkl", "rb") as f:

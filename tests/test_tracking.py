@@ -57,6 +57,19 @@ def test_duplicate_key_is_rejected_without_writing(tmp_path):
     assert len(store.read()) == 2
 
 
+def test_reads_reuse_the_last_table_until_the_file_changes(tmp_path, monkeypatch):
+    store = HistoryStore(tmp_path / "history.parquet")
+    store.append(ROW)
+    other = HistoryStore(store.path)  # e.g. a later driver after a restart
+    assert len(other.read()) == 1
+    real = pd.read_parquet
+    monkeypatch.setattr(pd, "read_parquet", lambda *a, **k: pytest.fail("re-parsed an unchanged file"))
+    assert store.append({**ROW, "seed": 2}) and len(store.read()) == 2  # the writer's own table, not re-read
+    monkeypatch.setattr(pd, "read_parquet", real)
+    assert other.keys() == store.keys()  # the file changed under `other`: it reads it again
+    assert pickle.loads(pickle.dumps(store))._cache is None  # the table is not shipped with the callback
+
+
 @pytest.mark.parametrize("change, field", [
     ({"arch_hash": None}, "arch_hash"),
     ({"stage": "bogus"}, "stage"),

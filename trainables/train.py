@@ -35,6 +35,9 @@ class DivergedError(RuntimeError):
     """The training loss became NaN or infinite; callers record the evaluation as failed with this reason."""
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 @dataclass
 class TrainConfig:
     """Paper defaults (SGD momentum 0.9, lr 0.1, batch 128, weight decay 5e-4, cosine, 20 epochs)."""
@@ -57,7 +60,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     channels_last: bool = True  # NHWC activations: faster convolutions on CUDA and on CPU (oneDNN)
-    compile: bool = False  # torch.compile the model
+    compile: bool = False  # torch.compile the model's training forward
+    # torch.compile mode: default | reduce-overhead (CUDA graphs on CUDA) | max-autotune | max-autotune-no-cudagraphs
+    compile_mode: str = "default"
     teacher_mode: str = "online"  # online | cached (see TeacherCache)
     scores: tuple = ("msp", "energy", "maha")
     eval_split: str = "val"  # val (search stages) | test (final report)
@@ -71,6 +76,7 @@ class TrainConfig:
             (self.schedule in ("cosine", "constant"), "schedule", "cosine or constant"),
             (self.precision in ("auto", "fp32", "bf16"), "precision", "auto, fp32 or bf16"),
             (self.teacher_mode in ("online", "cached"), "teacher_mode", "online or cached"),
+            (self.compile_mode in COMPILE_MODES, "compile_mode", ", ".join(COMPILE_MODES)),
             (self.eval_split in ("val", "test"), "eval_split", "val or test"),
             (self.width >= 1, "width", "an integer >= 1"),
         ]
@@ -201,7 +207,8 @@ def train_candidate(candidate, data: Protocol | DeviceData, config: TrainConfig 
     use_bf16 = config.precision == "bf16" or (config.precision == "auto" and cuda)
     rank, world, wrap = distributed or (0, 1, None)
     forward = wrap(model) if wrap is not None else model
-    forward = torch.compile(forward) if config.compile else forward
+    if config.compile:
+        forward = torch.compile(forward, mode=None if config.compile_mode == "default" else config.compile_mode)
 
     objective = make_objective(config.objective, **config.objective_args)
     use_aux = objective.needs_outliers and data.aux is not None and len(data.aux) > 0

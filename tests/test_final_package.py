@@ -1,0 +1,38 @@
+"""Packaging the final model from what the retrain worker saved (no data set loaded in the driver)."""
+from types import SimpleNamespace
+
+import torch
+
+from pipelines.final import MODEL_INFO_FILE, example_images, load_model_info, model_info, package
+from search_space import SearchSpace, build_network
+from trainables import make_protocol
+
+CFG = {"protocol": "digits", "protocol_options": {"seed": 0}}
+
+
+def test_model_info_survives_a_weights_only_round_trip_and_packages_a_scoring_model(tmp_path):
+    protocol = make_protocol("digits", seed=0)
+    info = model_info(protocol)
+    assert info["examples"].dtype == torch.uint8 and info["examples"].shape == (4, 1, 8, 8)
+    assert info["class_names"] == ["0", "1", "2", "3", "4", "5"] and info["num_classes"] == 6
+    (tmp_path / "final").mkdir()
+    torch.save(info, tmp_path / "final" / MODEL_INFO_FILE)
+    run = SimpleNamespace(path=tmp_path)
+    saved = load_model_info(run, {"protocol": "no-such-protocol"})  # read from the file, the protocol is not built
+    torch.testing.assert_close(saved["mean"], info["mean"])
+
+    genotype = SearchSpace().sample_many(1, seed=0)[0]
+    net = build_network(genotype, 6, 1, 4)
+    model = package(genotype.to_json(), net.state_dict(), saved, {"width": 4})
+    images = example_images(saved)
+    assert images.dtype == torch.float32 and 0.0 <= images.min() and images.max() <= 1.0
+    net.eval()
+    expected = net((images - info["mean"].reshape(1, -1, 1, 1)) / info["std"].reshape(1, -1, 1, 1))
+    torch.testing.assert_close(model(images), expected)
+    torch.testing.assert_close(model(saved["examples"]), expected)  # uint8 input is scaled the same way
+    assert model.score(images).shape == (4,) and model.class_names == info["class_names"]
+
+
+def test_run_directories_without_saved_info_fall_back_to_the_protocol(tmp_path):
+    info = load_model_info(SimpleNamespace(path=tmp_path), CFG)
+    assert info["num_classes"] == 6 and info["in_channels"] == 1 and len(info["examples"]) == 4
