@@ -44,6 +44,27 @@ def test_teachers_are_built_once_per_bundle():
     assert other is not first, "a new bundle (next iteration's teachers) is built afresh"
 
 
+def test_bundle_weights_travel_as_numpy_and_rebuild_exactly():
+    """Pickled (as the object store holds it), every weight is a numpy array (zero-copy in Ray); the rebuilt
+    teacher equals the original bit for bit, also from read-only arrays as ``ray.get`` returns them."""
+    import pickle
+
+    import numpy as np
+    import torch
+
+    from search_space import build_network
+
+    g = SearchSpace().sample(9)
+    state = build_network(g, 6, 1, 4).state_dict()
+    received = pickle.loads(pickle.dumps(TeacherBundle([g.to_json()], [state], width=4)))
+    assert all(isinstance(v, np.ndarray) for v in received.state_dicts[0].values())
+    for v in received.state_dicts[0].values():
+        v.setflags(write=False)
+    model = received.build(6, 1, torch.device("cpu"))[0]
+    for key, value in model.state_dict().items():
+        assert value.dtype == state[key].dtype and torch.equal(value, state[key]), key
+
+
 def test_cached_teacher_probabilities_are_computed_once_per_bundle():
     import pickle
 

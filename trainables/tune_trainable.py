@@ -26,6 +26,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from .data import make_protocol
@@ -40,12 +41,24 @@ _TEACHERS: dict[tuple, Any] = {}
 @dataclass
 class TeacherBundle:
     """A teacher ensemble as plain data (genotype JSONs + CPU state dicts), cheap to put in the object store.
-    ``token`` is drawn once where the bundle is made and survives pickling: workers key their built models on it."""
+    ``token`` is drawn once where the bundle is made and survives pickling: workers key their built models on it.
+
+    Pickled, the weights travel as numpy arrays: Ray hands those out of its object store without a copy, so
+    the ``ray.get`` that ``tune.with_parameters`` makes at every trial start costs milliseconds instead of
+    deserialising the whole ensemble (0.8 s per trial for 11 width-32 teachers, ``benchmarks/ray_overhead.py``).
+    The tensors are rebuilt once per process, in :meth:`build`."""
 
     genotypes: list[str]
     state_dicts: list[dict]
     width: int
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "state_dicts": [{k: _to_numpy(v) for k, v in sd.items()} for sd in self.state_dicts]}
+
+    def weights(self, i: int) -> dict[str, torch.Tensor]:
+        """Teacher ``i``'s state dict as (writable, CPU) tensors."""
+        return {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in self.state_dicts[i].items()}
 
     def build(self, num_classes: int, in_channels: int, device: torch.device) -> list[torch.nn.Module]:
         """The teacher modules on ``device``, in eval mode; built once per process and bundle (the last one
@@ -75,11 +88,18 @@ class TeacherBundle:
         from search_space import Genotype, build_network
 
         models = []
-        for g, state in zip(self.genotypes, self.state_dicts):
+        for i, g in enumerate(self.genotypes):
             model = build_network(Genotype.from_json(g), num_classes, in_channels, self.width)
-            model.load_state_dict(state)
+            model.load_state_dict(self.weights(i))
             models.append(model.to(device).eval())
         return models
+
+
+def _to_numpy(value):
+    """A CPU tensor as a numpy array where numpy has its dtype (bfloat16 has none: stays a tensor)."""
+    if isinstance(value, torch.Tensor) and value.dtype != torch.bfloat16:
+        return value.detach().cpu().numpy()
+    return value
 
 
 def device_data(protocol: str, options: dict, device: torch.device) -> tuple[DeviceData, float]:
