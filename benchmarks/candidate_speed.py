@@ -198,6 +198,8 @@ def main() -> None:
     parser.add_argument("--eval-images", type=int, default=None, help="cap ID/OOD test sets (CPU runs)")
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--archs", nargs="+", default=["k6-median", "k8-large"],
+                        help="which of the two architectures to train (both by default)")
     args = parser.parse_args()
     args.repeats = args.repeats or args.workers
     device = torch.device(args.device)
@@ -205,6 +207,10 @@ def main() -> None:
     print(f"# {card}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}, {args.images} images x {args.epochs} "
           f"epochs, width {args.width}, data {'CIFAR-10 split' if args.data else 'synthetic'}")
     archs = architectures(args.seed)
+    unknown = set(args.archs) - set(archs)
+    if unknown:
+        parser.error(f"--archs: unknown {sorted(unknown)}; choose from {', '.join(archs)}")
+    archs = {name: g for name, g in archs.items() if name in args.archs}
     rows = []
     if not args.skip_reference:
         protocol = build_protocol(args.data, args.images, args.seed, args.eval_images)
