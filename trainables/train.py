@@ -189,7 +189,8 @@ def train_candidate(candidate, data: Protocol | DeviceData, config: TrainConfig 
     (``world_size * batch_size`` images), outliers come from a rank-seeded generator, and ``wrap`` turns the
     model into the gradient-synchronising one (e.g. ``ray.train.torch.prepare_model``). Every rank evaluates.
     Returns metrics (``id_acc``, ``auroc_<score>``, ``aupr_in_<score>``, ``aupr_out_<score>``,
-    ``fpr95_<score>``), ``train_seconds``, ``eval_seconds``, ``epochs``, ``params``, ``arch_hash``,
+    ``fpr95_<score>``), ``train_seconds``, ``eval_seconds``, ``epochs``, ``precision`` (``bf16``/``fp32``, as
+    autocast ran), ``params``, ``arch_hash``,
     ``genotype`` and ``state_dict`` (trained weights on the CPU).
     Raises :class:`DivergedError` if the loss becomes non-finite.
     """
@@ -289,6 +290,7 @@ def train_candidate(candidate, data: Protocol | DeviceData, config: TrainConfig 
         "eval_seconds": eval_seconds,
         "final_loss": mean_loss,
         "epochs": config.epochs,
+        "precision": "bf16" if use_bf16 else "fp32",
         "params": sum(p.numel() for p in model.parameters()),
         "arch_hash": arch_hash,
         "genotype": genotype_json,
