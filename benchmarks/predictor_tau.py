@@ -29,7 +29,9 @@ from scipy.stats import kendalltau
 
 from pipelines.teachers import choose_teachers
 from search_space import SearchSpace, build_network, encode_many, validate
-from trainables import DeviceData, TeacherCache, TrainConfig, make_protocol, train_candidate
+from trainables import DeviceData, TeacherCache, TrainConfig, train_candidate
+
+from bench_protocol import add_protocol_args, protocol_from_args  # benchmarks/ is on sys.path when run as a script
 
 OBJECTIVES = ("oe", "distill")
 
@@ -46,9 +48,7 @@ def load_rows(path: str) -> dict[tuple, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--protocol", choices=("digits", "cifar10-split"), default="digits")
-    parser.add_argument("--data", help="CIFAR-10 ImageFolder zip/dir (cifar10-split)")
-    parser.add_argument("--images", type=int, default=25000, help="ID training images (cifar10-split)")
+    add_protocol_args(parser, default="digits")
     parser.add_argument("--archs", type=int, default=120)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--width", type=int, default=8)
@@ -61,14 +61,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="JSON-lines file of per-training rows (resumable)")
     args = parser.parse_args()
-    if args.protocol == "cifar10-split" and not args.data:
-        parser.error("--data is required for the cifar10-split protocol")
-
-    if args.protocol == "digits":
-        protocol = make_protocol("digits", seed=args.seed)
-    else:
-        protocol = make_protocol("cifar10-split", path=args.data, id_fractions=(10, 1, 1), seed=args.seed,
-                                 train_limit=args.images)
+    protocol = protocol_from_args(parser, args)
     data = DeviceData(protocol, args.device)
     base = TrainConfig(epochs=args.epochs, width=args.width, batch_size=args.batch_size, lr=args.lr,
                        flip=args.protocol != "digits", scores=("msp",), device=args.device)

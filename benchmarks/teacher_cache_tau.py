@@ -23,15 +23,14 @@ import torch
 from scipy.stats import kendalltau
 
 from search_space import SearchSpace, build_network
-from trainables import DeviceData, TeacherCache, TrainConfig, make_protocol, train_candidate
+from trainables import DeviceData, TeacherCache, TrainConfig, train_candidate
+
+from bench_protocol import add_protocol_args, protocol_from_args  # benchmarks/ is on sys.path when run as a script
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--protocol", choices=("cifar10-split", "digits"), default="cifar10-split",
-                        help="digits: the embedded 8x8 set, a CPU-sized proxy (--data, --images unused)")
-    parser.add_argument("--data", help="CIFAR-10 ImageFolder zip/dir (cifar10-split)")
-    parser.add_argument("--images", type=int, default=25000, help="ID training images")
+    add_protocol_args(parser, default="cifar10-split")
     parser.add_argument("--aux", type=int, default=10000, help="auxiliary outlier images kept")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--width", type=int, default=32)
@@ -41,14 +40,7 @@ def main() -> None:
     parser.add_argument("--eval-images", type=int, default=None, help="cap ID/OOD validation sets (CPU runs)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    if args.protocol == "cifar10-split" and not args.data:
-        parser.error("--data is required for the cifar10-split protocol")
-
-    if args.protocol == "digits":
-        protocol = make_protocol("digits", seed=args.seed)
-    else:
-        protocol = make_protocol("cifar10-split", path=args.data, id_fractions=(10, 1, 1), seed=args.seed,
-                                 train_limit=args.images)
+    protocol = protocol_from_args(parser, args)
     protocol.aux = protocol.aux[: args.aux]
     if args.eval_images:  # random subsets of the validation sets for slow devices (parts are sorted by class)
         g = torch.Generator().manual_seed(args.seed)
