@@ -36,3 +36,26 @@ def test_model_info_survives_a_weights_only_round_trip_and_packages_a_scoring_mo
 def test_run_directories_without_saved_info_fall_back_to_the_protocol(tmp_path):
     info = load_model_info(SimpleNamespace(path=tmp_path), CFG)
     assert info["num_classes"] == 6 and info["in_channels"] == 1 and len(info["examples"]) == 4
+
+
+def test_ddp_retrain_on_two_ray_train_workers_with_teachers(ray_local, tmp_path):
+    """final.workers = 2: gradient all-reduce over gloo, rank 0 saves weights and model info; a rerun reads the
+    saved outcome instead of training again."""
+    from pipelines.final import retrain
+    from trainables import TrainConfig, train_candidate
+    from trainables.tune_trainable import TeacherBundle
+
+    protocol = make_protocol("digits", seed=0)
+    teacher = SearchSpace().sample(9)
+    tiny = {"epochs": 1, "width": 4, "batch_size": 32, "flip": False, "scores": ["msp"]}
+    weights = train_candidate(teacher, protocol, TrainConfig(**tiny))["state_dict"]
+    bundle = TeacherBundle([teacher.to_json()], [weights], width=4)
+    cfg = {**CFG, "seed": 0, "resources": {"cpu": 1, "gpu": 0}, "final": {"workers": 2}}
+    genotype = SearchSpace().sample(3).to_json()
+    run = SimpleNamespace(path=tmp_path)
+    metrics, state_dict = retrain(run, cfg, genotype, {**tiny, "objective": "distill"}, bundle)
+    assert metrics["world_size"] == 2 and 0.0 <= metrics["auroc_msp"] <= 1.0
+    assert (tmp_path / "final" / MODEL_INFO_FILE).exists()
+    build_network(SearchSpace().sample(3), 6, 1, 4).load_state_dict(state_dict)
+    again, _ = retrain(run, {**cfg, "final": {"workers": 64}}, genotype, tiny, None)  # would fail if it trained
+    assert again == metrics
