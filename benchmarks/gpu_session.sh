@@ -19,7 +19,7 @@ if [ "${SMOKE:-0}" = 1 ]; then
   TESTS="DCSOD_TEST_DEVICES=cpu"; LIMITS=(400 300 300)
 else
   DEVICE=cuda; SIZE="--images 25000 --epochs 20"; WORKERS=4
-  TESTS="DCSOD_TEST_DEVICES=cuda"; LIMITS=(150 300 120)
+  TESTS="DCSOD_TEST_DEVICES=cuda"; LIMITS=(120 300 150)
 fi
 
 step() {  # step NAME LIMIT_S COMMAND...: run with a limit, log to $OUT/NAME.log, report the outcome in one line
@@ -39,11 +39,11 @@ step device_tests "${LIMITS[0]}" env $TESTS $PY -m pytest -q -p no:cacheprovider
 
 # 2. paper budget, median architecture: plain fp32 reference vs the fast path (concurrent workers, batch 512)
 step speed "${LIMITS[1]}" $PY benchmarks/candidate_speed.py --data "$DATA" --device $DEVICE $SIZE --archs k6-median \
-  --workers $WORKERS --repeats 2 --fast-batch 512
+  --workers $WORKERS --repeats $WORKERS --fast-batch 512
 
 # 3. the fast path with torch.compile + CUDA graphs, same sizes (no reference: step 2 timed it on this card)
 step speed_compiled "${LIMITS[2]}" $PY benchmarks/candidate_speed.py --data "$DATA" --device $DEVICE $SIZE \
-  --archs k6-median --workers $WORKERS --repeats 2 --fast-batch 512 --skip-reference --compile \
+  --archs k6-median --workers $WORKERS --repeats $WORKERS --fast-batch 512 --skip-reference --compile \
   --compile-mode reduce-overhead
 
 cat "$OUT/summary.txt"
