@@ -167,7 +167,7 @@ class HistoryStore:
 
     def _write(self, df: pd.DataFrame) -> None:
         atomic_write(self.path, lambda tmp: df.to_parquet(tmp, index=False))
-        self._cache = self._signature(), df.reset_index(drop=True).copy()
+        self._cache = self._signature(), df[list(HISTORY_COLUMNS)].astype(HISTORY_COLUMNS).reset_index(drop=True)
 
 
 # --- MLflow -----------------------------------------------------------------------------------------

@@ -67,6 +67,7 @@ def test_reads_reuse_the_last_table_until_the_file_changes(tmp_path, monkeypatch
     assert store.append({**ROW, "seed": 2}) and len(store.read()) == 2  # the writer's own table, not re-read
     monkeypatch.setattr(pd, "read_parquet", real)
     assert other.keys() == store.keys()  # the file changed under `other`: it reads it again
+    pd.testing.assert_frame_equal(store.read(), other.read())  # the cached table is what a fresh parse gives
     assert pickle.loads(pickle.dumps(store))._cache is None  # the table is not shipped with the callback
 
 
