@@ -28,8 +28,9 @@ import torch
 from scipy.stats import kendalltau
 
 from pipelines.teachers import choose_teachers
-from search_space import SearchSpace, build_network, encode_many, validate
+from search_space import SearchSpace, encode_many, validate
 from trainables import DeviceData, TeacherCache, TrainConfig, train_candidate
+from trainables.tune_trainable import TeacherBundle
 
 from bench_protocol import add_protocol_args, protocol_from_args  # benchmarks/ is on sys.path when run as a script
 
@@ -73,6 +74,8 @@ def main() -> None:
           flush=True)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
 
+    weights: dict[str, dict] = {}  # arch_hash -> state dict of the seed-s outlier-exposure training
+
     def train(g, objective: str, seed: int, teachers=None) -> dict:
         key = (g.arch_hash, objective, seed)
         if key not in rows:
@@ -85,7 +88,6 @@ def main() -> None:
                 f.write(json.dumps(rows[key]) + "\n")
         return rows[key]
 
-    weights: dict[str, dict] = {}
     for seed in seeds:
         for g in archs:
             train(g, "oe", seed)
@@ -94,14 +96,13 @@ def main() -> None:
                 "checkpoint": g.arch_hash} for g in archs]
     chosen = choose_teachers(records, "auroc_msp", args.top, args.random, args.seed, iteration=1)
     by_hash = {g.arch_hash: g for g in archs}
-    teachers = []
     for r in chosen:
         g = by_hash[r["arch_hash"]]
         if g.arch_hash not in weights:  # resumed run: retrain the teacher (same seed, same weights on CPU)
             weights[g.arch_hash] = train_candidate(g, data, base.replace(objective="oe", seed=args.seed))["state_dict"]
-        model = build_network(g, protocol.num_classes, protocol.in_channels, args.width)
-        model.load_state_dict(weights[g.arch_hash])
-        teachers.append(model.to(data.device))
+    bundle = TeacherBundle([by_hash[r["arch_hash"]].to_json() for r in chosen],
+                           [weights[r["arch_hash"]] for r in chosen], args.width)
+    teachers = bundle.build(protocol.num_classes, protocol.in_channels, data.device)
     cache = TeacherCache.compute(teachers, data, temperature=20.0)
     print(f"# teachers {[r['arch_hash'] for r in chosen]} (AUROC {[round(r['auroc_msp'], 3) for r in chosen]})",
           flush=True)

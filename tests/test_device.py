@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from search_space import SearchSpace, build_network
+from search_space import SearchSpace
 from trainables import DeviceData, TeacherCache, TrainConfig, make_protocol, train_candidate
 from trainables.train import PRESETS
 from trainables.tune_trainable import TeacherBundle
@@ -63,11 +63,7 @@ def test_teachers_online_and_cached_on_the_device(data):
     cache = bundle.teachers_for(data, config.replace(teacher_mode="cached"))
     assert isinstance(cache, TeacherCache) and cache.train.device.type == data.device.type
 
-    cpu_teachers = []
-    for t, state in zip(genotypes, states):
-        model = build_network(t, 6, 1, short.width)
-        model.load_state_dict(state)
-        cpu_teachers.append(model)
+    cpu_teachers = TeacherBundle(bundle.genotypes, states, width=short.width).build(6, 1, torch.device("cpu"))
     reference = TeacherCache.compute(cpu_teachers, DeviceData(data.protocol, "cpu"), temperature=20.0)
     assert torch.allclose(cache.train.cpu(), reference.train, atol=1e-3), "device cache = CPU cache"
 

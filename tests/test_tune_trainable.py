@@ -63,6 +63,9 @@ def test_bundle_weights_travel_as_numpy_and_rebuild_exactly():
     model = received.build(6, 1, torch.device("cpu"))[0]
     for key, value in model.state_dict().items():
         assert value.dtype == state[key].dtype and torch.equal(value, state[key]), key
+    half = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in state.items()}
+    kept = pickle.loads(pickle.dumps(TeacherBundle([g.to_json()], [half], width=4))).weights(0)
+    assert all(torch.equal(kept[k], v) and kept[k].dtype == v.dtype for k, v in half.items()), "numpy has no bf16"
 
 
 def test_cached_teacher_probabilities_are_computed_once_per_bundle():
