@@ -39,22 +39,9 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
-def _check_kwargs(name: str, kwargs: dict, valid) -> None:
-    bad = sorted(set(kwargs) - set(valid))
-    if bad:
-        raise ValueError(f"predictor {name!r}: unknown argument(s) {', '.join(bad)}; "
-                         f"valid: {', '.join(valid)}")
-
-
-def _params(cls) -> list[str]:
-    return [p for p in inspect.signature(cls).parameters if p not in ("kwargs", "args")]
-
-
 def make_predictor(name: str, **kwargs) -> Predictor:
-    """Instantiate the registered predictor ``name``; unknown names or keywords are a one-line ValueError."""
-    cls = PREDICTORS.lookup(name)
-    _check_kwargs(name, kwargs, cls.valid_kwargs())
-    return cls(**kwargs)
+    """Instantiate the registered predictor ``name`` (any error: a one-line ``RegistryError``)."""
+    return PREDICTORS.build(name, **kwargs)
 
 
 def _as_X(X, n_features: int | None = None) -> np.ndarray:
@@ -77,7 +64,8 @@ class Predictor:
 
     @classmethod
     def valid_kwargs(cls) -> list[str]:
-        return _params(cls)
+        """The constructor's keyword arguments (its hyperparameters, each stored as an attribute)."""
+        return list(inspect.signature(cls).parameters)
 
     def fit(self, X: np.ndarray, y: np.ndarray, seed: int = 0) -> Predictor:
         """Fit on ``X`` (N, D) and ``y`` (N,); N >= 2, all finite. Returns ``self``."""
@@ -212,17 +200,17 @@ class MLPEnsemble(MLP):
     :meth:`predict` is the member mean and :meth:`predict_std` the member standard deviation."""
 
     name = "mlp-ensemble"
+    # What inspect.signature (hence the registry's argument check and repr) reports instead of **mlp_kwargs.
+    __signature__ = inspect.Signature([
+        inspect.Parameter("n_members", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=5),
+        *(p.replace(kind=p.KEYWORD_ONLY) for p in inspect.signature(MLP).parameters.values()),
+    ])
 
     def __init__(self, n_members: int = 5, **mlp_kwargs):
         if n_members < 1:
             raise ValueError(f"n_members: expected >= 1, got {n_members}")
-        _check_kwargs(self.name, mlp_kwargs, _params(MLP))
         super().__init__(**mlp_kwargs)
         self.n_members = int(n_members)
-
-    @classmethod
-    def valid_kwargs(cls) -> list[str]:
-        return ["n_members", *_params(MLP)]
 
     def _member_seeds(self, seed: int) -> list[int]:
         return [int(s) for s in np.random.SeedSequence(seed).generate_state(self.n_members)]

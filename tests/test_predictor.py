@@ -77,13 +77,6 @@ def test_errors(name, small):
     p.fit(X, y)
     with pytest.raises(ValueError, match="X: expected 120 features"):
         p.predict(X[:, :-1])
-    with pytest.raises(ValueError, match=f"predictor '{name}': unknown argument"):
-        make_predictor(name, no_such_arg=1)
-
-
-def test_unknown_name():
-    with pytest.raises(ValueError, match="predictor: unknown 'nope'; valid: mlp"):
-        make_predictor("nope")
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -12,7 +12,6 @@ from trainables.text_data import (
     Vocab,
     length_bucketed_batches,
     load_ptb,
-    load_text_data,
     load_yelp,
     make_batch,
     split_indices,
@@ -78,8 +77,6 @@ def test_toy_corpus_is_ten_distinct_one_hot_sequences():
     assert [s.index("1") for s in seqs] == list(range(10)) and all(s.count("1") == 1 for s in seqs)
     assert data.test.labels.tolist() == list(range(10))
     assert len(data.train) == 30 and data.train.n_words == 30 * 11
-    with pytest.raises(ValueError, match="unknown 'imdb'"):
-        load_text_data("imdb")
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
 """KL-weight (β) schedules for VAE training, a registry, and the cyclical learning rate that goes with them.
 
 Conventions: ``t`` is the 1-based training iteration (one optimiser step of the decoder), ``total`` = T the
-number of iterations of the whole run. Every schedule has the signature
-``schedule(t, total, *, cycles=4, ratio=0.5, shape="linear") -> float`` and returns β_t ∈ [0, 1]; entries
-ignore the arguments they do not use.
+number of iterations of the whole run. Every schedule is a :class:`Schedule` built as
+``cls(total, *, cycles=4, ratio=0.5, shape="linear")``; calling it, ``schedule(t) -> float``, returns
+β_t ∈ [0, 1]. Entries ignore the arguments they do not use (but every argument is checked).
 
 Cyclical annealing (DESIGN.md): with M = ``cycles`` and R = ``ratio``,
 ``τ = mod(t − 1, ⌈T/M⌉) / (T/M)`` is the position inside the current cycle, and
@@ -12,18 +12,18 @@ sigmoid or cosine with ``f(0) = 0`` and ``f(1) = 1``. So β is 0 at each cycle s
 fraction R of the cycle and stays 1 for the rest of it. R = 0 means no ramp at all: β ≡ 1 (= constant).
 ``monotonic`` is one linear warm-up over the first R·T iterations (= cyclical with M = 1, linear ramp).
 
->>> beta = SCHEDULES.lookup("cyclical")
->>> [round(beta(t, 8, cycles=2, ratio=0.5), 2) for t in range(1, 9)]
+>>> beta = make_schedule("cyclical", 8, cycles=2, ratio=0.5)
+>>> [round(beta(t), 2) for t in range(1, 9)]
 [0.0, 0.5, 1.0, 1.0, 0.0, 0.5, 1.0, 1.0]
 """
 from __future__ import annotations
 
 import math
-from typing import Callable
+from dataclasses import KW_ONLY, dataclass
 
 from search_space.registry import Registry
 
-#: name -> ``schedule(t, total, *, cycles, ratio, shape) -> β``.
+#: name -> :class:`Schedule` subclass ``cls(total, *, cycles, ratio, shape)``; an instance maps t -> β_t.
 SCHEDULES = Registry("beta schedule")
 
 #: name -> ramp ``f(u)`` on u ∈ [0, 1] with f(0) = 0, f(1) = 1, non-decreasing.
@@ -52,11 +52,11 @@ def _cosine(u: float) -> float:
 
 def _check(t: int, total: int, cycles: int, ratio: float) -> None:
     if total < 1 or not 1 <= t <= total:
-        raise ValueError(f"beta schedule: need 1 <= t <= total, got t={t}, total={total}")
+        raise ValueError(f"need 1 <= t <= total, got t={t}, total={total}")
     if cycles < 1:
-        raise ValueError(f"beta schedule: cycles must be >= 1, got {cycles}")
+        raise ValueError(f"cycles must be >= 1, got {cycles}")
     if not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"beta schedule: ratio must lie in [0, 1], got {ratio}")
+        raise ValueError(f"ratio must lie in [0, 1], got {ratio}")
 
 
 def cycle_position(t: int, total: int, cycles: int) -> float:
@@ -65,41 +65,64 @@ def cycle_position(t: int, total: int, cycles: int) -> float:
     return ((t - 1) % period) / (total / cycles)
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """β_t of a run of ``total`` iterations: ``schedule(t) -> float`` for t = 1..T (module docstring).
+
+    Arguments are checked on construction, ``t`` on every call; subclasses implement :meth:`beta`.
+    """
+
+    total: int
+    _: KW_ONLY
+    cycles: int = 4
+    ratio: float = 0.5
+    shape: str = "linear"
+
+    def __post_init__(self) -> None:
+        _check(1, self.total, self.cycles, self.ratio)
+        RAMPS.lookup(self.shape)
+
+    def __call__(self, t: int) -> float:
+        _check(t, self.total, self.cycles, self.ratio)
+        return self.beta(t)
+
+    def beta(self, t: int) -> float:
+        raise NotImplementedError
+
+
 @SCHEDULES.register("constant")
-def constant(t: int, total: int, *, cycles: int = 4, ratio: float = 0.5, shape: str = "linear") -> float:
+class Constant(Schedule):
     """β ≡ 1 (the plain ELBO)."""
-    _check(t, total, cycles, ratio)
-    return 1.0
+
+    def beta(self, t: int) -> float:
+        return 1.0
 
 
 @SCHEDULES.register("monotonic")
-def monotonic(t: int, total: int, *, cycles: int = 4, ratio: float = 0.5, shape: str = "linear") -> float:
+class Monotonic(Schedule):
     """Linear warm-up from 0 to 1 over the first ``ratio``·T iterations, then 1 (Bowman et al.'s annealing)."""
-    _check(t, total, cycles, ratio)
-    if ratio == 0.0:
-        return 1.0
-    return min(1.0, (t - 1) / (ratio * total))
+
+    def beta(self, t: int) -> float:
+        if self.ratio == 0.0:
+            return 1.0
+        return min(1.0, (t - 1) / (self.ratio * self.total))
 
 
 @SCHEDULES.register("cyclical")
-def cyclical(t: int, total: int, *, cycles: int = 4, ratio: float = 0.5, shape: str = "linear") -> float:
+class Cyclical(Schedule):
     """M = ``cycles`` repetitions of: ramp ``shape`` from 0 to 1 over a fraction R = ``ratio`` of the cycle,
     then 1 (formula in the module docstring)."""
-    _check(t, total, cycles, ratio)
-    ramp = RAMPS.lookup(shape)
-    tau = cycle_position(t, total, cycles)
-    if tau >= ratio:  # also R = 0: no ramp
-        return 1.0
-    return ramp(tau / ratio)
+
+    def beta(self, t: int) -> float:
+        tau = cycle_position(t, self.total, self.cycles)
+        if tau >= self.ratio:  # also R = 0: no ramp
+            return 1.0
+        return RAMPS[self.shape](tau / self.ratio)
 
 
-def make_schedule(name: str, total: int, *, cycles: int = 4, ratio: float = 0.5,
-                  shape: str = "linear") -> Callable[[int], float]:
-    """``t -> β_t`` for a run of ``total`` iterations; unknown names raise a one-line ``ValueError``."""
-    schedule = SCHEDULES.lookup(name)
-    RAMPS.lookup(shape)
-    _check(1, total, cycles, ratio)
-    return lambda t: schedule(t, total, cycles=cycles, ratio=ratio, shape=shape)
+def make_schedule(name: str, total: int, *, cycles: int = 4, ratio: float = 0.5, shape: str = "linear") -> Schedule:
+    """``t -> β_t`` for a run of ``total`` iterations (any error: a one-line ``RegistryError``)."""
+    return SCHEDULES.build(name, total, cycles=cycles, ratio=ratio, shape=shape)
 
 
 def cyclical_lr(t: int, total: int, *, cycles: int, lr_max: float, lr_min: float = 0.0) -> float:

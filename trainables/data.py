@@ -15,9 +15,9 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ class LabelledImages:
     labels: np.ndarray
     classes: tuple[str, ...]
 
-    def select(self, mask_or_index: np.ndarray) -> "LabelledImages":
+    def select(self, mask_or_index: np.ndarray) -> LabelledImages:
         return LabelledImages(self.images[mask_or_index], self.labels[mask_or_index], self.classes)
 
     def class_indices(self, names: Sequence[str | int], where: str) -> list[int]:
@@ -95,7 +95,10 @@ def load_image_folder(path: str | os.PathLike, split: str | None = None, image_s
         read = archive.read
     else:
         names = [str(p.relative_to(path)) for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
-        read = lambda n: (path / n).read_bytes()  # noqa: E731
+
+        def read(name: str) -> bytes:
+            return (path / name).read_bytes()
+
     parts = [Path(n).parts for n in names]
     if split is not None:
         parts = [p for p in parts if len(p) == 3 and p[0] == split]
@@ -203,7 +206,10 @@ def class_split(source: LabelledImages, name: str, id_classes: Sequence, aux_cla
     ood_idx = np.flatnonzero(np.isin(source.labels, ood))
     ood_val, ood_test = _split_indices(len(ood_idx), (ood_val_fraction, 1 - ood_val_fraction), rng)
     aux_idx = np.flatnonzero(np.isin(source.labels, aux))
-    take = lambda idx: _tensors(source.images[idx], remap[source.labels[idx]])  # noqa: E731
+
+    def take(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return _tensors(source.images[idx], remap[source.labels[idx]])
+
     return Protocol(
         name=name, num_classes=len(ids), id_train=take(train), id_val=take(val), id_test=take(test),
         ood={"val": _tensors(source.images[ood_idx[np.sort(ood_val)]]),
@@ -220,12 +226,8 @@ register_protocol = PROTOCOLS.register
 
 
 def make_protocol(name: str, **options) -> Protocol:
-    """Build a registered protocol; unknown names or options are a one-line ValueError."""
-    builder = PROTOCOLS.lookup(name)
-    try:
-        return builder(**options)
-    except TypeError as err:
-        raise ValueError(f"protocol {name}: bad option ({err})") from None
+    """Build a registered protocol (any error: a one-line ``RegistryError``)."""
+    return PROTOCOLS.build(name, **options)
 
 
 @register_protocol("digits")

@@ -20,7 +20,7 @@ Conventions
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -76,6 +76,43 @@ def fpr_at_tpr(id_scores, ood_scores, tpr: float = 0.95) -> float:
     return float(fprs[tprs >= tpr - 1e-12].min())  # tolerance: 19/20 must count as 0.95
 
 
+def fpr95(id_scores, ood_scores) -> float:
+    """:func:`fpr_at_tpr` at 95 % of ID samples kept."""
+    return fpr_at_tpr(id_scores, ood_scores, 0.95)
+
+
+#: The detection metrics computed for every configured score s, reported as ``<kind>_<s>`` (fractions in [0, 1]).
+DETECTION_METRICS: dict[str, Callable] = {"auroc": auroc, "aupr_in": aupr_in, "aupr_out": aupr_out, "fpr95": fpr95}
+#: Detection metrics for which lower is better; every other metric (and ``id_acc``) is higher = better.
+LOWER_IS_BETTER = ("fpr95",)
+
+
+def metric_names(scores) -> list[str]:
+    """Every metric a candidate evaluation reports for ``scores``: ``id_acc`` then ``<kind>_<score>`` for each
+    score and each kind of :data:`DETECTION_METRICS` (``auroc_msp``, ``aupr_in_msp``, ..., ``fpr95_knn``)."""
+    return ["id_acc", *(f"{kind}_{score}" for score in scores for kind in DETECTION_METRICS)]
+
+
+def parse_metric(name: str) -> tuple[str, str | None]:
+    """``"aupr_in_msp"`` -> ``("aupr_in", "msp")``; ``"id_acc"`` -> ``("id_acc", None)``. Whether the score is
+    registered is not checked here. Anything else is a one-line ``ValueError``."""
+    if name == "id_acc":
+        return name, None
+    for kind in sorted(DETECTION_METRICS, key=len, reverse=True):  # aupr_in_ before a shorter prefix
+        if name.startswith(kind + "_") and len(name) > len(kind) + 1:
+            return kind, name[len(kind) + 1:]
+    raise ValueError(f"metric: expected id_acc or <{'|'.join(DETECTION_METRICS)}>_<score>, got {name!r}")
+
+
+def is_metric_name(name: str) -> bool:
+    """Whether ``name`` is ``id_acc`` or ``<kind>_<registered score>``."""
+    try:
+        kind, score = parse_metric(name)
+    except ValueError:
+        return False
+    return score is None or score in SCORES
+
+
 # ------------------------------------------------------------------------------------------------ scores
 
 #: name -> OODScore subclass. Insertion order is the reporting order.
@@ -92,9 +129,9 @@ def register_score(name: str) -> Callable[[type], type]:
     return decorator
 
 
-def make_score(name: str, **kwargs) -> "OODScore":
-    """Instantiate the registered score ``name`` with its keyword parameters."""
-    return SCORES.lookup(name)(**kwargs)
+def make_score(name: str, **kwargs) -> OODScore:
+    """Instantiate the registered score ``name`` with its keyword parameters (any error: ``RegistryError``)."""
+    return SCORES.build(name, **kwargs)
 
 
 @contextlib.contextmanager
@@ -291,7 +328,8 @@ class KNN(OODScore):
 def evaluate_ood(model: nn.Module, id_images: torch.Tensor, id_labels: torch.Tensor, ood_images: torch.Tensor,
                  train_images: torch.Tensor, train_labels: torch.Tensor,
                  scores: tuple[str, ...] = ("msp", "energy", "maha"), batch_size: int = 512) -> dict[str, float]:
-    """ID accuracy and, per score s, ``auroc_s``, ``aupr_in_s``, ``aupr_out_s``, ``fpr95_s`` (fractions in [0, 1]).
+    """The metrics of :func:`metric_names`: ID accuracy and, per score s, ``auroc_s``, ``aupr_in_s``,
+    ``aupr_out_s``, ``fpr95_s`` (fractions in [0, 1]).
 
     ``id_images``/``id_labels``: ID test set; ``ood_images``: OOD test set; ``train_*``: ID training set used by
     scores that fit state (e.g. maha, knn). Scores use their default parameters.
@@ -310,6 +348,5 @@ def evaluate_ood(model: nn.Module, id_images: torch.Tensor, id_labels: torch.Ten
         else:
             s.setup(model, train_images, train_labels, batch_size)
             i, o = s.score(model, id_images, batch_size), s.score(model, ood_images, batch_size)
-        out.update({f"auroc_{name}": auroc(i, o), f"aupr_in_{name}": aupr_in(i, o),
-                    f"aupr_out_{name}": aupr_out(i, o), f"fpr95_{name}": fpr_at_tpr(i, o, 0.95)})
+        out.update({f"{kind}_{name}": metric(i, o) for kind, metric in DETECTION_METRICS.items()})
     return out

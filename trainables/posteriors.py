@@ -114,5 +114,5 @@ class SemiImplicitPosterior(_GaussianHead):
 
 
 def make_posterior(name: str, hidden_dim: int, latent_dim: int, **options) -> nn.Module:
-    """Instantiate the registered posterior ``name`` (one-line ``ValueError`` for an unknown name)."""
-    return POSTERIORS.lookup(name)(hidden_dim, latent_dim, **options)
+    """Instantiate the registered posterior ``name`` (any error: a one-line ``RegistryError``)."""
+    return POSTERIORS.build(name, hidden_dim=hidden_dim, latent_dim=latent_dim, **options)

@@ -259,13 +259,18 @@ def shard_batches(split: TextSplit, vocab: Vocab, batch_size: int, *, rank: int,
     return out
 
 
-#: name -> ``loader(data_dir, **options) -> TextData`` (``toy`` ignores ``data_dir``).
+def load_toy(data_dir: str | Path | None = None, *, n: int = 10, copies: int = 1) -> TextData:
+    """:func:`toy_corpus` behind the loader signature of :data:`DATASETS` (``data_dir`` is ignored)."""
+    return toy_corpus(n, copies)
+
+
+#: name -> ``loader(data_dir, **options) -> TextData``.
 DATASETS = Registry("text dataset")
-DATASETS.register("toy")(lambda data_dir=None, **options: toy_corpus(**options))
+DATASETS.register("toy")(load_toy)
 DATASETS.register("ptb")(load_ptb)
 DATASETS.register("yelp")(load_yelp)
 
 
 def load_text_data(name: str, data_dir: str | Path | None = None, **options) -> TextData:
-    """The registered dataset ``name`` (one-line ``ValueError`` for an unknown name)."""
-    return DATASETS.lookup(name)(data_dir, **options)
+    """The registered dataset ``name`` (any error: a one-line ``RegistryError``)."""
+    return DATASETS.build(name, data_dir, **options)
