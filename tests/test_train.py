@@ -8,10 +8,18 @@ import pytest
 import torch
 
 from search_space import SearchSpace, build_network
-from trainables import DeviceData, DivergedError, TeacherCache, TrainConfig, make_protocol, train_candidate
+from trainables import (
+    DeviceData,
+    DivergedError,
+    TeacherCache,
+    TrainConfig,
+    make_protocol,
+    train_candidate,
+)
 from trainables.cli import main
+from trainables.train import CandidateTraining
 
-TINY = dict(epochs=1, width=4, batch_size=64, flip=False)
+TINY = {"epochs": 1, "width": 4, "batch_size": 64, "flip": False}
 METRICS = ("id_acc", "auroc_msp", "auroc_energy", "auroc_maha", "fpr95_msp")
 
 
@@ -39,9 +47,38 @@ def test_same_seed_same_result(digits):
     assert any(a[k] != c[k] for k in METRICS + ("final_loss",))
 
 
-def test_divergence_is_a_typed_error(digits):
-    with pytest.raises(DivergedError, match="training loss became"):
-        train_candidate(SearchSpace().sample(2), digits, TrainConfig(**{**TINY, "lr": 1e12}))
+def test_step_updates_weights_without_host_sync(digits, monkeypatch):
+    run = CandidateTraining(SearchSpace().sample(2), digits, TrainConfig(**TINY))
+    before = [p.detach().clone() for p in run.model.parameters()]
+    lr = run.optimizer.param_groups[0]["lr"]
+    for name in ("item", "tolist", "numpy", "__bool__", "__float__", "__int__"):  # every tensor -> host read
+        monkeypatch.setattr(torch.Tensor, name, lambda *a, name=name: pytest.fail(f"host sync: Tensor.{name}"))
+    loss = run.step(digits.train_x[:64], digits.train_y[:64])
+    monkeypatch.undo()
+    assert loss.shape == () and not loss.requires_grad and run.use_aux
+    assert all(not torch.equal(a, b) for a, b in zip(before, run.model.parameters()))
+    assert run.optimizer.param_groups[0]["lr"] < lr, "one cosine schedule step"
+
+
+@pytest.mark.parametrize("batch_size", [64, 10_000])
+def test_setup_slices_the_global_batch_over_ranks(digits, batch_size):
+    n = len(digits.train_y)  # 758 digits
+    for world in (1, 2):
+        runs = [CandidateTraining(SearchSpace().sample(2), digits, TrainConfig(**{**TINY, "batch_size": batch_size}),
+                                  distributed=(rank, world, torch.nn.Identity)) for rank in range(world)]
+        batch = min(batch_size, n // world)
+        assert all(r.batch == r.out_batch == batch and r.steps_per_epoch == n // (batch * world) for r in runs)
+        assert all(isinstance(r.forward, torch.nn.Identity) for r in runs), "the wrap is applied"
+        assert (runs[-1].aux_gen is runs[-1].gen) == (world == 1), "outliers: a rank-seeded generator under DDP"
+
+
+def test_epoch_loop_raises_diverged_after_one_epoch(digits):
+    run = CandidateTraining(SearchSpace().sample(2), digits, TrainConfig(**{**TINY, "epochs": 3}))
+    calls = []
+    run.step = lambda *batch: calls.append(batch) or torch.tensor(float("nan"))
+    with pytest.raises(DivergedError, match="training loss became nan in epoch 1 of 3"):
+        run.train()
+    assert len(calls) == run.steps_per_epoch and calls[0][0].shape == (64, 1, 8, 8)
 
 
 def test_objectives_without_aux_and_with_teachers(digits):
@@ -79,7 +116,7 @@ def test_cli_quick_preset_meets_the_bar(tmp_path):
     g = SearchSpace().sample(0).to_json()
     start = time.time()
     out = subprocess.run([sys.executable, "-m", "trainables", "train", "--genotype", g, "--preset", "quick",
-                          "--save", str(tmp_path / "w.pt")], capture_output=True, text=True, cwd=tmp_path)
+                          "--save", str(tmp_path / "w.pt")], check=False, capture_output=True, text=True, cwd=tmp_path)
     elapsed = time.time() - start
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
@@ -92,7 +129,7 @@ def test_cli_quick_preset_meets_the_bar(tmp_path):
     (["--set", "epoch=3"], "config: unknown key(s) ['epoch']"),
     (["--preset", "huge"], "--preset: unknown 'huge'"),
     (["--protocol", "mnist"], "--protocol: unknown 'mnist'"),
-    (["--set", "protocol.colour=1"], "protocol digits: bad option"),
+    (["--set", "protocol.colour=1"], "protocol 'digits': unknown argument(s) colour"),
     (["--set", "objective=focal"], "objective: unknown 'focal'"),
     (["--set", "noequals"], "--set: expected key=value"),
 ])

@@ -10,6 +10,10 @@ Conventions: images live on the training device as uint8 and are augmented (pad-
 there; the ID and auxiliary-outlier batches go through one forward pass (BN sees both); the learning rate
 follows a per-step cosine from ``lr`` to 0; metrics are fractions in [0, 1]; ``train_seconds`` is the wall time
 of the optimisation loop only (data already on the device, evaluation excluded).
+
+Structure: :func:`train_candidate` builds a :class:`CandidateTraining` (set-up), runs its epoch loop
+(:meth:`~CandidateTraining.train`, one :meth:`~CandidateTraining.step` per batch: the unit a CUDA graph can
+capture), then :meth:`~CandidateTraining.evaluate`, and packages the result dict.
 """
 from __future__ import annotations
 
@@ -17,8 +21,9 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -89,7 +94,7 @@ class TrainConfig:
     def fields() -> list[str]:
         return [f.name for f in dataclasses.fields(TrainConfig)]
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         unknown = set(changes) - set(self.fields())
         if unknown:
             raise ValueError(f"config: unknown key(s) {sorted(unknown)}; valid: {', '.join(self.fields())}")
@@ -116,13 +121,10 @@ class DeviceData:
     def __init__(self, protocol: Protocol, device: torch.device | str):
         self.protocol = protocol
         self.device = torch.device(device)
-        put = lambda t: None if t is None else t.to(self.device)  # noqa: E731
-        self.train_x, self.train_y = (put(t) for t in protocol.id_train)
-        self.aux = put(protocol.aux)
-        self.eval = {
-            "val": (put(protocol.id_val[0]), put(protocol.id_val[1]), put(protocol.ood["val"])),
-            "test": (put(protocol.id_test[0]), put(protocol.id_test[1]), put(protocol.ood["test"])),
-        }
+        self.train_x, self.train_y = (t.to(self.device) for t in protocol.id_train)
+        self.aux = None if protocol.aux is None else protocol.aux.to(self.device)
+        self.eval = {split: (*(t.to(self.device) for t in id_xy), protocol.ood[split].to(self.device))
+                     for split, id_xy in (("val", protocol.id_val), ("test", protocol.id_test))}
         mean, std = protocol.mean_std()
         self.mean, self.std = mean.to(self.device), std.to(self.device)
         self._normalised: dict[str, tuple] = {}
@@ -154,14 +156,14 @@ class TeacherCache:
         self.train, self.aux = train, aux
 
     @staticmethod
-    def compute(teachers: Sequence[nn.Module], data: DeviceData, temperature: float, batch_size: int = 1024) -> "TeacherCache":
+    def compute(teachers: Sequence[nn.Module], data: DeviceData, temperature: float, batch_size: int = 1024) -> TeacherCache:
         def probs(x: torch.Tensor) -> torch.Tensor:
             return torch.cat([ensemble_probs(teachers, data.norm(x[i:i + batch_size]), temperature)
                               for i in range(0, len(x), batch_size)])
 
         return TeacherCache(probs(data.train_x), None if data.aux is None else probs(data.aux))
 
-    def to(self, device: torch.device) -> "TeacherCache":
+    def to(self, device: torch.device) -> TeacherCache:
         return TeacherCache(self.train.to(device), None if self.aux is None else self.aux.to(device))
 
 
@@ -177,6 +179,125 @@ def _as_model(candidate, protocol: Protocol, width: int) -> tuple[nn.Module, str
     raise ValueError(f"candidate: expected a Genotype, genotype JSON or nn.Module, got {type(candidate).__name__}")
 
 
+class CandidateTraining:
+    """The set-up of one candidate's training on ``data.device``: model, ``forward`` (DDP-wrapped and/or
+    compiled model), objective, SGD optimizer, per-step lr ``schedule`` (a LambdaLR; swappable alone),
+    generators (``gen``: permutations, augmentation; ``aux_gen``: outlier indices, ``gen`` on one rank),
+    per-rank ``batch``/``out_batch`` sizes (images), ``steps_per_epoch``, teachers (``cache`` on the device or
+    online ``teachers``; None without distillation) and the ``bf16`` flag. :meth:`step` is one optimisation
+    step, :meth:`train` the epoch loop, :meth:`evaluate` the OOD evaluation."""
+
+    def __init__(self, candidate, data: DeviceData, config: TrainConfig,
+                 teachers: Sequence[nn.Module] | TeacherCache | None = None,
+                 distributed: tuple[int, int, Callable[[nn.Module], nn.Module]] | None = None):
+        self.data, self.config, self.device = data, config, data.device
+        torch.manual_seed(config.seed)
+        self.model, self.arch_hash, self.genotype = _as_model(candidate, data.protocol, config.width)
+        self.model.to(self.device)
+        if config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
+        self.rank, self.world, wrap = distributed or (0, 1, None)
+        self.forward = wrap(self.model) if wrap is not None else self.model
+        if config.compile:
+            self.forward = torch.compile(self.forward, mode=None if config.compile_mode == "default" else config.compile_mode)
+
+        self.objective = make_objective(config.objective, **config.objective_args)
+        self.use_aux = self.objective.needs_outliers and data.aux is not None and len(data.aux) > 0
+        if self.objective.needs_teacher and teachers is None:
+            raise ValueError(f"teachers: objective {config.objective!r} needs a teacher ensemble")
+        self.temperature = getattr(self.objective, "temperature", 1.0)
+        teachers = teachers if self.objective.needs_teacher else None
+        if config.teacher_mode == "cached" and teachers is not None and not isinstance(teachers, TeacherCache):
+            teachers = TeacherCache.compute(teachers, data, self.temperature)
+        self.cache = teachers.to(self.device) if isinstance(teachers, TeacherCache) else None
+        self.teachers = None if self.cache is not None else teachers  # online: modules run on every batch
+
+        n = len(data.train_y)
+        self.batch = min(config.batch_size, n // self.world)
+        self.out_batch = config.outlier_batch_size or self.batch
+        self.steps_per_epoch = n // (self.batch * self.world)  # drop the last partial batch: fixed shapes
+        total_steps = self.steps_per_epoch * config.epochs
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
+                                         weight_decay=config.weight_decay, nesterov=config.nesterov)
+        cosine = config.schedule == "cosine"
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total_steps)) if cosine else 1.0)
+        self.gen = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.aux_gen = (self.gen if self.world == 1
+                        else torch.Generator(device=self.device).manual_seed(config.seed * 1_000_003 + self.rank))
+        self.pad = data.protocol.image_size // 8 if config.crop_padding is None else config.crop_padding
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, C, H, W)`` -> float32, augmented (if ``config.augment``, drawing from ``gen``) and
+        normalised, in channels-last memory format if configured."""
+        if self.config.augment:
+            images = random_crop_flip(images, self.gen, pad=self.pad, flip=self.config.flip)
+        x = self.data.norm(images)
+        return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor, teacher_in: torch.Tensor | None = None) -> torch.Tensor:
+        """One optimisation step on one ID batch, all on the device: ``images`` uint8 ``(B, C, H, W)``,
+        ``labels`` long ``(B,)``, ``teacher_in`` the cached teacher probabilities ``(B, C)`` (None unless
+        ``cache``). Draws ``out_batch`` outlier indices from ``aux_gen`` (if ``use_aux``), runs ID and outliers
+        through one forward under autocast, then loss, backward, SGD step and one ``schedule`` step.
+        Returns the loss as a detached 0-dim float32 tensor. No host synchronisation and no branch on tensor
+        values (branches depend on the set-up only): the unit to capture as a CUDA graph."""
+        x = self.prepare(images)
+        teacher_out = None
+        if self.use_aux:
+            aux_idx = torch.randint(0, len(self.data.aux), (self.out_batch,), device=self.device, generator=self.aux_gen)
+            x = torch.cat([x, self.prepare(self.data.aux[aux_idx])])
+            if self.cache is not None and self.cache.aux is not None:
+                teacher_out = self.cache.aux[aux_idx]
+        b = len(labels)
+        if self.teachers is not None:  # online: the teachers see the augmented batch
+            probs = ensemble_probs(self.teachers, x, self.temperature)
+            teacher_in, teacher_out = probs[:b], (probs[b:] if self.use_aux else None)
+        with self.autocast():
+            logits = self.forward(x).float()
+        loss = self.objective(logits[:b], labels, logits[b:] if self.use_aux else None, teacher_in, teacher_out)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.schedule.step()
+        return loss.detach()
+
+    def train(self) -> tuple[float, float]:
+        """``config.epochs`` epochs of ``steps_per_epoch`` steps; returns (mean loss of the last epoch, wall
+        seconds). Every rank draws the same epoch permutation from ``gen`` and takes its own ``batch`` slice
+        of each global step. One host sync per epoch; raises :class:`DivergedError` on a non-finite loss."""
+        data, epochs = self.data, self.config.epochs
+        self.model.train()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        for epoch in range(epochs):
+            order = torch.randperm(len(data.train_y), device=self.device, generator=self.gen)
+            loss_sum = torch.zeros((), device=self.device)
+            for step in range(self.steps_per_epoch):
+                first = (step * self.world + self.rank) * self.batch
+                idx = order[first:first + self.batch]
+                loss_sum += self.step(data.train_x[idx], data.train_y[idx], None if self.cache is None else self.cache.train[idx])
+            mean_loss = float(loss_sum) / self.steps_per_epoch
+            if not math.isfinite(mean_loss):
+                raise DivergedError(f"training loss became {mean_loss} in epoch {epoch + 1} of {epochs}")
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return mean_loss, time.perf_counter() - start
+
+    def evaluate(self) -> tuple[dict[str, float], float]:
+        """:func:`evaluate_ood` on ``config.eval_split`` under autocast; returns (metrics, wall seconds)."""
+        start = time.perf_counter()
+        with self.autocast():
+            metrics = evaluate_ood(self.model, *self.data.evaluation_sets(self.config.eval_split),
+                                   scores=self.config.scores, batch_size=self.config.eval_batch_size)
+        return metrics, time.perf_counter() - start
+
+
 def train_candidate(candidate, data: Protocol | DeviceData, config: TrainConfig | None = None,
                     teachers: Sequence[nn.Module] | TeacherCache | None = None,
                     distributed: tuple[int, int, Callable[[nn.Module], nn.Module]] | None = None) -> dict[str, Any]:
@@ -189,112 +310,28 @@ def train_candidate(candidate, data: Protocol | DeviceData, config: TrainConfig 
     (``world_size * batch_size`` images), outliers come from a rank-seeded generator, and ``wrap`` turns the
     model into the gradient-synchronising one (e.g. ``ray.train.torch.prepare_model``). Every rank evaluates.
     Returns metrics (``id_acc``, ``auroc_<score>``, ``aupr_in_<score>``, ``aupr_out_<score>``,
-    ``fpr95_<score>``), ``train_seconds``, ``eval_seconds``, ``epochs``, ``precision`` (``bf16``/``fp32``, as
-    autocast ran), ``params``, ``arch_hash``,
-    ``genotype`` and ``state_dict`` (trained weights on the CPU).
+    ``fpr95_<score>``), ``train_seconds``, ``eval_seconds``, ``final_loss`` (mean loss of the last epoch),
+    ``epochs``, ``precision`` (``bf16``/``fp32``, as autocast ran), ``params``, ``arch_hash``, ``genotype`` and
+    ``state_dict`` (trained weights on the CPU).
     Raises :class:`DivergedError` if the loss becomes non-finite.
     """
     config = config or TrainConfig()
     if isinstance(data, Protocol):
         data = DeviceData(data, resolve_device(config.device))
-    device = data.device
-    torch.manual_seed(config.seed)
-    model, arch_hash, genotype_json = _as_model(candidate, data.protocol, config.width)
-    model.to(device)
-    cuda = device.type == "cuda"
-    channels_last = config.channels_last
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and cuda)
-    rank, world, wrap = distributed or (0, 1, None)
-    forward = wrap(model) if wrap is not None else model
-    if config.compile:
-        forward = torch.compile(forward, mode=None if config.compile_mode == "default" else config.compile_mode)
-
-    objective = make_objective(config.objective, **config.objective_args)
-    use_aux = objective.needs_outliers and data.aux is not None and len(data.aux) > 0
-    if objective.needs_teacher and teachers is None:
-        raise ValueError(f"teachers: objective {config.objective!r} needs a teacher ensemble")
-    cache = teachers.to(device) if isinstance(teachers, TeacherCache) else None
-    if config.teacher_mode == "cached" and teachers is not None and cache is None:
-        cache = TeacherCache.compute(teachers, data, objective.temperature).to(device)
-    temperature = getattr(objective, "temperature", 1.0)
-
-    n = len(data.train_y)
-    batch = min(config.batch_size, n)
-    batch = min(batch, n // world)
-    steps_per_epoch = n // (batch * world)  # drop the last partial batch: fixed shapes (graph/compile friendly)
-    total_steps = steps_per_epoch * config.epochs
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay, nesterov=config.nesterov)
-    if config.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total_steps)))
-    else:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-    gen = torch.Generator(device=device).manual_seed(config.seed)
-    aux_gen = gen if world == 1 else torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + rank)
-    out_batch = config.outlier_batch_size or batch
-
-    pad = data.protocol.image_size // 8 if config.crop_padding is None else config.crop_padding
-
-    def prepare(x: torch.Tensor) -> torch.Tensor:
-        x = data.norm(random_crop_flip(x, gen, pad=pad, flip=config.flip) if config.augment else x)
-        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-    model.train()
-    if cuda:
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for epoch in range(config.epochs):
-        order = torch.randperm(n, device=device, generator=gen)
-        loss_sum = torch.zeros((), device=device)
-        for step in range(steps_per_epoch):
-            start_at = (step * world + rank) * batch
-            idx = order[start_at:start_at + batch]
-            x_in = prepare(data.train_x[idx])
-            labels = data.train_y[idx]
-            aux_idx = torch.randint(0, len(data.aux), (out_batch,), device=device, generator=aux_gen) if use_aux else None
-            x = torch.cat([x_in, prepare(data.aux[aux_idx])]) if use_aux else x_in
-            teacher_in = teacher_out = None
-            if objective.needs_teacher:
-                if cache is not None:
-                    teacher_in = cache.train[idx]
-                    teacher_out = cache.aux[aux_idx] if use_aux and cache.aux is not None else None
-                else:
-                    probs = ensemble_probs(teachers, x, temperature)
-                    teacher_in, teacher_out = probs[:batch], (probs[batch:] if use_aux else None)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                logits = forward(x)
-            logits = logits.float()
-            loss = objective(logits[:batch], labels, logits[batch:] if use_aux else None, teacher_in, teacher_out)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.detach()
-        mean_loss = float(loss_sum) / steps_per_epoch  # one host sync per epoch
-        if not math.isfinite(mean_loss):
-            raise DivergedError(f"training loss became {mean_loss} in epoch {epoch + 1} of {config.epochs}")
-    if cuda:
-        torch.cuda.synchronize(device)
-    train_seconds = time.perf_counter() - start
-
-    start = time.perf_counter()
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-        metrics = evaluate_ood(model, *data.evaluation_sets(config.eval_split), scores=config.scores,
-                               batch_size=config.eval_batch_size)
-    eval_seconds = time.perf_counter() - start
+    run = CandidateTraining(candidate, data, config, teachers, distributed)
+    final_loss, train_seconds = run.train()
+    metrics, eval_seconds = run.evaluate()
     return {
         **metrics,
         "train_seconds": train_seconds,
         "eval_seconds": eval_seconds,
-        "final_loss": mean_loss,
+        "final_loss": final_loss,
         "epochs": config.epochs,
-        "precision": "bf16" if use_bf16 else "fp32",
-        "params": sum(p.numel() for p in model.parameters()),
-        "arch_hash": arch_hash,
-        "genotype": genotype_json,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "precision": "bf16" if run.bf16 else "fp32",
+        "params": sum(p.numel() for p in run.model.parameters()),
+        "arch_hash": run.arch_hash,
+        "genotype": run.genotype,
+        "state_dict": {k: v.detach().cpu() for k, v in run.model.state_dict().items()},
     }
 
 
