@@ -148,7 +148,8 @@ def validate(cfg: dict) -> None:
     """Check every value against what it configures; raise :class:`ConfigError` (one line)."""
     from search_space import PREDICTORS, make_predictor
     from search_space.space import SearchSpace
-    from trainables import PROTOCOLS, TrainConfig
+    from trainables import PROTOCOLS, SCORES, TrainConfig, make_objective
+    from trainables.ood import LOWER_IS_BETTER, parse_metric
 
     _check(cfg["protocol"] in PROTOCOLS, f"protocol: unknown {cfg['protocol']!r}; valid: {', '.join(PROTOCOLS)}")
     params = inspect.signature(PROTOCOLS[cfg["protocol"]]).parameters
@@ -186,12 +187,23 @@ def validate(cfg: dict) -> None:
         value = cfg["resources"][name]
         _check(isinstance(value, (int, float)) and value >= 0, f"resources.{name}: expected a number >= 0, got {value!r}")
     _check(cfg["resources"]["cpu"] > 0 or cfg["resources"]["gpu"] > 0, "resources: a trial needs some cpu or gpu")
-    _check(cfg["metric"].startswith(("auroc_", "aupr_")) or cfg["metric"] == "id_acc",
-           f"metric: expected auroc_<score>, aupr_in_<score> or id_acc (higher = better), got {cfg['metric']!r}")
-    if cfg["metric"].startswith("auroc_"):
-        score = cfg["metric"][len("auroc_"):]
-        scores = TrainConfig().replace(**cfg["train"]).scores
-        _check(score in scores, f"metric: {cfg['metric']} needs score {score!r} in train.scores {list(scores)}")
+    scores = TrainConfig().replace(**cfg["train"]).scores
+    unknown = [s for s in scores if s not in SCORES]
+    _check(not unknown, f"train.scores: unknown {unknown}; valid: {', '.join(SCORES)}")
+    try:
+        kind, score = parse_metric(cfg["metric"])
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    _check(kind not in LOWER_IS_BETTER, f"metric: {cfg['metric']} is lower = better; the ranking metric must be "
+           f"higher = better (id_acc, auroc_<score>, aupr_in_<score>, aupr_out_<score>)")
+    _check(score is None or score in scores,
+           f"metric: {cfg['metric']} needs score {score!r} in train.scores {list(scores)}")
+    for where, name, args in [("warmup.objective", cfg["warmup"]["objective"], {}),
+                              ("distill", "distill", {k: d[k] for k in ("temperature", "alpha", "beta", "lam")})]:
+        try:
+            make_objective(name, **args)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{where}: {err}") from None
 
 
 def check_data(cfg: dict) -> None:

@@ -21,7 +21,7 @@ from ray.tune import Callback
 from trainables.tune_trainable import TeacherBundle, candidate_trainable
 
 from .rundir import RunDir
-from .tracking import METRIC_COLUMNS, MLflowHistoryCallback
+from .tracking import MLflowHistoryCallback, metrics_of
 
 #: Result keys kept per evaluation besides the metrics.
 RECORD_KEYS = ("arch_hash", "genotype", "seed", "stage", "iteration", "error", "trainable_seconds", "data_seconds",
@@ -151,7 +151,7 @@ def run_stage(run: RunDir, cfg: dict, stage: Stage, experiment: str, tracking_ur
     records = []
     for result in grid:
         metrics = result.metrics or {}
-        record = {k: metrics.get(k) for k in (*RECORD_KEYS, *METRIC_COLUMNS)}
+        record = {**{k: metrics.get(k) for k in RECORD_KEYS}, **metrics_of(metrics)}
         record["genotype"] = record["genotype"] or (result.config or {}).get("genotype")
         if result.error is not None:
             record["error"] = f"{type(result.error).__name__}: {str(result.error).splitlines()[0] if str(result.error) else ''}"

@@ -137,8 +137,7 @@ def write_report(run: RunDir, cfg: dict, best: dict) -> None:
         f"- predicted {metric} {_fmt(best['predicted'][metric])}; measured at the search budget "
         f"{_fmt(best['measured_search'][metric])} (validation split, stage {best['measured_search']['stage']})",
         f"- final retrain ({best['measured_test'].get('epochs')} epochs), test split: "
-        + ", ".join(f"{k} {_fmt(v)}" for k, v in best["measured_test"].items()
-                    if k in ("auroc_msp", "auroc_energy", "auroc_maha", "fpr95_msp", "id_acc")),
+        + ", ".join(f"{k} {_fmt(v)}" for k, v in best["measured_test"].items() if k not in ("epochs", "params")),
         f"- warmup architectures (validation split): median {metric} {_fmt(float(warmup.median()) if len(warmup) else None)}, "
         f"best {_fmt(float(warmup.max()) if len(warmup) else None)} (n={len(warmup)})",
         *([f"- the median warmup architecture `{best['baseline']['arch_hash']}` retrained the same way, test split: "

@@ -15,12 +15,14 @@ import json
 import os
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
 from .config import fingerprint
 
 MANIFEST = "manifest.json"
+RUN_UID_FILE = ".run_uid"
 
 
 class RunDirError(ValueError):
@@ -55,6 +57,30 @@ def write_json(path: str | os.PathLike, data: Any, sort_keys: bool = True) -> Pa
 def read_json(path: str | os.PathLike) -> Any:
     with open(path) as f:
         return json.load(f)
+
+
+def run_uid(directory: str | os.PathLike) -> str:
+    """The identity of the run kept in ``directory``: 32 hex digits, created on first use, stable for the
+    directory's lifetime. MLflow runs are matched by it (with the candidate's key), so two run directories in
+    one tracking store never share runs, and a directory deleted and recreated at the same path starts afresh.
+    Created atomically (a complete file is linked into place; the first of two concurrent callers wins)."""
+    path = Path(directory) / RUN_UID_FILE
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{RUN_UID_FILE}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(uuid.uuid4().hex)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(tmp)
+    return path.read_text().strip()
 
 
 def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
@@ -93,10 +119,15 @@ class RunDir:
             raise RunDirError(f"{path} exists, is not empty and has no {MANIFEST}; choose another --output")
         if not create:
             return None
-        run = cls(path, {"version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": config,
-                         "stages": {}})
+        run = cls(path, {"version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "uid": run_uid(path),
+                         "config": config, "stages": {}})
         run._save()
         return run
+
+    @property
+    def uid(self) -> str:
+        """:func:`run_uid` of this directory."""
+        return run_uid(self.path)
 
     def done(self, stage: str) -> bool:
         return stage in self.manifest["stages"]

@@ -5,7 +5,9 @@ Trials never touch a store. They report ``arch_hash``, ``genotype``, ``seed`` an
 into exactly one MLflow run and one row of :class:`HistoryStore`, keyed by
 ``(arch_hash, stage, iteration, seed)``. A Tune run that is restored and re-reports a trial, or a driver
 that crashed between creating the MLflow run and writing the row, neither duplicates the run nor the row:
-the run carries the tag ``dcsod.key`` and is looked up before a new one is created.
+the run carries the tag ``dcsod.key`` (the run directory's :func:`pipelines.rundir.run_uid` and the key) and
+is looked up before a new one is created. The run directory is part of the tag, so many run directories
+share one tracking store without ever matching each other's runs.
 
 >>> cb = MLflowHistoryCallback("out", "dcsod-digits", stage="warmup")        # doctest: +SKIP
 >>> tune.Tuner(trainable, run_config=tune.RunConfig(callbacks=[cb])).fit()   # doctest: +SKIP
@@ -28,11 +30,13 @@ from typing import Any
 import pandas as pd
 from ray.tune import Callback
 
-from .rundir import atomic_write
+from .rundir import atomic_write, run_uid
 
 log = logging.getLogger(__name__)
 
-#: Columns of ``history.parquet`` and their dtypes (``str`` columns never hold nulls).
+#: The fixed columns of ``history.parquet`` and their dtypes (``str`` columns never hold nulls). Every other
+#: metric the trainer reports for the configured scores (:func:`trainables.ood.metric_names`, e.g.
+#: ``aupr_in_msp`` or ``auroc_knn``) is an extra float64 column after these.
 HISTORY_COLUMNS: dict[str, Any] = {
     "arch_hash": str,
     "genotype": str,
@@ -50,11 +54,8 @@ HISTORY_COLUMNS: dict[str, Any] = {
 KEY_COLUMNS = ("arch_hash", "stage", "iteration", "seed")
 REQUIRED_COLUMNS = (*KEY_COLUMNS, "genotype")
 STAGES = ("warmup", "distill", "search", "final")
-FRACTION_COLUMNS = ("auroc_msp", "auroc_energy", "auroc_maha", "fpr95_msp", "id_acc")
-METRIC_COLUMNS = (*FRACTION_COLUMNS, "train_seconds")
-#: Result keys logged as MLflow metrics besides METRIC_COLUMNS (all OOD scores the trainer reports).
-MLFLOW_METRIC_PREFIXES = ("auroc_", "aupr_", "fpr95_")
 KEY_TAG = "dcsod.key"
+RUN_UID_TAG = "dcsod.run_uid"
 
 Key = tuple[str, str, int, int]
 
@@ -64,6 +65,18 @@ class TrackingUnavailable(RuntimeError):
 
 
 # --- history.parquet ------------------------------------------------------------------------------
+def is_metric(name: str) -> bool:
+    """A metric column: ``train_seconds`` or a name of :func:`trainables.ood.metric_names` with a registered score."""
+    from trainables.ood import is_metric_name
+
+    return name == "train_seconds" or is_metric_name(name)
+
+
+def metrics_of(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The metric entries of a trial result (see :func:`is_metric`)."""
+    return {k: v for k, v in result.items() if is_metric(k)}
+
+
 def empty_history() -> pd.DataFrame:
     """A history frame with no rows and the dtypes of :data:`HISTORY_COLUMNS`."""
     return pd.DataFrame({c: pd.Series(dtype=d) for c, d in HISTORY_COLUMNS.items()})
@@ -76,23 +89,25 @@ def _as_int(name: str, value: Any) -> int:
 
 
 def _as_metric(name: str, value: Any) -> float:
-    """Float metric; None (not computed) becomes NaN; fractions must lie in [0, 1]."""
+    """Float metric; None (not computed) becomes NaN; everything but ``train_seconds`` must lie in [0, 1]."""
     if value is None:
         return math.nan
     try:
         x = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name}: expected a number, got {value!r}") from None
-    if name in FRACTION_COLUMNS and not math.isnan(x) and not 0.0 <= x <= 1.0:
+    if name != "train_seconds" and not math.isnan(x) and not 0.0 <= x <= 1.0:
         raise ValueError(f"{name}: expected a fraction in [0, 1], got {x!r}")
     return x
 
 
 def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate one history row and coerce it to :data:`HISTORY_COLUMNS` (one-line ``ValueError``)."""
-    unknown = sorted(set(row) - set(HISTORY_COLUMNS))
+    """Validate one history row and coerce it to :data:`HISTORY_COLUMNS` plus its extra metric columns
+    (one-line ``ValueError``)."""
+    unknown = sorted(c for c in row if c not in HISTORY_COLUMNS and not is_metric(c))
     if unknown:
-        raise ValueError(f"history row: unknown column(s) {unknown}; valid: {', '.join(HISTORY_COLUMNS)}")
+        raise ValueError(f"history row: unknown column(s) {unknown}; valid: {', '.join(HISTORY_COLUMNS)} "
+                         "and the metrics of trainables.ood.metric_names")
     missing = [c for c in REQUIRED_COLUMNS if row.get(c) is None]
     if missing:
         raise ValueError(f"history row: missing required column(s) {missing}")
@@ -109,65 +124,137 @@ def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"genotype: expected a JSON string ({e})") from None
     out["iteration"] = _as_int("iteration", row["iteration"])
     out["seed"] = _as_int("seed", row["seed"])
-    for col in METRIC_COLUMNS:
+    for col in [c for c in HISTORY_COLUMNS if is_metric(c)] + [c for c in row if c not in HISTORY_COLUMNS]:
         out[col] = _as_metric(col, row.get(col))
     out["mlflow_run_id"] = str(row.get("mlflow_run_id") or "")
     return out
 
 
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    """:data:`HISTORY_COLUMNS` first with their dtypes (missing ones added empty), extra metrics after as float64."""
+    extra = [c for c in df.columns if c not in HISTORY_COLUMNS]
+    df = df.reindex(columns=[*HISTORY_COLUMNS, *extra])
+    return df.astype({**HISTORY_COLUMNS, **{c: "float64" for c in extra}}).reset_index(drop=True)
+
+
 class HistoryStore:
     """``history.parquet``: one row per completed candidate evaluation, unique by :data:`KEY_COLUMNS`.
 
-    Single writer (the Tune driver). Every write goes to a temporary file in the same directory and is
-    moved into place with ``os.replace``, so readers and a crash never see a partial table. The last table
-    read or written is kept in memory and reused while the file's (mtime, size) is unchanged, so recording a
-    trial does not parse the whole file again.
+    Single writer (the Tune driver), O(1) per recorded row: :meth:`append` writes one JSON line to the journal
+    ``history.journal.jsonl`` beside the table (flushed and fsynced: a crash loses at most a torn last line,
+    which is ignored) and keeps the keys in memory; :meth:`compact` merges the journal into the parquet file
+    (written to a temporary file and moved into place, then the journal is removed) — the pipeline compacts at
+    the end of every stage. :meth:`read` always returns table + journal, so readers of this class never see a
+    difference; ``pd.read_parquet`` on the file sees the rows up to the last compaction.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self._cache: tuple[tuple[int, int], pd.DataFrame] | None = None
+        self.journal = self.path.with_name(self.path.stem + ".journal.jsonl")
+        self._table: tuple[tuple[int, int], pd.DataFrame] | None = None
+        self._run_ids: dict[Key, str] | None = None  # key -> mlflow_run_id of every stored row
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_cache": None}
+        return {**self.__dict__, "_table": None, "_run_ids": None}
 
-    def _signature(self) -> tuple[int, int]:
-        stat = self.path.stat()
-        return stat.st_mtime_ns, stat.st_size
-
-    def read(self) -> pd.DataFrame:
-        """The table with :data:`HISTORY_COLUMNS` dtypes; empty if the file does not exist yet."""
+    def _parquet(self) -> pd.DataFrame:
+        """The compacted table, parsed again only when the file's (mtime, size) changed."""
         if not self.path.exists():
             return empty_history()
-        signature = self._signature()
-        if self._cache is None or self._cache[0] != signature:
-            df = pd.read_parquet(self.path)
-            self._cache = signature, df[list(HISTORY_COLUMNS)].astype(HISTORY_COLUMNS).reset_index(drop=True)
-        return self._cache[1].copy()
+        stat = self.path.stat()
+        signature = stat.st_mtime_ns, stat.st_size
+        if self._table is None or self._table[0] != signature:
+            self._table = signature, _typed(pd.read_parquet(self.path))
+        return self._table[1]
+
+    def _journal_rows(self) -> list[dict]:
+        if not self.journal.exists():
+            return []
+        rows = []
+        with open(self.journal) as f:
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:  # a torn last line from a crash mid-write: never acknowledged
+                    break
+        return rows
+
+    def read(self) -> pd.DataFrame:
+        """The table with :data:`HISTORY_COLUMNS` dtypes (extra metric columns after them); empty if nothing
+        was recorded yet. Rows are in the order they were appended."""
+        table = self._parquet()
+        pending = self._journal_rows()
+        if not pending:
+            return table.copy()
+        stored = self.keys_of(table)
+        pending = [r for r in pending if self._key(r) not in stored]  # a crash mid-compaction: the table wins
+        pending = list({self._key(r): r for r in reversed(pending)}.values())[::-1]  # first of duplicates
+        if not pending:
+            return table.copy()
+        return _typed(pd.concat([table, pd.DataFrame(pending)], ignore_index=True) if len(table) else pd.DataFrame(pending))
 
     def keys(self) -> set[Key]:
         """``{(arch_hash, stage, iteration, seed), ...}`` of the stored rows."""
-        return self.keys_of(self.read())
+        return set(self._index())
 
-    def append(self, row: Mapping[str, Any]) -> bool:
-        """Validate and append one row atomically; a row whose key is already stored is rejected
-        (nothing is written) and ``False`` returned. Missing metrics are stored as NaN."""
-        new = normalize_row(row)
-        current = self.read()
-        if (new["arch_hash"], new["stage"], new["iteration"], new["seed"]) in self.keys_of(current):
-            return False
-        frame = pd.DataFrame([new]).astype(HISTORY_COLUMNS)
-        self._write(frame if current.empty else pd.concat([current, frame], ignore_index=True))
-        return True
+    def run_id(self, key: Key) -> str | None:
+        """The ``mlflow_run_id`` stored for ``key``, or None if the key is not stored."""
+        return self._index().get(key)
+
+    def _index(self) -> dict[Key, str]:
+        if self._run_ids is None:
+            df = self.read()
+            self._run_ids = dict(zip(self.keys_of(df, ordered=True), df["mlflow_run_id"]))
+        return self._run_ids
 
     @staticmethod
-    def keys_of(df: pd.DataFrame) -> set[Key]:
-        """Key tuples of the rows of a history frame."""
-        return {(str(a), str(s), int(i), int(sd)) for a, s, i, sd in df[list(KEY_COLUMNS)].itertuples(index=False)}
+    def _key(row: Mapping[str, Any]) -> Key:
+        return str(row["arch_hash"]), str(row["stage"]), int(row["iteration"]), int(row["seed"])
 
-    def _write(self, df: pd.DataFrame) -> None:
+    def append(self, row: Mapping[str, Any]) -> bool:
+        """Validate and record one row; a row whose key is already stored is rejected (nothing is written)
+        and ``False`` returned. Missing metrics are stored as NaN."""
+        new = normalize_row(row)
+        key = self._key(new)
+        index = self._index()
+        if key in index:
+            return False
+        line = json.dumps(new, allow_nan=True) + "\n"
+        self.journal.parent.mkdir(parents=True, exist_ok=True)
+        self._drop_torn_tail()
+        with open(self.journal, "a") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        index[key] = new["mlflow_run_id"]
+        return True
+
+    def _drop_torn_tail(self) -> None:
+        """Cut a last line without its newline (a write cut short by a crash) before appending after it."""
+        if not self.journal.exists() or self.journal.stat().st_size == 0:
+            return
+        with open(self.journal, "rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":  # rare: only after a crash, so reading the whole file is fine
+                f.seek(0)
+                f.truncate(f.read().rfind(b"\n") + 1)
+
+    def compact(self) -> None:
+        """Merge the journal into ``history.parquet`` (atomic replace), then remove the journal. Idempotent;
+        a crash in between leaves both, and :meth:`read` drops the journal rows the table already holds."""
+        if not self.journal.exists():
+            return
+        df = self.read()
         atomic_write(self.path, lambda tmp: df.to_parquet(tmp, index=False))
-        self._cache = self._signature(), df[list(HISTORY_COLUMNS)].astype(HISTORY_COLUMNS).reset_index(drop=True)
+        stat = self.path.stat()
+        self._table = (stat.st_mtime_ns, stat.st_size), df
+        self.journal.unlink()
+
+    @staticmethod
+    def keys_of(df: pd.DataFrame, ordered: bool = False):
+        """Key tuples of the rows of a history frame (a set; a list in row order with ``ordered``)."""
+        keys = [(str(a), str(s), int(i), int(sd)) for a, s, i, sd in df[list(KEY_COLUMNS)].itertuples(index=False)]
+        return keys if ordered else set(keys)
 
 
 # --- MLflow -----------------------------------------------------------------------------------------
@@ -225,8 +312,9 @@ class MLflowHistoryCallback(Callback):
         log_genotype_artifact: also store the genotype as artifact ``genotype.json`` (it is always
             stored as the tag ``genotype``).
 
-    Trials report ``arch_hash``, ``genotype`` (JSON), ``seed`` and the metrics of
-    :data:`METRIC_COLUMNS`; ``genotype``, ``arch_hash`` and ``seed`` may instead come from
+    Trials report ``arch_hash``, ``genotype`` (JSON), ``seed`` and their metrics (every name of
+    :func:`trainables.ood.metric_names` and ``train_seconds``: all become history columns and MLflow
+    metrics); ``genotype``, ``arch_hash`` and ``seed`` may instead come from
     ``trial.config``. The tracking store is checked in the constructor and again in ``setup``, so an
     unreachable server raises :class:`TrackingUnavailable` before any trial starts.
     """
@@ -248,6 +336,7 @@ class MLflowHistoryCallback(Callback):
         self.stage = stage
         self.iteration = _as_int("iteration", iteration)
         self.tracking_uri = check_tracking_uri(tracking_uri)
+        self.run_uid = run_uid(output_dir)
         self.extra_tags = {str(k): str(v) for k, v in (extra_tags or {}).items()}
         self.log_genotype_artifact = log_genotype_artifact
         self._client = None
@@ -260,6 +349,9 @@ class MLflowHistoryCallback(Callback):
     def setup(self, **info) -> None:
         check_tracking_uri(self.tracking_uri)
         _ = self.experiment_id  # create or fetch the experiment before the first trial starts
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        self.history.compact()
 
     @property
     def client(self):
@@ -318,10 +410,9 @@ class MLflowHistoryCallback(Callback):
         )
         return key, genotype
 
-    @staticmethod
-    def key_tag(key: Key) -> str:
-        """``<arch_hash>/<stage>/<iteration>/<seed>``, the value of the ``dcsod.key`` run tag."""
-        return "/".join(map(str, key))
+    def key_tag(self, key: Key) -> str:
+        """``<run_uid>/<arch_hash>/<stage>/<iteration>/<seed>``, the value of the ``dcsod.key`` run tag."""
+        return "/".join(map(str, (self.run_uid, *key)))
 
     def find_runs(self, key: Key) -> list:
         """MLflow runs of this experiment tagged with ``key`` (any status)."""
@@ -350,15 +441,13 @@ class MLflowHistoryCallback(Callback):
         ``before_finish(run_id)`` runs before a newly written run is marked FINISHED (e.g. to log a model), so
         a crash in it leaves an unfinished run that the next call completes."""
         key, genotype = self._identity(result, config or {}, trial_id, strict=True)
-        stored = self.history.read()
-        match = stored[(stored["arch_hash"] == key[0]) & (stored["stage"] == key[1])
-                       & (stored["iteration"] == key[2]) & (stored["seed"] == key[3])]
-        if len(match):
-            return str(match["mlflow_run_id"].iloc[0])
-        if not any(result.get(c) is not None for c in METRIC_COLUMNS):
-            raise ValueError(f"trial {trial_id} completed without reporting any of {', '.join(METRIC_COLUMNS)}")
-        row = normalize_row({**{c: result.get(c) for c in METRIC_COLUMNS}, **dict(zip(KEY_COLUMNS, key)),
-                             "genotype": genotype})
+        stored = self.history.run_id(key)
+        if stored is not None:
+            return stored
+        metrics = {k: v for k, v in metrics_of(result).items() if v is not None}
+        if not metrics:
+            raise ValueError(f"trial {trial_id} completed without reporting a metric (id_acc, auroc_<score>, ...)")
+        row = normalize_row({**metrics, **dict(zip(KEY_COLUMNS, key)), "genotype": genotype})
         done = [r for r in self.find_runs(key) if r.info.status != "FAILED"]
         if done and done[0].info.status == "FINISHED":
             run_id = done[0].info.run_id
@@ -413,7 +502,8 @@ class MLflowHistoryCallback(Callback):
 
     # --- MLflow writes ------------------------------------------------------------------------------
     def _create_run(self, trial_id: str, key: Key, genotype: str | None, error: str | None = None) -> str:
-        tags = {**self.extra_tags, KEY_TAG: self.key_tag(key), "dcsod.stage": self.stage, "arch_hash": key[0]}
+        tags = {**self.extra_tags, KEY_TAG: self.key_tag(key), RUN_UID_TAG: self.run_uid, "dcsod.stage": self.stage,
+                "arch_hash": key[0]}
         if trial_id:
             tags["ray.trial_id"] = trial_id
         if genotype is not None:
@@ -435,14 +525,13 @@ class MLflowHistoryCallback(Callback):
         now = int(1000 * time.time())
         params = [Param(n, str(v)) for n, v in zip(KEY_COLUMNS, key)]
         metrics = []
-        for name, value in result.items():
-            if name in METRIC_COLUMNS or name.startswith(MLFLOW_METRIC_PREFIXES):
-                try:
-                    x = float(value)
-                except (TypeError, ValueError):
-                    continue
-                if not math.isnan(x):
-                    metrics.append(Metric(name, x, now, 0))
+        for name, value in metrics_of(result).items():
+            try:
+                x = float(value)
+            except (TypeError, ValueError):
+                continue
+            if not math.isnan(x):
+                metrics.append(Metric(name, x, now, 0))
         self.client.log_batch(run_id, metrics=metrics, params=params)
         if status is not None:
             with no_run_urls():

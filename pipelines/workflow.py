@@ -21,6 +21,7 @@ from trainables import TrainConfig
 from .config import dataset_name
 from .evaluate import Stage, run_stage
 from .rundir import RunDir, atomic_write, read_json, write_json
+from .tracking import metrics_of
 from .teachers import NoUsableCandidates, choose_teachers, load_bundle, usable
 
 
@@ -140,7 +141,10 @@ class Workflow:
                                    teachers=teachers))
 
     def final(self, candidates: list[dict], teachers) -> dict:
-        """Retrain the best measured candidate, record and register it; returns best.json's content."""
+        """Retrain the best measured candidate, record and register it; returns best.json's content.
+        A finished run returns its best.json and leaves the registry alone (a rerun never moves the alias)."""
+        if self.run.done("final") and (self.run / "best.json").exists():
+            return read_json(self.run / "best.json")
         from .final import example_images, load_model_info, package, retrain, source_dirs
         from .registry import log_model, register_champion
         from .tracking import MLflowHistoryCallback
@@ -167,15 +171,15 @@ class Workflow:
         best = {
             "arch_hash": champion["arch_hash"], "genotype": Genotype.from_json(champion["genotype"]).to_dict(),
             "metric": self.metric, "predicted": {self.metric: predicted},
-            "measured_search": {k: champion.get(k) for k in ("stage", "iteration", self.metric, "id_acc", "auroc_msp",
-                                                             "auroc_energy", "auroc_maha", "fpr95_msp")},
-            "measured_test": {k: v for k, v in metrics.items() if k.startswith(("auroc_", "aupr_", "fpr95_"))
-                              or k in ("id_acc", "train_seconds", "epochs", "params")},
+            "measured_search": {"stage": champion["stage"], "iteration": champion["iteration"],
+                                **metrics_of(champion)},
+            "measured_test": {**metrics_of(metrics), **{k: metrics.get(k) for k in ("epochs", "params")}},
             "model": {"name": self.experiment, "version": version, "alias": "champion", "run_id": run_id,
                       "uri": f"models:/{self.experiment}@champion"},
         }
         if self.cfg["final"]["baseline"]:
             best["baseline"] = self.baseline(tracker, train, teachers, champion["arch_hash"])
+        tracker.history.compact()
         write_json(self.run / "best.json", best)
         if not self.run.done("final"):
             self.run.finish("final", wall_seconds=time.perf_counter() - start, arch_hash=champion["arch_hash"],
@@ -195,9 +199,8 @@ class Workflow:
         metrics, _ = retrain(self.run, self.cfg, median["genotype"], train, teachers, name="final-baseline")
         tracker.record({**metrics, "arch_hash": median["arch_hash"], "genotype": median["genotype"],
                         "seed": self.cfg["seed"]})
-        keep = ("auroc_msp", "auroc_energy", "auroc_maha", "fpr95_msp", "id_acc", "epochs")
         return {"arch_hash": median["arch_hash"], "warmup": {self.metric: median[self.metric]},
-                "measured_test": {k: metrics.get(k) for k in keep}}
+                "measured_test": {**metrics_of(metrics), "epochs": metrics.get("epochs")}}
 
     def execute(self) -> dict:
         warmup = self.warmup()

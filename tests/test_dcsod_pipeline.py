@@ -223,3 +223,38 @@ def test_kill_minus_9_mid_distill_then_resume(job_run, tmp_path):
     runs = mlflow_runs(uri)
     tags = [r.data.tags.get("dcsod.key") for r in runs]
     assert len(tags) == len(set(tags)) == len(resumed), "duplicate or missing MLflow runs"
+
+
+def test_second_run_directory_in_the_same_store_gets_its_own_runs_and_champion(job_run, tmp_path):
+    """Two run directories with the same candidate keys in one tracking store: B never reuses A's MLflow runs,
+    B's retrained model is logged and becomes @champion, and rerunning the finished A changes nothing."""
+    from mlflow import MlflowClient
+
+    first, uri, job, _ = job_run
+    assert job.returncode == 0
+    client = MlflowClient(uri)
+    versions_before = {str(v.version) for v in client.search_model_versions("name='dcsod-digits'")}
+    runs_before = {r.info.run_id for r in mlflow_runs(uri)}
+    second = tmp_path / "second"
+    common = ["--address", "local", "--no-dashboard", "--tracking-uri", uri]
+    done = subprocess.run([sys.executable, str(ROOT / "pipelines" / "dcsod.py"), *SETS, "--set", "final.epochs=3",
+                           "--output", str(second), *common], cwd=tmp_path, env=base_env(), capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    a, b = history(first), history(second)
+    assert set(a.mlflow_run_id).isdisjoint(b.mlflow_run_id), "B reused A's MLflow runs"
+    assert set(b.mlflow_run_id).isdisjoint(runs_before)
+    assert len(mlflow_runs(uri)) == len(a) + len(b)
+    best_b = json.loads((second / "best.json").read_text())
+    assert best_b["model"]["version"] not in versions_before
+    champion = client.get_model_version_by_alias("dcsod-digits", "champion")
+    assert str(champion.version) == best_b["model"]["version"]
+    assert champion.run_id == b[b.stage == "final"].mlflow_run_id.iloc[0]
+    assert client.get_run(champion.run_id).data.tags.get("dcsod.model_uri"), "B's model was not logged"
+
+    again = subprocess.run([sys.executable, str(ROOT / "pipelines" / "dcsod.py"), *SETS, "--output", str(first),
+                            *common], cwd=tmp_path, env=base_env(), capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert str(client.get_model_version_by_alias("dcsod-digits", "champion").version) == best_b["model"]["version"]
+    assert len(client.search_model_versions("name='dcsod-digits'")) == len(versions_before) + 1
+    assert len(mlflow_runs(uri)) == len(a) + len(b)

@@ -1,6 +1,7 @@
 """Pipeline settings, run directory, teacher choice: fast checks without Ray clusters or training."""
 import math
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,13 @@ def test_overrides_are_yaml_and_nested():
     (["distill.top=0"], "at least one teacher"),
     (["predictor.name=forest"], "valid:"),
     (["metric=auroc_knn"], "train.scores"),
+    (["metric=aupr_in_knn"], "train.scores"),
+    (["metric=fpr95_msp"], "higher = better"),
+    (["metric=accuracy"], "expected id_acc or"),
+    (["train.scores=[msp, nope]"], "train.scores: unknown ['nope']"),
+    (["distill.alpha=-1"], "alpha"),
+    (["distill.temperature=0"], "temperature"),
+    (["warmup.objective=nope"], "warmup.objective"),
     (["resources.gpu=-1"], "resources.gpu"),
     (["warmup"], "key.sub=value"),
 ])
@@ -49,16 +57,29 @@ def test_bad_settings_are_one_line_errors(sets, fragment):
     assert fragment in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("sets", [["metric=auroc_knn", "train.scores=[msp, knn]"], ["metric=aupr_in_msp"],
+                                  ["metric=aupr_out_energy"], ["metric=id_acc"]])
+def test_any_higher_is_better_metric_of_the_configured_scores_can_rank(sets):
+    assert load_config("ci", sets)["metric"] == sets[0].split("=")[1]
+
+
 def test_unknown_preset_lists_the_valid_ones():
     with pytest.raises(ConfigError, match="valid: quick, ci"):
         load_config("huge")
 
 
 @pytest.mark.parametrize("argv", [["--preset", "huge"], ["--set", "warmup.m=3"], ["--set", "train.lr=-1"],
-                                  ["--preset", "cifar10-split", "--set", "protocol_options.path=/no/such.zip"]])
+                                  ["--preset", "cifar10-split", "--set", "protocol_options.path=/no/such.zip"],
+                                  ["--preset", "ci", "--set", "train.scores=[msp,nope]"],
+                                  ["--preset", "ci", "--set", "distill.alpha=-1"]])
 def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, argv):
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run([sys.executable, str(ROOT / "pipelines" / "dcsod.py"), *argv], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds, not wall time: the shared test machine's load stretches wall time several-fold.
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    assert cpu < 20, f"bad input took {cpu:.1f} CPU s: it must fail before Ray starts"
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
@@ -141,3 +162,14 @@ def test_between_trials_measures_gaps_per_worker():
                {"worker_pid": 2, "started_at": 3.1, "finished_at": 4.0}]
     assert between_trials(records) == pytest.approx(0.3)
     assert math.isnan(between_trials(records[:1]))
+
+
+def test_run_uid_is_stable_per_directory_and_distinct_between_directories(tmp_path):
+    from pipelines.rundir import RunDir, run_uid
+
+    a = run_uid(tmp_path / "a")
+    assert a == run_uid(tmp_path / "a") and len(a) == 32
+    assert run_uid(tmp_path / "b") != a
+    run = RunDir.open(tmp_path / "a", {"x": 1})  # the uid file does not make the directory "not empty"
+    assert run.uid == a and run.manifest["uid"] == a
+    assert [p.name for p in (tmp_path / "a").iterdir() if p.name.startswith(".run_uid.")] == []

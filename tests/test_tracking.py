@@ -44,31 +44,89 @@ def test_append_read_dtypes_and_nan_for_missing_metrics(tmp_path):
     assert math.isnan(second["auroc_maha"]) and math.isnan(second["auroc_energy"]) and second["id_acc"] == 0.9
     assert second["mlflow_run_id"] == "" and df.iloc[0]["mlflow_run_id"] == "r1"
     assert store.keys() == {("abc123", "warmup", 0, 1), ("abc123", "warmup", 0, 2)}
-    assert os.listdir(store.path.parent) == ["history.parquet"]  # no temp files left behind
+    store.compact()
+    assert os.listdir(store.path.parent) == ["history.parquet"]  # journal merged, no temp files left behind
+    pd.testing.assert_frame_equal(pd.read_parquet(store.path), df)  # what users read is what the store read
+    pd.testing.assert_frame_equal(HistoryStore(store.path).read(), df)
+
+
+def test_extra_metrics_of_any_registered_score_become_columns(tmp_path):
+    store = HistoryStore(tmp_path / "history.parquet")
+    store.append(ROW)
+    store.append({**ROW, "seed": 2, "auroc_knn": 0.75, "aupr_in_msp": 0.5, "fpr95_knn": 0.25})
+    store.compact()
+    store.append({**ROW, "seed": 3, "aupr_out_odin": 0.125})  # a column the table does not have yet
+    df = store.read()
+    assert list(df.columns) == [*HISTORY_COLUMNS, "auroc_knn", "aupr_in_msp", "fpr95_knn", "aupr_out_odin"]
+    assert df["auroc_knn"].tolist()[1] == 0.75 and math.isnan(df["auroc_knn"][0])
+    assert df["aupr_out_odin"].tolist()[2] == 0.125 and str(df["aupr_out_odin"].dtype) == "float64"
+    with pytest.raises(ValueError, match="auroc_nope"):
+        store.append({**ROW, "seed": 4, "auroc_nope": 0.5})  # not a registered score
 
 
 def test_duplicate_key_is_rejected_without_writing(tmp_path):
     store = HistoryStore(tmp_path / "history.parquet")
     store.append(ROW)
-    before = store.path.read_bytes()
+    before = store.journal.read_bytes()
     assert store.append({**ROW, "auroc_msp": 0.1, "mlflow_run_id": "r2"}) is False
-    assert store.path.read_bytes() == before
+    assert store.journal.read_bytes() == before
+    store.compact()
+    assert HistoryStore(store.path).append({**ROW, "mlflow_run_id": "r3"}) is False  # a later driver, compacted
     assert store.append({**ROW, "stage": "distill"})  # another key
-    assert len(store.read()) == 2
+    assert len(store.read()) == 2 and store.run_id(("abc123", "warmup", 0, 1)) == "r1"
 
 
-def test_reads_reuse_the_last_table_until_the_file_changes(tmp_path, monkeypatch):
+def test_append_is_constant_time_and_never_parses_the_table(tmp_path, monkeypatch):
     store = HistoryStore(tmp_path / "history.parquet")
     store.append(ROW)
+    store.compact()
+    store.keys()  # the key index is built once, from the table
+    monkeypatch.setattr(pd, "read_parquet", lambda *a, **k: pytest.fail("an append parsed the table"))
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", lambda *a, **k: pytest.fail("an append rewrote the table"))
+    for seed in range(2, 50):
+        assert store.append({**ROW, "seed": seed})
+    assert len(store.journal.read_text().splitlines()) == 48
+
+
+def test_torn_journal_line_from_a_crash_is_dropped(tmp_path):
+    store = HistoryStore(tmp_path / "history.parquet")
+    store.append(ROW)
+    with open(store.journal, "a") as f:
+        f.write('{"arch_hash": "torn", "gen')  # a kill -9 in the middle of a write
+    later = HistoryStore(store.path)
+    assert later.keys() == {("abc123", "warmup", 0, 1)}
+    assert later.append({**ROW, "seed": 2})
+    assert HistoryStore(store.path).keys() == {("abc123", "warmup", 0, 1), ("abc123", "warmup", 0, 2)}
+
+
+def test_crash_between_compaction_and_journal_removal_duplicates_nothing(tmp_path):
+    store = HistoryStore(tmp_path / "history.parquet")
+    store.append(ROW)
+    store.append({**ROW, "seed": 2})
+    journal = store.journal.read_bytes()
+    store.compact()
+    store.journal.write_bytes(journal)  # the journal survived: as if the process died before unlinking it
+    later = HistoryStore(store.path)
+    assert len(later.read()) == 2 and not later.append(ROW)
+    later.compact()
+    assert len(pd.read_parquet(store.path)) == 2 and not store.journal.exists()
+
+
+def test_reads_reuse_the_table_until_the_file_changes(tmp_path, monkeypatch):
+    store = HistoryStore(tmp_path / "history.parquet")
+    store.append(ROW)
+    store.compact()
     other = HistoryStore(store.path)  # e.g. a later driver after a restart
     assert len(other.read()) == 1
     real = pd.read_parquet
     monkeypatch.setattr(pd, "read_parquet", lambda *a, **k: pytest.fail("re-parsed an unchanged file"))
-    assert store.append({**ROW, "seed": 2}) and len(store.read()) == 2  # the writer's own table, not re-read
+    assert store.append({**ROW, "seed": 2}) and len(store.read()) == 2
     monkeypatch.setattr(pd, "read_parquet", real)
-    assert other.keys() == store.keys()  # the file changed under `other`: it reads it again
-    pd.testing.assert_frame_equal(store.read(), other.read())  # the cached table is what a fresh parse gives
-    assert pickle.loads(pickle.dumps(store))._cache is None  # the table is not shipped with the callback
+    store.compact()
+    assert other.read()["seed"].tolist() == [1, 2]  # the file changed under `other`: it reads it again
+    pd.testing.assert_frame_equal(store.read(), other.read())
+    restored = pickle.loads(pickle.dumps(store))
+    assert restored._table is None and restored._run_ids is None  # no table shipped with the callback
 
 
 @pytest.mark.parametrize("change, field", [
@@ -84,12 +142,14 @@ def test_invalid_rows_raise_one_line(tmp_path, change, field):
     with pytest.raises(ValueError, match=field) as e:
         store.append({**ROW, **change})
     assert "\n" not in str(e.value)
-    assert not store.path.exists()
+    assert not store.path.exists() and not store.journal.exists()
 
 
-def test_failed_write_keeps_previous_table(tmp_path, monkeypatch):
+def test_failed_compaction_keeps_the_table_and_the_journal(tmp_path, monkeypatch):
     store = HistoryStore(tmp_path / "history.parquet")
     store.append(ROW)
+    store.compact()
+    store.append({**ROW, "seed": 7})
     before = store.path.read_bytes()
 
     def broken(self, path, **kw):
@@ -98,8 +158,12 @@ def test_failed_write_keeps_previous_table(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pd.DataFrame, "to_parquet", broken)
     with pytest.raises(OSError, match="disk full"):
-        store.append({**ROW, "seed": 7})
-    assert store.path.read_bytes() == before and os.listdir(tmp_path) == ["history.parquet"]
+        store.compact()
+    assert store.path.read_bytes() == before and sorted(os.listdir(tmp_path)) == sorted(
+        ["history.parquet", store.journal.name, ".run_uid"] if (tmp_path / ".run_uid").exists()
+        else ["history.parquet", store.journal.name])
+    monkeypatch.undo()
+    assert HistoryStore(store.path).keys() == {("abc123", "warmup", 0, 1), ("abc123", "warmup", 0, 7)}
 
 
 # --- tracking URI ---------------------------------------------------------------------------------
@@ -190,7 +254,7 @@ def test_one_run_and_one_row_per_trial_idempotent(services, genotypes, tmp_path)
     assert history["auroc_maha"].isna().all() and history["auroc_msp"].between(0, 1).all()
     run = next(r for r in runs if r.info.run_id == history["mlflow_run_id"][0])
     assert run.info.run_name == history["arch_hash"][0]
-    assert run.data.tags[KEY_TAG] == f"{history['arch_hash'][0]}/warmup/0/0"
+    assert run.data.tags[KEY_TAG] == f"{callback.run_uid}/{history['arch_hash'][0]}/warmup/0/0"
     assert run.data.tags["genotype"] == history["genotype"][0]
     assert run.data.params == {"arch_hash": history["arch_hash"][0], "stage": "warmup", "iteration": "0", "seed": "0"}
     assert set(run.data.metrics) == {"auroc_msp", "auroc_energy", "fpr95_msp", "id_acc", "train_seconds"}
@@ -214,6 +278,23 @@ def test_one_run_and_one_row_per_trial_idempotent(services, genotypes, tmp_path)
     assert "database is locked" not in services.log()
 
 
+def test_run_directories_sharing_a_store_never_share_runs(services, tmp_path):
+    """The same candidate key recorded from two run directories into one experiment: two MLflow runs, each
+    history pointing at its own; recording again in either directory finds its own run."""
+    result = {k: v for k, v in ROW.items() if k not in ("stage", "iteration", "mlflow_run_id")}
+    first = MLflowHistoryCallback(tmp_path / "a", "shared-store", stage="warmup", tracking_uri=services.uri)
+    second = MLflowHistoryCallback(tmp_path / "b", "shared-store", stage="warmup", tracking_uri=services.uri)
+    assert first.run_uid != second.run_uid
+    run_a, run_b = first.record(result), second.record(result)
+    assert run_a != run_b
+    second.history.journal.unlink()  # B crashed after its MLflow run was created, before its row was written
+    second = MLflowHistoryCallback(tmp_path / "b", "shared-store", stage="warmup", tracking_uri=services.uri)
+    assert second.record(result) == run_b and first.record(result) == run_a
+    runs = first.client.search_runs([first.experiment_id])
+    assert sorted(r.info.run_id for r in runs) == sorted([run_a, run_b])
+    assert {r.data.tags["dcsod.run_uid"] for r in runs} == {first.run_uid, second.run_uid}
+
+
 def test_failed_trial_logs_failed_run_without_history_row(services, genotypes, tmp_path):
     two = dict(list(genotypes.items())[:2])
     bad = next(iter(two))
@@ -224,7 +305,7 @@ def test_failed_trial_logs_failed_run_without_history_row(services, genotypes, t
     assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
     failed = next(r for r in runs if r.info.status == "FAILED")
     assert failed.data.tags["error"] == "ValueError: diverged at epoch 3"
-    assert failed.data.tags[KEY_TAG] == f"{two[bad]}/warmup/0/0"
+    assert failed.data.tags[KEY_TAG] == f"{callback.run_uid}/{two[bad]}/warmup/0/0"
     history = callback.history.read()
     assert list(history["arch_hash"]) == [two[next(k for k in two if k != bad)]]
 
