@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.tracking import HistoryStore  # noqa: E402
+from pipelines.dcsod_tracking import HistoryStore
 
 GENOTYPE = '{"cells":[[[1,0,0],[1,1,0]],[[0,1,0],[1,0,1]],[[1,1,1],[0,0,1]]],"k":6}'
 

@@ -25,14 +25,13 @@ import time
 
 import numpy as np
 import torch
+from bench_protocol import add_protocol_args, protocol_from_args  # benchmarks/ is on sys.path when run as a script
 from scipy.stats import kendalltau
 
 from pipelines.teachers import choose_teachers
 from search_space import SearchSpace, encode_many, validate
 from trainables import DeviceData, TeacherCache, TrainConfig, train_candidate
 from trainables.tune_trainable import TeacherBundle
-
-from bench_protocol import add_protocol_args, protocol_from_args  # benchmarks/ is on sys.path when run as a script
 
 OBJECTIVES = ("oe", "distill")
 

@@ -84,9 +84,9 @@ class AgingEvolution(Searcher):
 
 
 def tpe_searcher(seed: int):
+    import optuna
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
-    import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = {f"e{c}_{j}_{i}": tune.choice([0, 1]) for c in range(3) for j, i in PAIRS}

@@ -20,12 +20,11 @@ import statistics
 import time
 
 import torch
+from bench_protocol import add_protocol_args, protocol_from_args  # benchmarks/ is on sys.path when run as a script
 from scipy.stats import kendalltau
 
 from search_space import SearchSpace, build_network
 from trainables import DeviceData, TeacherCache, TrainConfig, train_candidate
-
-from bench_protocol import add_protocol_args, protocol_from_args  # benchmarks/ is on sys.path when run as a script
 
 
 def main() -> None:

@@ -25,9 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainables.text_data import load_yelp, toy_corpus  # noqa: E402
-from trainables.text_vae import ModelConfig, TrainConfig, train_vae  # noqa: E402
-from trainables.vae_metrics import downstream_accuracy, evaluate_vae, knn_accuracy  # noqa: E402
+from trainables.text_data import load_yelp, toy_corpus
+from trainables.text_vae_model import VAEModelConfig, VAETrainConfig, train_vae
+from trainables.vae_metrics import downstream_accuracy, evaluate_vae, knn_accuracy
 
 SCHEDULES = ("constant", "monotonic", "cyclical")
 POSTERIORS = ("gaussian", "semi-implicit")
@@ -41,10 +41,10 @@ def yelp(args: argparse.Namespace) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for posterior in args.posteriors:
         for schedule in args.schedules:
-            model_cfg = ModelConfig(emb_dim=args.emb, hidden_dim=args.hidden, latent_dim=args.latent, posterior=posterior,
+            model_cfg = VAEModelConfig(emb_dim=args.emb, hidden_dim=args.hidden, latent_dim=args.latent, posterior=posterior,
                                     posterior_options={"semi-implicit": {"noise_dim": 16}},
                                     word_dropout=args.word_dropout)
-            cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, lr=1e-3, schedule=schedule, cycles=args.cycles,
+            cfg = VAETrainConfig(epochs=args.epochs, batch_size=args.batch, lr=1e-3, schedule=schedule, cycles=args.cycles,
                               ratio=0.5, k_max=args.k_max, iw_samples=args.iw, eval_components=20, seed=0,
                               aggressive=args.aggressive, aggressive_max_steps=10)
             result = train_vae(data, model_cfg, cfg, device=args.device)
@@ -59,13 +59,13 @@ def yelp(args: argparse.Namespace) -> None:
 
 def toy(args: argparse.Namespace) -> None:
     data = toy_corpus(copies=50)
-    model_cfg = ModelConfig(emb_dim=16, hidden_dim=64, latent_dim=2)
+    model_cfg = VAEModelConfig(emb_dim=16, hidden_dim=64, latent_dim=2)
     print("| schedule | seed | 1-NN acc z→sequence | KL | MI | AU | ELBO | train tok/s | seconds |")
     print("|---|---|---|---|---|---|---|---|---|")
     for schedule in SCHEDULES:
         for seed in args.seeds:
             start = time.perf_counter()
-            cfg = TrainConfig(epochs=args.toy_epochs, batch_size=10, lr=5e-3, schedule=schedule, cycles=4, ratio=0.5,
+            cfg = VAETrainConfig(epochs=args.toy_epochs, batch_size=10, lr=5e-3, schedule=schedule, cycles=4, ratio=0.5,
                               iw_samples=0, latent_samples=50, seed=seed)
             result = train_vae(data, model_cfg, cfg, device=args.device)
             t = result.test

@@ -22,7 +22,6 @@ line ``error: ...`` and exits 2 before anything is written.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,9 +29,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable without installing it
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.config import ConfigError, check_data, dataset_name, load_config, preset_names  # noqa: E402
-from pipelines.rundir import RunDir, RunDirError  # noqa: E402
-from pipelines.tracking import TrackingUnavailable, check_tracking_uri  # noqa: E402
+from pipelines.dcsod_settings import check_data, dataset_name, load_config, preset_names
+from pipelines.mlflow_runs import TrackingUnavailable, check_tracking_uri
+from pipelines.ray_session import check_resources, is_local, quiet_libraries, start_ray
+from pipelines.rundir import RunDir, RunDirError
+from pipelines.settings import ConfigError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -61,51 +62,6 @@ def prepare(args: argparse.Namespace) -> tuple[dict, Path, str]:
     return cfg, output, tracking_uri
 
 
-def quiet_libraries() -> None:
-    """Keep the console to progress bars and the summary: Tune's per-stage 'results here' / TensorBoard hints
-    point at session folders (the run's TensorBoard files are under <output>/tune), MLflow's pickle notice is
-    expected (the model is a Python module)."""
-    import logging
-
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0 (no tables)
-    logging.getLogger("ray.tune").setLevel(logging.WARNING)
-    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
-
-
-def ray_address(args: argparse.Namespace) -> str | None:
-    """``--address``, else ``RAY_ADDRESS`` (set by ``ray job submit``), else None (a local Ray)."""
-    return args.address or os.environ.get("RAY_ADDRESS") or None
-
-
-def start_ray(args: argparse.Namespace) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = ray_address(args)
-    kwargs = {"log_to_driver": False}
-    if address in (None, "local"):
-        kwargs["include_dashboard"] = not args.no_dashboard
-    ray.init(address=address, **kwargs)
-
-
-def check_resources(cfg: dict, local: bool) -> None:
-    """Per-trial resources against the cluster: an error on a local Ray, a warning on a cluster (an autoscaler
-    may still add the nodes)."""
-    import ray
-
-    total = ray.cluster_resources()
-    problems = []
-    if cfg["resources"]["gpu"] > 0 and total.get("GPU", 0) == 0:
-        problems.append("resources.gpu > 0 but the Ray cluster has no GPU now; set resources.gpu=0 for CPU")
-    if cfg["resources"]["cpu"] > total.get("CPU", 0):
-        problems.append(f"resources.cpu={cfg['resources']['cpu']} exceeds the cluster's {total.get('CPU', 0)} CPUs")
-    for problem in problems:
-        if local:
-            raise ConfigError(problem)
-        print(f"warning: {problem} (trials wait until the cluster has them)", file=sys.stderr)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -114,9 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     quiet_libraries()
-    start_ray(args)
+    start_ray(args.address, dashboard=not args.no_dashboard)
     try:
-        check_resources(cfg, local=ray_address(args) in (None, "local"))
+        need = {"CPU": cfg["resources"]["cpu"], "GPU": cfg["resources"]["gpu"]}
+        check_resources({k: v for k, v in need.items() if v > 0}, local=is_local(args.address),
+                        hints={"GPU": "set resources.gpu=0 to train on CPUs", "CPU": "lower resources.cpu"})
         run = RunDir.open(output, cfg)
     except (ConfigError, RunDirError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -114,7 +114,7 @@ def _fmt(x, digits: int = 4) -> str:
 
 def write_report(run: RunDir, cfg: dict, best: dict) -> None:
     """Write the PNGs and ``report.md`` of a finished run."""
-    from .tracking import HistoryStore
+    from .dcsod_tracking import HistoryStore
 
     metric = cfg["metric"]
     history = HistoryStore(run / "history.parquet").read()

@@ -16,10 +16,11 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .config import fingerprint
+from .settings import fingerprint
 
 MANIFEST = "manifest.json"
 RUN_UID_FILE = ".run_uid"

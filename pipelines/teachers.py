@@ -11,7 +11,7 @@ import numpy as np
 
 from trainables.tune_trainable import TeacherBundle, load_weights
 
-from .config import parse_count
+from .dcsod_settings import parse_count
 
 
 class NoUsableCandidates(RuntimeError):

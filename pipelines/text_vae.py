@@ -294,8 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(data.describe())
+    from pipelines.mlflow_runs import TrackingUnavailable
     from pipelines.text_vae_tracking import TextVAECallback
-    from pipelines.tracking import TrackingUnavailable
 
     try:
         callback = TextVAECallback(f"text-vae-{cfg['dataset']}", tags={"preset": args.preset, "search": args.search})

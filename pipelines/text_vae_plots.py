@@ -8,10 +8,10 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from trainables.beta_schedules import cyclical_lr, make_schedule  # noqa: E402
+from trainables.beta_schedules import cyclical_lr, make_schedule
 
 
 def plot_schedules(path: Path, schedules: Sequence[str], total: int, *, cycles: int, ratio: float, shape: str,

@@ -14,7 +14,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from .tracking import no_run_urls, check_tracking_uri
+from .mlflow_runs import check_tracking_uri, no_run_urls
 
 #: Columns of ``results.parquet`` required by DESIGN.md, in order.
 RESULT_COLUMNS = ("schedule", "posterior", "aggressive", "elbo", "rec", "kl", "ppl", "iw_ppl", "au", "mi")
@@ -46,7 +46,7 @@ class TextVAECallback(Callback):
     Args:
         experiment_name: e.g. ``text-vae-toy`` (created if missing).
         tracking_uri: default ``MLFLOW_TRACKING_URI`` else MLflow's default; checked here (one-line
-            ``pipelines.tracking.TrackingUnavailable``) before any trial runs.
+            ``pipelines.mlflow_runs.TrackingUnavailable``) before any trial runs.
         tags: added to every run.
     """
 
@@ -91,9 +91,9 @@ class TextVAECallback(Callback):
         self._record(trial, status, error)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        from .tracking import MLflowHistoryCallback
+        from .mlflow_runs import MLflowRecorder
 
-        self._record(trial, "failed", MLflowHistoryCallback.error_message(trial))
+        self._record(trial, "failed", MLflowRecorder.error_message(trial))
 
     # --- rows and runs ------------------------------------------------------------------------------
     def _record(self, trial, status: str, error: str | None) -> None:

@@ -18,11 +18,11 @@ from search_space import Genotype, SearchSpace, encode_many, make_predictor, val
 from search_space.predictor import split_indices
 from trainables import TrainConfig
 
-from .config import dataset_name
-from .evaluate import Stage, run_stage
+from .dcsod_settings import dataset_name
+from .dcsod_tracking import metrics_of
 from .rundir import RunDir, atomic_write, read_json, write_json
-from .tracking import metrics_of
 from .teachers import NoUsableCandidates, choose_teachers, load_bundle, usable
+from .tune_stage import Stage, run_stage
 
 
 class Workflow:
@@ -145,9 +145,9 @@ class Workflow:
         A finished run returns its best.json and leaves the registry alone (a rerun never moves the alias)."""
         if self.run.done("final") and (self.run / "best.json").exists():
             return read_json(self.run / "best.json")
+        from .dcsod_tracking import MLflowHistoryCallback
         from .final import example_images, load_model_info, package, retrain, source_dirs
-        from .registry import log_model, register_champion
-        from .tracking import MLflowHistoryCallback
+        from .model_registry import log_model, register_champion
 
         ok = sorted(usable(candidates, self.metric), key=lambda r: (-r[self.metric], r["arch_hash"]))
         if not ok:

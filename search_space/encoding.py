@@ -7,7 +7,7 @@ Genotypes that differ only in dead edges or dead vertices' operators encode iden
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -21,13 +21,13 @@ scored twice. The result is the ``top_k`` distinct architectures by score among 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Collection, Sequence
 
 import numpy as np
 
 from .genotype import Genotype
-from .space import Seed, SearchSpace, as_rng
+from .space import SearchSpace, Seed, as_rng
 
 Scorer = Callable[[list[Genotype]], np.ndarray]
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from .ops import OPS, op_names
 
@@ -51,7 +52,7 @@ class Cell:
     edges: frozenset[tuple[int, int]]
 
     @staticmethod
-    def create(ops: Sequence[str], edges: Iterable[Sequence[int]], where: str = "cell") -> "Cell":
+    def create(ops: Sequence[str], edges: Iterable[Sequence[int]], where: str = "cell") -> Cell:
         """Validated constructor; errors are ``ValueError`` messages starting with ``where``."""
         ops = tuple(ops)
         if len(ops) < 1:
@@ -100,7 +101,7 @@ class Cell:
     def is_valid(self) -> bool:
         return len(self.live) > 1
 
-    def pruned(self) -> "Cell":
+    def pruned(self) -> Cell:
         """The same network without dead vertices' edges."""
         return Cell(self.ops, frozenset((j, i) for j, i in self.edges if j in self.live))
 
@@ -170,10 +171,10 @@ class Genotype:
         """16 hex digits identifying the built network (see module docstring)."""
         return _digest("/".join(c.fingerprint() for c in self.cells))[:16]
 
-    def pruned(self) -> "Genotype":
+    def pruned(self) -> Genotype:
         return Genotype(tuple(c.pruned() for c in self.cells))
 
-    def replace_cell(self, index: int, cell: Cell) -> "Genotype":
+    def replace_cell(self, index: int, cell: Cell) -> Genotype:
         cells = list(self.cells)
         cells[index] = cell
         return Genotype(tuple(cells))
@@ -187,7 +188,7 @@ class Genotype:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     @staticmethod
-    def from_dict(data: Any) -> "Genotype":
+    def from_dict(data: Any) -> Genotype:
         """Parse ``{"k": K, "cells": [{"ops": [...], "edges": [[j, i], ...]}, x3]}``.
 
         ``k`` is optional when every cell lists its ops; ``ops`` is optional when ``k`` is given
@@ -230,7 +231,7 @@ class Genotype:
         return Genotype(tuple(parsed))
 
     @staticmethod
-    def from_json(text: str) -> "Genotype":
+    def from_json(text: str) -> Genotype:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:

@@ -7,7 +7,7 @@ tests pick it up from :data:`OPS` (the encoding length depends on ``len(OPS)``).
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 

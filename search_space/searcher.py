@@ -31,7 +31,8 @@ from __future__ import annotations
 import math
 import os
 import pickle
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from ray.tune.search import Searcher

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from search_space import Genotype, SearchSpace
-from search_space.cli import main
+from search_space.genotype_cli import main
 
 
 def run(*args, cwd):

@@ -11,8 +11,8 @@ propose the same architectures.
 """
 import contextlib
 import json
-import re
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from servers import free_port
 
 pytest.importorskip("ray")
@@ -98,7 +97,7 @@ def mlflow_runs(uri: str) -> list:
 
 
 def history(out: Path):
-    from pipelines.tracking import HistoryStore
+    from pipelines.dcsod_tracking import HistoryStore
 
     return HistoryStore(out / "history.parquet").read()
 
@@ -166,14 +165,14 @@ def test_registry_show_and_load_model(job_run):
     import torch
 
     out, uri, _, _ = job_run
-    shown = subprocess.run([sys.executable, "-m", "pipelines.registry", "show", "dcsod-digits@champion",
+    shown = subprocess.run([sys.executable, "-m", "pipelines.model_registry", "show", "dcsod-digits@champion",
                             "--tracking-uri", uri], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr
     info = json.loads(shown.stdout)
     best = json.loads((out / "best.json").read_text())
     assert info["arch_hash"] == best["arch_hash"] and info["genotype"] == best["genotype"]
     assert "champion" in info["aliases"] and 0 <= info["metrics"]["auroc_msp"] <= 1
-    missing = subprocess.run([sys.executable, "-m", "pipelines.registry", "show", "dcsod-nothing@champion",
+    missing = subprocess.run([sys.executable, "-m", "pipelines.model_registry", "show", "dcsod-nothing@champion",
                               "--tracking-uri", uri], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
 

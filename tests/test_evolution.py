@@ -7,7 +7,12 @@ from hypothesis import strategies as st
 
 from search_space import SearchSpace, encode, encode_many
 from search_space.evolution import (
-    acceptance_probability, constant_schedule, evolve, geometric_schedule, metropolis_accept, run_evolution,
+    acceptance_probability,
+    constant_schedule,
+    evolve,
+    geometric_schedule,
+    metropolis_accept,
+    run_evolution,
     temperature_schedule,
 )
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import ConfigError, dataset_name, load_config, parse_count, preset_names
-from pipelines.evaluate import between_trials
+from pipelines.dcsod_settings import dataset_name, load_config, parse_count, preset_names
 from pipelines.rundir import RunDir, RunDirError, atomic_write
+from pipelines.settings import ConfigError
 from pipelines.teachers import choose_teachers
+from pipelines.tune_stage import between_trials
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,7 +92,7 @@ def test_cli_resources_the_local_ray_lacks_exit_2_before_writing(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "pipelines" / "dcsod.py"), "--preset", "ci", "--set",
                            "resources.gpu=1", "--address", "local", "--no-dashboard"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
-    assert proc.returncode == 2 and "error: resources.gpu > 0" in proc.stderr
+    assert proc.returncode == 2 and "error: a trial needs 1 GPU but the Ray cluster has 0; set resources.gpu=0" in proc.stderr
     assert not (tmp_path / "runs").exists()
 
 

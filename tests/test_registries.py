@@ -125,13 +125,13 @@ def test_builders_go_through_the_contract(build):
 
 
 def test_text_vae_imports_no_search_code():
-    code = ("import sys, trainables.text_vae, trainables.text_vae_tune; "
+    code = ("import sys, trainables.text_vae_model, trainables.text_vae_tune; "
             "print(' '.join(m for m in sys.modules if m.startswith(('search_space.', 'trainables.'))))")
     loaded = set(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                                 check=True).stdout.split())
     heavy = {"search_space.network", "search_space.predictor", "search_space.evolution", "search_space.searcher",
              "trainables.train"}
-    assert "trainables.text_vae" in loaded and not loaded & heavy, loaded & heavy
+    assert "trainables.text_vae_model" in loaded and not loaded & heavy, loaded & heavy
 
 
 # ------------------------------------------------------------------------------------ the Registry itself

@@ -9,7 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from search_space import (
-    MUTATIONS, Cell, Genotype, SearchSpace, default_ops, encode, encode_many, encoding_length, op_names,
+    MUTATIONS,
+    Cell,
+    Genotype,
+    SearchSpace,
+    default_ops,
+    encode,
+    encode_many,
+    encoding_length,
+    op_names,
     space_size,
 )
 from search_space.size import pruned_cells

@@ -17,7 +17,7 @@ from trainables.text_data import (
     split_indices,
     toy_corpus,
 )
-from trainables.text_vae import ModelConfig, TextVAE, TrainConfig, train_vae
+from trainables.text_vae_model import TextVAE, VAEModelConfig, VAETrainConfig, train_vae
 from trainables.vae_metrics import (
     active_units,
     downstream_accuracy,
@@ -29,7 +29,7 @@ from trainables.vae_metrics import (
 )
 
 DATA_DIR = Path(os.environ.get("DCSOD_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
-TINY = ModelConfig(emb_dim=8, hidden_dim=16, latent_dim=3)
+TINY = VAEModelConfig(emb_dim=8, hidden_dim=16, latent_dim=3)
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -132,7 +132,7 @@ def test_model_shapes(toy_batch, posterior):
     data, batch = toy_batch
     torch.manual_seed(0)
     options = {"semi-implicit": {"noise_dim": 5}, "gaussian": {}}
-    model = TextVAE(len(data.vocab), ModelConfig(8, 16, 3, posterior=posterior, posterior_options=options))
+    model = TextVAE(len(data.vocab), VAEModelConfig(8, 16, 3, posterior=posterior, posterior_options=options))
     if posterior == "semi-implicit":
         assert model.posterior.noise_dim == 5
     mu, logvar = model.components(batch, 5)
@@ -163,7 +163,7 @@ def test_latent_initialises_state_and_feeds_every_step(toy_batch):
 def test_word_dropout_replaces_decoder_inputs_by_unk(toy_batch):
     data, batch = toy_batch
     torch.manual_seed(2)
-    model = TextVAE(len(data.vocab), ModelConfig(8, 16, 3, word_dropout=1.0)).train()
+    model = TextVAE(len(data.vocab), VAEModelConfig(8, 16, 3, word_dropout=1.0)).train()
     z = torch.randn(1, 4, 3)
     all_unk = batch.dec_in.clone()
     all_unk[:, 1:] = torch.where(all_unk[:, 1:] != 0, data.vocab.unk, 0)
@@ -224,7 +224,7 @@ def test_evaluate_known_answer_uniform_decoder_and_uninformative_posterior(poste
     V): rec = words·log V, KL = 0, PPL = IW-PPL = V, AU = 0, MI = 0."""
     data = toy_corpus()
     torch.manual_seed(0)
-    model = TextVAE(len(data.vocab), ModelConfig(8, 16, 3, posterior=posterior))
+    model = TextVAE(len(data.vocab), VAEModelConfig(8, 16, 3, posterior=posterior))
     with torch.no_grad():
         for layer in (model.posterior.mu, model.posterior.logvar, model.out,
                       *([model.posterior.mix[-1]] if posterior == "semi-implicit" else [])):
@@ -242,7 +242,7 @@ def test_evaluate_known_answer_uniform_decoder_and_uninformative_posterior(poste
 # --- training ---------------------------------------------------------------------------------------
 def test_toy_training_learns_and_is_seeded():
     data = toy_corpus(copies=20)
-    cfg = TrainConfig(epochs=6, batch_size=10, lr=1e-2, schedule="cyclical", cycles=2, iw_samples=3,
+    cfg = VAETrainConfig(epochs=6, batch_size=10, lr=1e-2, schedule="cyclical", cycles=2, iw_samples=3,
                       eval_components=3, seed=0, latent_samples=4)
     epochs = []
     result = train_vae(data, TINY, cfg, on_epoch=epochs.append)
@@ -259,7 +259,7 @@ def test_toy_training_learns_and_is_seeded():
 
 def test_aggressive_training_takes_inner_encoder_steps_then_switches_off():
     data = toy_corpus(copies=4)
-    cfg = TrainConfig(epochs=4, batch_size=10, schedule="constant", aggressive=True, aggressive_max_steps=6,
+    cfg = VAETrainConfig(epochs=4, batch_size=10, schedule="constant", aggressive=True, aggressive_max_steps=6,
                       aggressive_window=2, iw_samples=0, eval_components=2, seed=1)
     history = train_vae(data, TINY, cfg).history
     assert history[0]["aggressive"] and 4 * 4 <= history[0]["inner_steps"] <= 4 * 6  # 4 outer steps per epoch

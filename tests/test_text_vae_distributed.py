@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from trainables.errors import DivergedError
 from trainables.text_data import length_bucketed_batches, shard_batches, toy_corpus
-from trainables.text_vae import DivergedError, ModelConfig, TrainConfig, train_vae
+from trainables.text_vae_model import VAEModelConfig, VAETrainConfig, train_vae
 
-TINY = ModelConfig(emb_dim=8, hidden_dim=16, latent_dim=3, posterior="semi-implicit")
+TINY = VAEModelConfig(emb_dim=8, hidden_dim=16, latent_dim=3, posterior="semi-implicit")
 TOY_COPIES = 6  # 60 training sentences: 6 global batches of 10 per epoch
 
 
@@ -27,7 +28,7 @@ def _ddp_worker(rank: int, world: int, port: int, train_kwargs: dict, queue) -> 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        result = train_vae(toy_corpus(copies=TOY_COPIES), TINY, TrainConfig(**train_kwargs),
+        result = train_vae(toy_corpus(copies=TOY_COPIES), TINY, VAETrainConfig(**train_kwargs),
                            distributed=(rank, world, DistributedDataParallel))
         params = torch.cat([p.detach().flatten() for p in result.model.parameters()]).numpy()
         queue.put((rank, result.history, params, sorted(result.test)))
@@ -87,7 +88,7 @@ def test_two_rank_training_stays_in_lock_step_with_aggressive_steps():
     assert h0 == h1, "every rank sees the same epoch rows (broadcast validation, all-reduced sums)"
     np.testing.assert_array_equal(p0, p1)  # DDP keeps the replicas identical
     assert "elbo" in test0 and test1 == []  # rank 0 tests, the others do not
-    single = train_vae(toy_corpus(copies=TOY_COPIES), TINY, TrainConfig(**kwargs)).history
+    single = train_vae(toy_corpus(copies=TOY_COPIES), TINY, VAETrainConfig(**kwargs)).history
     assert [h["iteration"] for h in h0] == [h["iteration"] for h in single]  # same β/K schedule position
     assert [h["beta"] for h in h0] == [h["beta"] for h in single]
     assert h0[0]["aggressive"] and h0[0]["inner_steps"] >= 6 * 4  # ≥ 2 windows of 2 per outer step

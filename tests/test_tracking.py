@@ -10,14 +10,8 @@ import pandas as pd
 import pytest
 from servers import MlflowServer, free_port, local_ray
 
-from pipelines.tracking import (
-    HISTORY_COLUMNS,
-    KEY_TAG,
-    HistoryStore,
-    MLflowHistoryCallback,
-    TrackingUnavailable,
-    check_tracking_uri,
-)
+from pipelines.dcsod_tracking import HISTORY_COLUMNS, HistoryStore, MLflowHistoryCallback
+from pipelines.mlflow_runs import KEY_TAG, TrackingUnavailable, check_tracking_uri
 
 ROW = {"arch_hash": "abc123", "genotype": '{"k":6}', "stage": "warmup", "iteration": 0, "seed": 1,
        "auroc_msp": 0.8, "auroc_energy": 0.7, "auroc_maha": 0.6, "fpr95_msp": 0.5, "id_acc": 0.9,
@@ -126,7 +120,7 @@ def test_reads_reuse_the_table_until_the_file_changes(tmp_path, monkeypatch):
     assert other.read()["seed"].tolist() == [1, 2]  # the file changed under `other`: it reads it again
     pd.testing.assert_frame_equal(store.read(), other.read())
     restored = pickle.loads(pickle.dumps(store))
-    assert restored._table is None and restored._run_ids is None  # no table shipped with the callback
+    assert restored._table is None and restored._index_cache is None  # no table shipped with the callback
 
 
 @pytest.mark.parametrize("change, field", [

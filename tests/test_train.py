@@ -16,8 +16,8 @@ from trainables import (
     make_protocol,
     train_candidate,
 )
-from trainables.cli import main
 from trainables.train import CandidateTraining
+from trainables.train_cli import main
 
 TINY = {"epochs": 1, "width": 4, "batch_size": 64, "flip": False}
 METRICS = ("id_acc", "auroc_msp", "auroc_energy", "auroc_maha", "fpr95_msp")

@@ -3,7 +3,7 @@ import math
 
 from search_space import SearchSpace
 from trainables import TrainConfig, make_protocol, train_candidate
-from trainables.tune_trainable import TeacherBundle, _DATA, candidate_trainable
+from trainables.tune_trainable import _DATA, TeacherBundle, candidate_trainable
 
 TRAIN = {"epochs": 1, "width": 4, "batch_size": 64, "flip": False, "scores": ["msp", "energy", "maha"]}
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import pipelines.workflow as workflow
-from pipelines.config import load_config
+from pipelines.dcsod_settings import load_config
 from pipelines.rundir import RunDir
 from search_space import Genotype
 

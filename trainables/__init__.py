@@ -10,7 +10,8 @@ _SUBMODULES = {
     "data": ("PROTOCOLS", "LabelledImages", "Protocol", "make_protocol", "register_protocol"),
     "losses": ("OBJECTIVES", "ensemble_probs", "make_objective", "register_objective"),
     "ood": ("SCORES", "auroc", "evaluate_ood", "fpr_at_tpr", "make_score", "register_score"),
-    "train": ("PRESETS", "DeviceData", "DivergedError", "TeacherCache", "TrainConfig", "train_candidate"),
+    "errors": ("DivergedError",),
+    "train": ("PRESETS", "DeviceData", "TeacherCache", "TrainConfig", "train_candidate"),
 }
 _EXPORTS = {name: module for module, names in _SUBMODULES.items() for name in names}
 __all__ = list(_EXPORTS)

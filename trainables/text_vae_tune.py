@@ -3,7 +3,7 @@ suggestion) per trial, trained in the trial's process (reused actors) or, with `
 on a Ray Train ``TorchTrainer`` started inside the trial.
 
 ``text_vae_trainable(config)`` is a Tune function trainable. ``config`` keys: ``dataset``, ``data_dir``,
-``data`` (loader options), ``model`` (:class:`ModelConfig` fields), ``train`` (:class:`TrainConfig` fields),
+``data`` (loader options), ``model`` (:class:`VAEModelConfig` fields), ``train`` (:class:`VAETrainConfig` fields),
 ``threads`` (torch CPU threads per process), ``device`` (``cpu`` or ``cuda``; default cpu), ``downstream`` (fit
 the label classifiers on z), ``workers`` (default 1), and for ``workers`` > 1 ``worker_resources`` (Ray
 resources of each Train worker, e.g. ``{"CPU": 1, "GPU": 0.5}``) and ``train_storage`` (folder of the Ray
@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .errors import DivergedError
 from .text_data import TextData, load_text_data
-from .text_vae import DivergedError, ModelConfig, TrainConfig, train_vae
+from .text_vae_model import VAEModelConfig, VAETrainConfig, train_vae
 from .vae_metrics import downstream_accuracy, evaluate_vae, knn_accuracy
 
 _DATA: dict[str, TextData] = {}
@@ -49,11 +50,11 @@ def cached_data(dataset: str, data_dir: str | None, options: dict) -> tuple[Text
 def run_configuration(config: dict[str, Any], report, distributed=None) -> dict[str, Any]:
     """Train and evaluate one configuration; ``report(dict)`` is called per epoch except the last, whose
     metrics are returned merged with the final ones (so a scheduler stopping at max epochs sees them).
-    ``distributed``: ``(rank, world_size, wrap)`` as in :func:`~trainables.text_vae.train_vae`; every rank
+    ``distributed``: ``(rank, world_size, wrap)`` as in :func:`~trainables.text_vae_model.train_vae`; every rank
     reports the same per-epoch rows, only rank 0's return value carries test metrics."""
     torch.set_num_threads(int(config.get("threads", 1)))
     data, data_seconds = cached_data(config["dataset"], config.get("data_dir"), config.get("data", {}))
-    model_cfg, train_cfg = ModelConfig(**config["model"]), TrainConfig(**config["train"])
+    model_cfg, train_cfg = VAEModelConfig(**config["model"]), VAETrainConfig(**config["train"])
     device = config.get("device", "cpu")
     start = time.perf_counter()
 

@@ -32,13 +32,9 @@ from search_space import Genotype, build_network
 
 from .augment import normalise, random_crop_flip
 from .data import Protocol
+from .errors import DivergedError
 from .losses import ensemble_probs, make_objective
 from .ood import evaluate_ood
-
-
-class DivergedError(RuntimeError):
-    """The training loss became NaN or infinite; callers record the evaluation as failed with this reason."""
-
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 

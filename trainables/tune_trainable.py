@@ -30,8 +30,9 @@ import numpy as np
 import torch
 
 from .data import make_protocol
+from .errors import DivergedError
 from .losses import make_objective
-from .train import DeviceData, DivergedError, TeacherCache, TrainConfig, resolve_device, train_candidate
+from .train import DeviceData, TeacherCache, TrainConfig, resolve_device, train_candidate
 
 WEIGHTS_FILE = "weights.pt"
 _DATA: dict[str, DeviceData] = {}

@@ -99,7 +99,7 @@ def downstream_accuracy(z_train: np.ndarray, y_train: np.ndarray, z_test: np.nda
 def evaluate_vae(model, split: TextSplit, vocab: Vocab, *, batch_size: int = 128, iw_samples: int = 0,
                  n_components: int = 20, mi_rows: int = 500, seed: int = 0, latent_samples: int = 0,
                  device: str | torch.device = "cpu") -> dict:
-    """Metrics of ``model`` (a ``trainables.text_vae.TextVAE``) on ``split`` (module docstring for definitions).
+    """Metrics of ``model`` (a ``trainables.text_vae_model.TextVAE``) on ``split`` (module docstring for definitions).
 
     ``n_components``: posterior components drawn per sentence (SI; a Gaussian always has 1);
     ``iw_samples`` = S (0 skips IW: ``iw_nll``/``iw_ppl`` NaN); MI uses the first ``mi_rows`` sentences in

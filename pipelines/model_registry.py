@@ -1,6 +1,6 @@
 """The MLflow model registry side of DCSOD: log the champion, register it, look it up.
 
-``python -m pipelines.registry show dcsod-digits@champion`` prints the registered model's genotype and
+``python -m pipelines.model_registry show dcsod-digits@champion`` prints the registered model's genotype and
 metrics (``NAME@ALIAS`` or ``NAME/VERSION``); the tracking URI is ``--tracking-uri``, else
 ``MLFLOW_TRACKING_URI``, else MLflow's default. Unknown models print one line and exit 2.
 
@@ -75,7 +75,7 @@ def show(ref: str, tracking_uri: str | None = None) -> dict:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from .tracking import check_tracking_uri
+    from .mlflow_runs import check_tracking_uri
 
     client = MlflowClient(check_tracking_uri(tracking_uri))
     name, alias, version = parse_ref(ref)
@@ -92,7 +92,7 @@ def show(ref: str, tracking_uri: str | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.registry", description="Look up registered DCSOD models")
+    parser = argparse.ArgumentParser(prog="python -m pipelines.model_registry", description="Look up registered DCSOD models")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("show", help="print a registered model's genotype and metrics")
     p.add_argument("ref", help="NAME@ALIAS (e.g. dcsod-digits@champion), NAME/VERSION or NAME")

@@ -31,13 +31,14 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from .beta_schedules import cyclical_lr, make_schedule
+from .errors import DivergedError
 from .posteriors import kl_bound, make_posterior
 from .text_data import Batch, TextData, shard_batches
 from .vae_metrics import evaluate_vae
 
 
 @dataclass
-class ModelConfig:
+class VAEModelConfig:
     """Sizes of :class:`TextVAE` and its posterior. ``posterior_options`` maps posterior names to keyword
     arguments of their class, e.g. ``{"semi-implicit": {"noise_dim": 16}}``; only the chosen one's are used."""
 
@@ -53,7 +54,7 @@ class TextVAE(nn.Module):
     """LSTM encoder/decoder VAE over a vocabulary of ``vocab_size`` ids (``pad_id`` ignored, ``unk_id`` used
     by word dropout)."""
 
-    def __init__(self, vocab_size: int, cfg: ModelConfig, pad_id: int = 0, unk_id: int = 3) -> None:
+    def __init__(self, vocab_size: int, cfg: VAEModelConfig, pad_id: int = 0, unk_id: int = 3) -> None:
         super().__init__()
         self.cfg, self.pad_id, self.unk_id = cfg, pad_id, unk_id
         h, d = cfg.hidden_dim, cfg.latent_dim
@@ -120,7 +121,7 @@ class TextVAE(nn.Module):
 
 
 @dataclass
-class TrainConfig:
+class VAETrainConfig:
     """Optimisation settings of :func:`train_vae` (lr in Adam units; ``ratio`` = R, ``cycles`` = M)."""
 
     epochs: int = 10
@@ -158,10 +159,6 @@ class TrainResult:
     train_seconds: float
 
 
-class DivergedError(FloatingPointError):
-    """The training loss became NaN or infinite."""
-
-
 def _step(optimizers: list[torch.optim.Optimizer], params: list[nn.Parameter], loss: torch.Tensor,
           clip: float) -> torch.Tensor:
     """One update; returns the gradient norm before clipping (after DDP's all-reduce, so equal on all ranks)."""
@@ -197,7 +194,7 @@ def _broadcast(obj: Any, rank: int, world: int) -> Any:
 
 
 def _aggressive_encoder_steps(net: nn.Module, model: TextVAE, train: list[tuple[Batch, float]],
-                              opt_enc: torch.optim.Optimizer, beta: float, k: int, cfg: TrainConfig,
+                              opt_enc: torch.optim.Optimizer, beta: float, k: int, cfg: VAETrainConfig,
                               rng: np.random.Generator, world: int) -> int:
     """Encoder-only updates on random training batches until the windowed loss stops falling or the cap; returns
     the number of inner steps taken. Under DDP the rng draws the same batch on every rank and the stopping
@@ -217,7 +214,7 @@ def _aggressive_encoder_steps(net: nn.Module, model: TextVAE, train: list[tuple[
     return cfg.aggressive_max_steps
 
 
-def train_vae(data: TextData, model_cfg: ModelConfig, cfg: TrainConfig, device: str | torch.device = "cpu",
+def train_vae(data: TextData, model_cfg: VAEModelConfig, cfg: VAETrainConfig, device: str | torch.device = "cpu",
               on_epoch: Callable[[dict[str, Any]], None] | None = None,
               distributed: tuple[int, int, Callable[[nn.Module], nn.Module]] | None = None) -> TrainResult:
     """Train a :class:`TextVAE` on ``data.train``; validate every epoch on ``data.val``; test at the end.
@@ -306,6 +303,6 @@ def train_vae(data: TextData, model_cfg: ModelConfig, cfg: TrainConfig, device: 
     return TrainResult(history, test, model, tokens / max(train_seconds, 1e-9), train_seconds)
 
 
-def config_dict(model_cfg: ModelConfig, cfg: TrainConfig) -> dict[str, Any]:
+def config_dict(model_cfg: VAEModelConfig, cfg: VAETrainConfig) -> dict[str, Any]:
     """Flat dict of both configs (for logging)."""
     return {**asdict(model_cfg), **asdict(cfg)}

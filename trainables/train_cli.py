@@ -14,7 +14,8 @@ import sys
 import yaml
 
 from .data import PROTOCOLS, make_protocol
-from .train import PRESETS, DivergedError, TrainConfig, metrics_json, train_candidate
+from .errors import DivergedError
+from .train import PRESETS, TrainConfig, metrics_json, train_candidate
 
 
 def parse_sets(pairs: list[str]) -> dict:
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--save", default=None, help="write the trained state_dict here (torch.save)")
     args = parser.parse_args(argv)
     try:
-        from search_space.cli import load_genotype
+        from search_space.genotype_cli import load_genotype
 
         genotype = load_genotype(args.genotype)
         name, options, config = build(args.preset, args.protocol, parse_sets(args.set))

@@ -2,7 +2,7 @@
 
 Every candidate is a trial of :func:`trainables.tune_trainable.candidate_trainable` on reused actors (data and
 teachers loaded once per actor); the teacher bundle goes into the object store once per stage through
-``tune.with_parameters``. The driver-side :class:`pipelines.tracking.MLflowHistoryCallback` writes one MLflow
+``tune.with_parameters``. The driver-side :class:`pipelines.dcsod_tracking.MLflowHistoryCallback` writes one MLflow
 run and one ``history.parquet`` row per completed trial; a crashed trial is retried ``max_failures`` times,
 then recorded as FAILED with its reason; a diverged one is recorded as FAILED at once. The experiment lives in
 ``<run dir>/tune/<stage name>`` (Tune's own results, where TensorBoard also reads them); a rerun after a crash
@@ -20,8 +20,8 @@ from ray.tune import Callback
 
 from trainables.tune_trainable import TeacherBundle, candidate_trainable
 
+from .dcsod_tracking import MLflowHistoryCallback, metrics_of
 from .rundir import RunDir
-from .tracking import MLflowHistoryCallback, metrics_of
 
 #: Result keys kept per evaluation besides the metrics.
 RECORD_KEYS = ("arch_hash", "genotype", "seed", "stage", "iteration", "error", "trainable_seconds", "data_seconds",

@@ -1,0 +1,116 @@
+"""DCSOD's settings: the presets of ``presets/dcsod.yaml`` (:data:`DCSOD_PRESETS`) and their validation.
+
+>>> cfg = load_config("quick", ["warmup.n=4", "train.epochs=2"])
+>>> cfg["warmup"]["n"], cfg["train"]["epochs"], dataset_name(cfg)
+(4, 2, 'digits')
+
+Three sections are open dictionaries whose keys are checked against what they configure: ``train`` (fields of
+:class:`trainables.TrainConfig`), ``protocol_options`` (keyword arguments of the protocol) and
+``predictor.args`` (the predictor's). Everything that can be checked before Ray starts is checked here: registry
+names and arguments (protocol, predictor, objectives, scores), ranges, and the ranking metric.
+"""
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+from .settings import ConfigError, PresetFile, check, is_int
+
+ALGORITHMS = ("alg2", "alg3")
+
+
+def dataset_name(cfg: dict) -> str:
+    """``cfg["dataset"]`` or the protocol's dataset: ``digits``, ``cifar10`` (from ``cifar10-*``), ..."""
+    return cfg.get("dataset") or cfg["protocol"].split("-")[0]
+
+
+def parse_count(value, pool: int) -> int:
+    """A teacher count: an int, or ``"x%"`` of ``pool`` (rounded, at least 1 when x > 0)."""
+    if isinstance(value, str) and value.endswith("%"):
+        frac = float(value[:-1]) / 100
+        return max(1, round(frac * pool)) if frac > 0 else 0
+    return int(value)
+
+
+def validate(cfg: dict) -> None:
+    """Check every value against what it configures; raise :class:`ConfigError` (one line)."""
+    from search_space import PREDICTORS, make_predictor
+    from search_space.space import SearchSpace
+    from trainables import PROTOCOLS, SCORES, TrainConfig, make_objective
+    from trainables.ood import LOWER_IS_BETTER, parse_metric
+
+    check(cfg["protocol"] in PROTOCOLS, f"protocol: unknown {cfg['protocol']!r}; valid: {', '.join(PROTOCOLS)}")
+    params = inspect.signature(PROTOCOLS[cfg["protocol"]]).parameters
+    bad = sorted(set(cfg["protocol_options"]) - set(params))
+    check(not bad, f"protocol_options: unknown {bad} for {cfg['protocol']}; valid: {', '.join(params)}")
+    try:
+        TrainConfig().replace(**cfg["train"])
+        SearchSpace(**cfg["space"])
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"train/space: {err}") from None
+    check(cfg["predictor"]["name"] in PREDICTORS,
+           f"predictor.name: unknown {cfg['predictor']['name']!r}; valid: {', '.join(PREDICTORS)}")
+    try:
+        make_predictor(cfg["predictor"]["name"], **cfg["predictor"]["args"])
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    d = cfg["distill"]
+    check(d["algorithm"] in ALGORITHMS, f"distill.algorithm: expected one of {', '.join(ALGORITHMS)}, got {d['algorithm']!r}")
+    check(d["teacher_mode"] in ("online", "cached"), f"distill.teacher_mode: expected online or cached, got {d['teacher_mode']!r}")
+    for name, value, low in [("warmup.n", cfg["warmup"]["n"], 2), ("distill.iterations", d["iterations"], 0),
+                             ("distill.q", d["q"], 1), ("search.trials", cfg["search"]["trials"], 0),
+                             ("search.min_results", cfg["search"]["min_results"], 2),
+                             ("search.refit_every", cfg["search"]["refit_every"], 1),
+                             ("final.epochs", cfg["final"]["epochs"], 1), ("final.workers", cfg["final"]["workers"], 1),
+                             ("max_concurrent", cfg["max_concurrent"], 1), ("max_failures", cfg["max_failures"], 0),
+                             ("seed", cfg["seed"], 0)]:
+        check(is_int(value, low), f"{name}: expected an integer >= {low}, got {value!r}")
+    check(isinstance(cfg["final"]["baseline"], bool), f"final.baseline: expected true or false, got {cfg['final']['baseline']!r}")
+    for name in ("top", "random"):
+        value = d[name]
+        ok = is_int(value, 0) or (isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?%", value) is not None)
+        check(ok, f"distill.{name}: expected an integer >= 0 or a percentage like '0.5%', got {value!r}")
+    check(parse_count(d["top"], cfg["warmup"]["n"]) >= 1, "distill.top: at least one teacher is needed")
+    for name in ("cpu", "gpu"):
+        value = cfg["resources"][name]
+        check(isinstance(value, (int, float)) and value >= 0, f"resources.{name}: expected a number >= 0, got {value!r}")
+    check(cfg["resources"]["cpu"] > 0 or cfg["resources"]["gpu"] > 0, "resources: a trial needs some cpu or gpu")
+    scores = TrainConfig().replace(**cfg["train"]).scores
+    unknown = [s for s in scores if s not in SCORES]
+    check(not unknown, f"train.scores: unknown {unknown}; valid: {', '.join(SCORES)}")
+    try:
+        kind, score = parse_metric(cfg["metric"])
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    check(kind not in LOWER_IS_BETTER, f"metric: {cfg['metric']} is lower = better; the ranking metric must be "
+           f"higher = better (id_acc, auroc_<score>, aupr_in_<score>, aupr_out_<score>)")
+    check(score is None or score in scores,
+           f"metric: {cfg['metric']} needs score {score!r} in train.scores {list(scores)}")
+    for where, name, args in [("warmup.objective", cfg["warmup"]["objective"], {}),
+                              ("distill", "distill", {k: d[k] for k in ("temperature", "alpha", "beta", "lam")})]:
+        try:
+            make_objective(name, **args)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{where}: {err}") from None
+
+
+def check_data(cfg: dict) -> None:
+    """The protocol's local data files exist (``path``, ``aux_path``): checked by the driver before Ray starts,
+    so a typo is one line, not a failure in every trial."""
+    for name in ("path", "aux_path"):
+        value = cfg["protocol_options"].get(name)
+        check(value is None or Path(value).exists(), f"protocol_options.{name}: no such file or directory: {value!r}")
+
+
+DCSOD_PRESETS = PresetFile(Path(__file__).with_name("presets") / "dcsod.yaml", validate=validate,
+                           open_sections=("train", "protocol_options", "predictor.args"))
+
+
+def load_config(preset: str = "quick", overrides: list[str] | None = None) -> dict:
+    """The validated settings of ``preset`` with ``overrides`` (``key.sub=value`` strings) applied."""
+    return DCSOD_PRESETS.load(preset, overrides)
+
+
+def preset_names() -> list[str]:
+    return DCSOD_PRESETS.names()

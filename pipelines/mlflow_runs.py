@@ -1,0 +1,176 @@
+"""The MLflow side shared by every pipeline's driver-side tracking: the tracking-URI check, and
+:class:`MLflowRecorder`, which finds or creates one MLflow run per recorded key of one run directory.
+
+Trials never touch MLflow: a Tune callback in the driver records each finished trial. Every run carries the
+tag ``dcsod.key`` = ``<run_uid>/<key...>``: the run directory's :func:`pipelines.rundir.run_uid` and the
+pipeline's key of the result (e.g. arch_hash/stage/iteration/seed). A driver that crashed after creating a run
+finds it again by that tag instead of creating a second one, and two run directories sharing one tracking store
+never match each other's runs.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .rundir import run_uid
+
+KEY_TAG = "dcsod.key"
+RUN_UID_TAG = "dcsod.run_uid"
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking store cannot be reached; raised before any trial starts."""
+
+
+def check_tracking_uri(uri: str | None = None, timeout: float = 5.0) -> str:
+    """Resolve the tracking URI (``uri``, else ``MLFLOW_TRACKING_URI``, else MLflow's default) and
+    make sure it is usable: an http(s) server must answer ``GET <uri>/health`` within ``timeout``
+    seconds, a SQLite file's directory must exist. Returns the URI; raises :class:`TrackingUnavailable`.
+    """
+    if not uri:
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        import mlflow
+
+        uri = mlflow.get_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+                pass
+        except urllib.error.HTTPError as e:  # the server answered: only a 5xx means it is not usable
+            if e.code >= 500:
+                raise TrackingUnavailable(f"MLflow tracking server {uri} is unavailable (HTTP {e.code})") from None
+        except (urllib.error.URLError, OSError) as e:
+            reason = one_line(getattr(e, "reason", e))
+            raise TrackingUnavailable(
+                f"MLflow tracking server {uri} is unreachable ({reason}); start it or set MLFLOW_TRACKING_URI"
+            ) from None
+    elif uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        if str(db) != ":memory:" and not db.parent.is_dir():
+            raise TrackingUnavailable(f"MLflow tracking store {uri}: directory {db.parent} does not exist")
+    return uri
+
+
+def one_line(text: Any, limit: int = 500) -> str:
+    """``text`` with its whitespace collapsed, cut at ``limit`` characters (tags, error messages)."""
+    return " ".join(str(text).split())[:limit]
+
+
+@contextlib.contextmanager
+def no_run_urls():
+    """MLflow 3's ``set_terminated`` prints two "View run/experiment at" lines per run (and fetches the
+    run to do so); thousands of candidates would flood the driver log. Suppressed for the call only."""
+    name = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+    saved = os.environ.get(name)
+    os.environ[name] = "true"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved
+
+
+class MLflowRecorder:
+    """MLflow runs of one run directory in one experiment, found again by key.
+
+    Args:
+        output_dir: the run directory (its :func:`~pipelines.rundir.run_uid` goes into every key tag).
+        experiment_name: created if missing (concurrently safe); a deleted one is a one-line ``ValueError``.
+        tracking_uri: checked here (:class:`TrackingUnavailable`), so a bad store fails before any trial.
+        extra_tags: added to every run.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike, experiment_name: str, tracking_uri: str | None = None,
+                 extra_tags: Mapping[str, Any] | None = None) -> None:
+        self.experiment_name = experiment_name
+        self.tracking_uri = check_tracking_uri(tracking_uri)
+        self.run_uid = run_uid(output_dir)
+        self.extra_tags = {str(k): str(v) for k, v in (extra_tags or {}).items()}
+        self._client = None
+        self._experiment_id: str | None = None
+
+    # Tune pickles the run config (callbacks included) for Tuner.restore; the client is rebuilt lazily.
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_client": None}
+
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            from mlflow.exceptions import MlflowException
+
+            exp = self.client.get_experiment_by_name(self.experiment_name)
+            if exp is None:
+                try:
+                    self._experiment_id = self.client.create_experiment(self.experiment_name)
+                except MlflowException:  # created concurrently by another driver
+                    exp = self.client.get_experiment_by_name(self.experiment_name)
+                    if exp is None:
+                        raise
+            if exp is not None:
+                if exp.lifecycle_stage == "deleted":
+                    raise ValueError(
+                        f"MLflow experiment {self.experiment_name!r} is deleted; restore it or use another name"
+                    )
+                self._experiment_id = exp.experiment_id
+        return self._experiment_id
+
+    def key_tag(self, key: tuple) -> str:
+        """``<run_uid>/<key[0]>/<key[1]>/...``, the value of the ``dcsod.key`` run tag."""
+        return "/".join(map(str, (self.run_uid, *key)))
+
+    def find_runs(self, key: tuple) -> list:
+        """This run directory's MLflow runs tagged with ``key`` (any status)."""
+        return list(self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{KEY_TAG}` = '{self.key_tag(key)}'", max_results=100))
+
+    def create_run(self, key: tuple, run_name: str, tags: Mapping[str, Any] | None = None) -> str:
+        """A new run tagged with ``key`` (plus ``extra_tags`` and ``tags``); returns its id."""
+        all_tags = {**self.extra_tags, **{k: str(v) for k, v in (tags or {}).items()},
+                    KEY_TAG: self.key_tag(key), RUN_UID_TAG: self.run_uid}
+        return self.client.create_run(self.experiment_id, tags=all_tags, run_name=run_name).info.run_id
+
+    def terminate(self, run_id: str, status: str = "FINISHED") -> None:
+        with no_run_urls():
+            self.client.set_terminated(run_id, status=status)
+
+    @staticmethod
+    def error_message(trial) -> str:
+        """One line: ``ExceptionType: message`` of a Tune trial's last error.
+
+        Read from the trial's local error files (written just before ``on_trial_error``); the copies in
+        Tune's storage path are synced later, so ``trial.get_pickled_error()`` may not find them yet.
+        """
+        exc = None
+        path = getattr(trial, "pickled_error_file", None)
+        if path and os.path.exists(path):
+            try:
+                import cloudpickle
+
+                with open(path, "rb") as f:
+                    exc = cloudpickle.load(f)
+            except Exception:  # an unreadable pickle of any kind: fall back to the text file
+                exc = None
+        if exc is not None:
+            cause = getattr(exc, "cause", None) or exc
+            lines = [ln for ln in str(cause).splitlines() if ln.strip()]
+            return one_line(f"{type(cause).__name__}: {lines[0] if lines else ''}")
+        path = getattr(trial, "error_file", None)
+        text = Path(path).read_text(errors="replace") if path and os.path.exists(path) else ""
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        return one_line(lines[-1]) if lines else "unknown error"
