@@ -82,8 +82,8 @@ def reference_train(genotype_json: str, protocol, epochs: int, width: int, devic
     wall_start = time.perf_counter()
     torch.manual_seed(seed)
     mean, std = protocol.mean_std()
-    transform = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True),
-                            v2.Normalize(mean.tolist(), std.tolist())])
+    transform = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(),
+                            v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean.tolist(), std.tolist())])
     x, y = protocol.id_train
     loader = torch.utils.data.DataLoader(UInt8Images(x, y, transform), batch_size=128, shuffle=True, drop_last=True,
                                          num_workers=loader_workers, pin_memory=device.type == "cuda",
@@ -107,7 +107,10 @@ def reference_train(genotype_json: str, protocol, epochs: int, width: int, devic
     sync()
     seconds = time.perf_counter() - start
     norm = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean.tolist(), std.tolist())])
-    put = lambda t: norm(t).to(device)  # noqa: E731
+
+    def put(t):
+        return norm(t).to(device)
+
     metrics = evaluate_ood(model, put(protocol.id_test[0]), protocol.id_test[1].to(device), put(protocol.ood["test"]),
                            put(x), y.to(device), scores=("msp",))
     return {"seconds": seconds, "wall": time.perf_counter() - wall_start, "id_acc": metrics["id_acc"],
@@ -233,7 +236,8 @@ def main() -> None:
     amortised = wall / len(fast)
     print(f"\n{'path':<12} {'arch':<10} {'train s':>8} {'wall s':>8} {'id_acc':>7} {'auroc':>7}")
     for r in rows:
-        print(f"{r['path']:<12} {r['arch']:<10} {r['seconds']:8.1f} {r['wall']:8.1f} {r['id_acc']:7.3f} {r['auroc_msp']:7.3f}")
+        print(f"{r['path']:<12} {r['arch']:<10} {r['seconds']:8.1f} {r['wall']:8.1f} {r['id_acc']:7.3f} "
+              f"{r['auroc_msp']:7.3f}")
     print(f"fast path: {len(fast)} candidates in {wall:.1f} s wall on {args.workers} workers = {amortised:.2f} s "
           "amortised per candidate (training + evaluation)")
     if not args.skip_reference:

@@ -8,12 +8,9 @@ The rows look like the pipeline's (genotype JSON, the default scores' metrics).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipelines.dcsod_tracking import HistoryStore
 

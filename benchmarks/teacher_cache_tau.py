@@ -45,7 +45,8 @@ def main() -> None:
         g = torch.Generator().manual_seed(args.seed)
         keep = torch.randperm(len(protocol.id_val[1]), generator=g)[: args.eval_images]
         protocol.id_val = tuple(t[keep] for t in protocol.id_val)
-        protocol.ood["val"] = protocol.ood["val"][torch.randperm(len(protocol.ood["val"]), generator=g)[: args.eval_images]]
+        keep = torch.randperm(len(protocol.ood["val"]), generator=g)[: args.eval_images]
+        protocol.ood["val"] = protocol.ood["val"][keep]
     data = DeviceData(protocol, args.device)
     card = torch.cuda.get_device_name() if data.device.type == "cuda" else "CPU"
     print(f"# {card}, {time.strftime('%Y-%m-%d')}, {args.protocol}, {len(data.train_y)} ID train, {len(data.aux)} aux, "

@@ -23,8 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from trainables.text_data import load_yelp, toy_corpus
 from trainables.text_vae_model import VAEModelConfig, VAETrainConfig, train_vae
 from trainables.vae_metrics import downstream_accuracy, evaluate_vae, knn_accuracy
@@ -34,19 +32,21 @@ POSTERIORS = ("gaussian", "semi-implicit")
 
 
 def yelp(args: argparse.Namespace) -> None:
-    data_dir = Path(args.data_dir or os.environ.get("DCSOD_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
+    data_dir = Path(args.data_dir or os.environ.get("DCSOD_DATA_DIR")
+                    or Path(__file__).resolve().parents[2] / "shared" / "data")
     data = load_yelp(data_dir, limit=args.limit, val_frac=0.05, test_frac=0.1, seed=0)
     print(f"<!-- {data.describe()} -->")
-    print("| posterior | schedule | rec | KL | ELBO | PPL | IW-PPL | AU | MI | acc 1% | acc 10% | acc 100% | train tok/s |")
+    print("| posterior | schedule | rec | KL | ELBO | PPL | IW-PPL | AU | MI | acc 1% | acc 10% | acc 100% "
+          "| train tok/s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for posterior in args.posteriors:
         for schedule in args.schedules:
-            model_cfg = VAEModelConfig(emb_dim=args.emb, hidden_dim=args.hidden, latent_dim=args.latent, posterior=posterior,
-                                    posterior_options={"semi-implicit": {"noise_dim": 16}},
-                                    word_dropout=args.word_dropout)
-            cfg = VAETrainConfig(epochs=args.epochs, batch_size=args.batch, lr=1e-3, schedule=schedule, cycles=args.cycles,
-                              ratio=0.5, k_max=args.k_max, iw_samples=args.iw, eval_components=20, seed=0,
-                              aggressive=args.aggressive, aggressive_max_steps=10)
+            model_cfg = VAEModelConfig(emb_dim=args.emb, hidden_dim=args.hidden, latent_dim=args.latent,
+                                       posterior=posterior, posterior_options={"semi-implicit": {"noise_dim": 16}},
+                                       word_dropout=args.word_dropout)
+            cfg = VAETrainConfig(epochs=args.epochs, batch_size=args.batch, lr=1e-3, schedule=schedule,
+                                 cycles=args.cycles, ratio=0.5, k_max=args.k_max, iw_samples=args.iw,
+                                 eval_components=20, seed=0, aggressive=args.aggressive, aggressive_max_steps=10)
             result = train_vae(data, model_cfg, cfg, device=args.device)
             t = result.test
             train_z = evaluate_vae(result.model, data.train, data.vocab, mi_rows=1, n_components=20,

@@ -56,8 +56,10 @@ def validate(cfg: dict) -> None:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     d = cfg["distill"]
-    check(d["algorithm"] in ALGORITHMS, f"distill.algorithm: expected one of {', '.join(ALGORITHMS)}, got {d['algorithm']!r}")
-    check(d["teacher_mode"] in ("online", "cached"), f"distill.teacher_mode: expected online or cached, got {d['teacher_mode']!r}")
+    check(d["algorithm"] in ALGORITHMS,
+          f"distill.algorithm: expected one of {', '.join(ALGORITHMS)}, got {d['algorithm']!r}")
+    check(d["teacher_mode"] in ("online", "cached"),
+          f"distill.teacher_mode: expected online or cached, got {d['teacher_mode']!r}")
     for name, value, low in [("warmup.n", cfg["warmup"]["n"], 2), ("distill.iterations", d["iterations"], 0),
                              ("distill.q", d["q"], 1), ("search.trials", cfg["search"]["trials"], 0),
                              ("search.min_results", cfg["search"]["min_results"], 2),
@@ -66,7 +68,8 @@ def validate(cfg: dict) -> None:
                              ("max_concurrent", cfg["max_concurrent"], 1), ("max_failures", cfg["max_failures"], 0),
                              ("seed", cfg["seed"], 0)]:
         check(is_int(value, low), f"{name}: expected an integer >= {low}, got {value!r}")
-    check(isinstance(cfg["final"]["baseline"], bool), f"final.baseline: expected true or false, got {cfg['final']['baseline']!r}")
+    check(isinstance(cfg["final"]["baseline"], bool),
+          f"final.baseline: expected true or false, got {cfg['final']['baseline']!r}")
     for name in ("top", "random"):
         value = d[name]
         ok = is_int(value, 0) or (isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?%", value) is not None)
@@ -74,7 +77,8 @@ def validate(cfg: dict) -> None:
     check(parse_count(d["top"], cfg["warmup"]["n"]) >= 1, "distill.top: at least one teacher is needed")
     for name in ("cpu", "gpu"):
         value = cfg["resources"][name]
-        check(isinstance(value, (int, float)) and value >= 0, f"resources.{name}: expected a number >= 0, got {value!r}")
+        check(isinstance(value, (int, float)) and value >= 0,
+              f"resources.{name}: expected a number >= 0, got {value!r}")
     check(cfg["resources"]["cpu"] > 0 or cfg["resources"]["gpu"] > 0, "resources: a trial needs some cpu or gpu")
     scores = TrainConfig().replace(**cfg["train"]).scores
     unknown = [s for s in scores if s not in SCORES]

@@ -74,9 +74,11 @@ def retrain(run: RunDir, cfg: dict, genotype: str, train: dict, teachers: Teache
     per_worker = {"CPU": cfg["resources"]["cpu"], **({"GPU": 1} if use_gpu else {})}
     trainer = TorchTrainer(
         final_loop,
-        train_loop_config={"genotype": genotype, "protocol": cfg["protocol"], "protocol_options": cfg["protocol_options"],
-                           "train": train, "seed": cfg["seed"], "teachers": teachers},
-        scaling_config=ScalingConfig(num_workers=cfg["final"]["workers"], use_gpu=use_gpu, resources_per_worker=per_worker),
+        train_loop_config={"genotype": genotype, "protocol": cfg["protocol"],
+                           "protocol_options": cfg["protocol_options"], "train": train, "seed": cfg["seed"],
+                           "teachers": teachers},
+        scaling_config=ScalingConfig(num_workers=cfg["final"]["workers"], use_gpu=use_gpu,
+                                     resources_per_worker=per_worker),
         run_config=RunConfig(name=name, storage_path=str(run.path / "tune")),
     )
     result = trainer.fit()

@@ -92,7 +92,8 @@ def show(ref: str, tracking_uri: str | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.model_registry", description="Look up registered DCSOD models")
+    parser = argparse.ArgumentParser(prog="python -m pipelines.model_registry",
+                                     description="Look up registered DCSOD models")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("show", help="print a registered model's genotype and metrics")
     p.add_argument("ref", help="NAME@ALIAS (e.g. dcsod-digits@champion), NAME/VERSION or NAME")

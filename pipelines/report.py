@@ -75,7 +75,7 @@ def plot_metric_by_stage(history: pd.DataFrame, metric: str, path: Path) -> None
               history.assign(label=[_stage_label(s, i) for s, i in zip(history.stage, history.iteration)])
               .groupby(["label", "iteration"], sort=False)]
     fig, ax = plt.subplots(figsize=(6, 4))
-    for x, (label, values) in enumerate(groups):
+    for x, (_, values) in enumerate(groups):
         if len(values) > 1:
             ax.boxplot(values, positions=[x], widths=0.5, showfliers=False)
         jitter = np.random.default_rng(x).uniform(-0.15, 0.15, len(values))
@@ -120,7 +120,8 @@ def write_report(run: RunDir, cfg: dict, best: dict) -> None:
     history = HistoryStore(run / "history.parquet").read()
     searched = history[history.stage != "final"]
     before_search = searched[searched.stage != "search"]
-    last_iteration = before_search[before_search.stage == before_search.stage.iloc[-1]] if len(before_search) else before_search
+    last_iteration = (before_search[before_search.stage == before_search.stage.iloc[-1]] if len(before_search)
+                      else before_search)
     warm_best = float(last_iteration[metric].max()) if len(last_iteration) else math.nan
     taus = plot_predicted_vs_measured(run, metric)
     plot_metric_by_stage(history, metric, run / "metric_by_stage.png")
@@ -138,7 +139,8 @@ def write_report(run: RunDir, cfg: dict, best: dict) -> None:
         f"{_fmt(best['measured_search'][metric])} (validation split, stage {best['measured_search']['stage']})",
         f"- final retrain ({best['measured_test'].get('epochs')} epochs), test split: "
         + ", ".join(f"{k} {_fmt(v)}" for k, v in best["measured_test"].items() if k not in ("epochs", "params")),
-        f"- warmup architectures (validation split): median {metric} {_fmt(float(warmup.median()) if len(warmup) else None)}, "
+        f"- warmup architectures (validation split): median {metric} "
+        f"{_fmt(float(warmup.median()) if len(warmup) else None)}, "
         f"best {_fmt(float(warmup.max()) if len(warmup) else None)} (n={len(warmup)})",
         *([f"- the median warmup architecture `{best['baseline']['arch_hash']}` retrained the same way, test split: "
            + ", ".join(f"{k} {_fmt(v)}" for k, v in best["baseline"]["measured_test"].items() if k != "epochs")]
@@ -155,7 +157,8 @@ def write_report(run: RunDir, cfg: dict, best: dict) -> None:
         if "trials" in info:
             lines.append(f"| {name} | {info['trials']} | {info['failed']} | {_fmt(info['wall_seconds'], 1)} | "
                          f"{_fmt(info['mean_train_seconds'], 2)} | {_fmt(info['mean_trainable_seconds'], 2)} | "
-                         f"{_fmt(info['overhead_seconds_per_trial'], 2)} | {_fmt(info.get('gap_seconds_per_trial'), 2)} |")
+                         f"{_fmt(info['overhead_seconds_per_trial'], 2)} | "
+                         f"{_fmt(info.get('gap_seconds_per_trial'), 2)} |")
         elif "wall_seconds" in info:
             lines.append(f"| {name} | 1 | 0 | {_fmt(info['wall_seconds'], 1)} | – | – | – | – |")
     lines += ["", "Overhead per trial = stage wall time × concurrent slots / trials − mean time inside the trainable "

@@ -112,7 +112,8 @@ class RunDir:
             except (OSError, json.JSONDecodeError) as err:
                 raise RunDirError(f"{manifest_path}: unreadable manifest ({err})") from None
             if fingerprint(manifest.get("config")) != fingerprint(config):
-                key = _first_difference(json.loads(fingerprint(manifest.get("config"))), json.loads(fingerprint(config)))
+                key = _first_difference(json.loads(fingerprint(manifest.get("config"))),
+                                        json.loads(fingerprint(config)))
                 raise RunDirError(f"{path} holds a run with other settings (first difference: {key}); "
                                   "rerun with the same preset and --set values, or choose another --output")
             return cls(path, manifest)

@@ -1,5 +1,7 @@
 """Settings of every pipeline: a YAML file of named presets over a documented ``defaults`` section, plus
 ``--set key.sub=value`` overrides whose values are YAML (``--set epochs=5``, ``--set 'scores=[msp, knn]'``).
+That syntax and :class:`ConfigError` live in :mod:`trainables.overrides` (the trainer's CLI uses them too) and
+are re-exported here.
 
 >>> from pipelines.dcsod_settings import DCSOD_PRESETS
 >>> cfg = DCSOD_PRESETS.load("quick", ["warmup.n=4", "train.epochs=2"])
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +24,9 @@ from typing import Any
 
 import yaml
 
+from trainables.overrides import ConfigError, parse_overrides
 
-class ConfigError(ValueError):
-    """Bad preset name, ``--set`` key or value; the message is one line listing the valid choices."""
+__all__ = ["ConfigError", "PresetFile", "check", "fingerprint", "flatten", "is_int", "parse_overrides"]
 
 
 def check(ok: bool, message: str) -> None:
@@ -37,28 +38,6 @@ def check(ok: bool, message: str) -> None:
 def is_int(value: Any, low: int) -> bool:
     """An ``int`` (not a bool) of at least ``low``."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-
-def parse_overrides(pairs: list[str]) -> dict:
-    """``["a.b=1", "c=[x, y]"]`` -> nested ``{"a": {"b": 1}, "c": ["x", "y"]}``; values are YAML."""
-    nested: dict = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        key = key.strip()
-        if not sep or not re.fullmatch(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*", key):
-            raise ConfigError(f"--set: expected key.sub=value, got {pair!r}")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {key}: cannot parse {raw!r} as a YAML value") from None
-        node = nested
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set: {key!r} conflicts with another --set")
-        node[leaf] = value
-    return nested
 
 
 def fingerprint(cfg: dict) -> str:
@@ -130,7 +109,8 @@ class PresetFile:
                 raise ConfigError(f"unknown key {path!r}; valid: {', '.join(self.valid_keys(base, prefix))}")
             if isinstance(base[key], dict) and path not in self.open_sections:
                 if not isinstance(value, dict):
-                    raise ConfigError(f"{path}: expected a mapping of {', '.join(self.valid_keys(base[key], path + '.'))}")
+                    valid = ", ".join(self.valid_keys(base[key], path + "."))
+                    raise ConfigError(f"{path}: expected a mapping of {valid}")
                 out[key] = self._merge(base[key], value, path + ".")
             elif isinstance(base[key], dict):
                 if not isinstance(value, dict):

@@ -154,7 +154,8 @@ def run_stage(run: RunDir, cfg: dict, stage: Stage, experiment: str, tracking_ur
         record = {**{k: metrics.get(k) for k in RECORD_KEYS}, **metrics_of(metrics)}
         record["genotype"] = record["genotype"] or (result.config or {}).get("genotype")
         if result.error is not None:
-            record["error"] = f"{type(result.error).__name__}: {str(result.error).splitlines()[0] if str(result.error) else ''}"
+            first_line = str(result.error).splitlines()[0] if str(result.error) else ""
+            record["error"] = f"{type(result.error).__name__}: {first_line}"
         ok = result.checkpoint is not None and not record["error"]
         record["checkpoint"] = result.checkpoint.path if ok else None
         records.append(record)

@@ -80,7 +80,8 @@ class Workflow:
             genotypes = [r["genotype"] for r in warmup]
             for i in range(1, d["iterations"] + 1):
                 bundle = self.teachers(records, i, f"distill-{i}")
-                records = self.evaluate(Stage(f"distill-{i}", "distill", i, train, genotypes=genotypes, teachers=bundle))
+                records = self.evaluate(Stage(f"distill-{i}", "distill", i, train, genotypes=genotypes,
+                                              teachers=bundle))
             return records, bundle
         pool = list(warmup)  # alg3: q new architectures per iteration, all retrained with the final teachers
         seen = {r["arch_hash"] for r in pool}
@@ -161,7 +162,8 @@ class Workflow:
         model = package(champion["genotype"], state_dict, info, train)
         tracker = MLflowHistoryCallback(self.run.path, self.experiment, "final", 0, self.tracking_uri,
                                         extra_tags={"dcsod.run_dir": str(self.run.path)})
-        result = {**metrics, "arch_hash": champion["arch_hash"], "genotype": champion["genotype"], "seed": self.cfg["seed"]}
+        result = {**metrics, "arch_hash": champion["arch_hash"], "genotype": champion["genotype"],
+                  "seed": self.cfg["seed"]}
         run_id = tracker.record(result, before_finish=lambda rid: log_model(
             rid, model, example_images(info), self.tracking_uri, source_dirs()))
         tags = {"arch_hash": champion["arch_hash"], "genotype": champion["genotype"], "metric": self.metric}

@@ -63,7 +63,8 @@ class DCSODNet(nn.Module):
         super().__init__()
         if num_classes < 1 or in_channels < 1 or width < 1:
             raise ValueError(
-                f"num_classes, in_channels, width: expected positive integers, got {num_classes}, {in_channels}, {width}"
+                "num_classes, in_channels, width: expected positive integers, "
+                f"got {num_classes}, {in_channels}, {width}"
             )
         self.genotype = genotype
         self.in_channels = in_channels

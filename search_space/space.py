@@ -9,7 +9,6 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 import numpy as np
 
@@ -17,7 +16,7 @@ from .genotype import DEFAULT_K, NUM_STAGES, Cell, Genotype, default_ops
 from .ops import op_names
 from .size import space_size
 
-Seed = Union[int, np.random.Generator, None]
+Seed = int | np.random.Generator | None
 
 #: Mutation kinds: flip (add or remove) one edge of one cell; resample one whole cell; change the
 #: operator of one live vertex (only when operators are searched).

@@ -56,7 +56,7 @@ def test_make_protocol_errors_name_the_protocol():
 
 def _write_folder(root: Path, sizes=((8, 8),), split="train"):
     rng = np.random.default_rng(0)
-    for c, name in enumerate(["cat", "dog", "eel"]):
+    for name in ["cat", "dog", "eel"]:
         folder = root / split / name if split else root / name
         folder.mkdir(parents=True)
         for i in range(4):

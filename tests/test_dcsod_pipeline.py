@@ -64,7 +64,8 @@ def ray_head(env: dict):
         deadline = time.monotonic() + 180
         while True:
             assert head.poll() is None, (Path(temp_dir) / "head.log").read_text()[-3000:]
-            if subprocess.run([cli("ray"), "job", "list", "--address", url], env=env, capture_output=True).returncode == 0:
+            listed = subprocess.run([cli("ray"), "job", "list", "--address", url], env=env, capture_output=True)
+            if listed.returncode == 0:
                 break
             assert time.monotonic() < deadline, "ray head did not answer in 180 s"
             time.sleep(2)
@@ -115,7 +116,8 @@ def job_run(tmp_path_factory):
     env = base_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
     with ray_head(env) as url:
         no_token = base_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
-        denied = subprocess.run([cli("ray"), "job", "list", "--address", url], env=no_token, capture_output=True, text=True)
+        denied = subprocess.run([cli("ray"), "job", "list", "--address", url], env=no_token, capture_output=True,
+                                text=True)
         runtime_env = json.dumps({"env_vars": {"MLFLOW_TRACKING_URI": uri}})
         submit = [cli("ray"), "job", "submit", "--address", url, "--working-dir", ".", "--runtime-env-json",
                   runtime_env, "--", "python", "pipelines/dcsod.py", *SETS, "--output", str(out)]
@@ -197,10 +199,12 @@ def test_kill_minus_9_mid_distill_then_resume(job_run, tmp_path):
            "--no-dashboard", "--tracking-uri", uri]
     env = base_env()
     with open(tmp_path / "first.log", "wb") as log:
-        first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
         deadline = time.monotonic() + 600
         while True:
-            assert first.poll() is None, "the run ended before it could be killed:\n" + (tmp_path / "first.log").read_text()[-3000:]
+            assert first.poll() is None, ("the run ended before it could be killed:\n"
+                                          + (tmp_path / "first.log").read_text()[-3000:])
             assert time.monotonic() < deadline, "no distill rows within 600 s"
             if (out / "history.parquet").exists() and (history(out).stage == "distill").sum() >= 2:
                 break
@@ -226,7 +230,8 @@ def test_kill_minus_9_mid_distill_then_resume(job_run, tmp_path):
 
 def test_second_run_directory_in_the_same_store_gets_its_own_runs_and_champion(job_run, tmp_path):
     """Two run directories with the same candidate keys in one tracking store: B never reuses A's MLflow runs,
-    B's retrained model is logged and becomes @champion, and rerunning the finished A changes nothing."""
+    B's retrained model is logged and becomes @champion, and rerunning the finished A changes nothing.
+    B ranks by a score outside the default set (``auroc_knn``): it reaches history.parquet and picks the champion."""
     from mlflow import MlflowClient
 
     first, uri, job, _ = job_run
@@ -237,14 +242,19 @@ def test_second_run_directory_in_the_same_store_gets_its_own_runs_and_champion(j
     second = tmp_path / "second"
     common = ["--address", "local", "--no-dashboard", "--tracking-uri", uri]
     done = subprocess.run([sys.executable, str(ROOT / "pipelines" / "dcsod.py"), *SETS, "--set", "final.epochs=3",
-                           "--output", str(second), *common], cwd=tmp_path, env=base_env(), capture_output=True,
-                          text=True, timeout=900)
+                           "--set", "metric=auroc_knn", "--set", "train.scores=[msp, knn]", "--output", str(second),
+                           *common], cwd=tmp_path, env=base_env(), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     a, b = history(first), history(second)
     assert set(a.mlflow_run_id).isdisjoint(b.mlflow_run_id), "B reused A's MLflow runs"
     assert set(b.mlflow_run_id).isdisjoint(runs_before)
     assert len(mlflow_runs(uri)) == len(a) + len(b)
     best_b = json.loads((second / "best.json").read_text())
+    searched = b[b.stage.isin(["distill", "search"])]
+    assert searched.auroc_knn.notna().all() and b.aupr_in_knn.between(0, 1).all() and b.auroc_energy.isna().all()
+    top = searched.sort_values(["auroc_knn", "arch_hash"], ascending=[False, True]).iloc[0]
+    assert best_b["metric"] == "auroc_knn" and best_b["arch_hash"] == top.arch_hash
+    assert 0 <= best_b["measured_test"]["auroc_knn"] <= 1
     assert best_b["model"]["version"] not in versions_before
     champion = client.get_model_version_by_alias("dcsod-digits", "champion")
     assert str(champion.version) == best_b["model"]["version"]

@@ -152,7 +152,10 @@ def test_exclude_removes_hashes_without_changing_the_search():
 
 def test_deterministic_per_seed():
     score = target_scorer()
-    key = lambda top: [(g.to_json(), s) for g, s in top]  # noqa: E731
+
+    def key(top):
+        return [(g.to_json(), s) for g, s in top]
+
     a = evolve(SPACE, score, population=6, generations=8, temperature=0.5, seed=11)
     b = evolve(SPACE, score, population=6, generations=8, temperature=0.5, seed=np.random.default_rng(11))
     c = evolve(SPACE, score, population=6, generations=8, temperature=0.5, seed=12)

@@ -254,7 +254,8 @@ def test_shared_forward_path_equals_per_score_path(name, toy):
             shared.setup_features(model.eval()(train_x, return_features=True)[1], train_y)
     with torch.no_grad():
         logits, features = model.eval()(id_x, return_features=True)
-    np.testing.assert_allclose(shared.score_outputs(logits, features), per_score.score(model, id_x), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(shared.score_outputs(logits, features), per_score.score(model, id_x),
+                               rtol=1e-5, atol=1e-7)
 
 
 def test_model_based_score_refuses_outputs():

@@ -42,9 +42,15 @@ def test_readme_commands_are_what_ci_runs():
     blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
     main_cmd, test_cmd = blocks[0].strip(), blocks[1].strip()
     assert main_cmd == "pip install -e . && python pipelines/dcsod.py"
-    install, test = [part.strip() for part in test_cmd.split("&&")]
+    commands = [part.strip() for part in test_cmd.split("&&")]
+    assert commands[0].startswith("pip install") and "ruff check ." in commands and commands[-1] == "pytest"
     ci = (ROOT / ".ci" / "run").read_text()
-    assert install in ci and re.search(rf"^{re.escape(test)}$", ci, flags=re.M)
+    where = []
+    for command in commands:  # each one a command line of .ci/run (bare or as an `if !` condition), in order
+        found = re.search(rf"^\s*(?:if ! )?{re.escape(command)}(?:; then)?$", ci, flags=re.M)
+        assert found, f".ci/run does not run {command!r}"
+        where.append(found.start())
+    assert where == sorted(where), ".ci/run runs the README's commands in another order"
     assert "-eq 5" in ci, "CI treats 'no tests collected' as a failure"
 
 

@@ -92,7 +92,8 @@ def test_cli_resources_the_local_ray_lacks_exit_2_before_writing(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "pipelines" / "dcsod.py"), "--preset", "ci", "--set",
                            "resources.gpu=1", "--address", "local", "--no-dashboard"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
-    assert proc.returncode == 2 and "error: a trial needs 1 GPU but the Ray cluster has 0; set resources.gpu=0" in proc.stderr
+    assert proc.returncode == 2
+    assert "error: a trial needs 1 GPU but the Ray cluster has 0; set resources.gpu=0" in proc.stderr
     assert not (tmp_path / "runs").exists()
 
 
@@ -100,7 +101,8 @@ def test_cli_unreachable_tracking_server_exits_2(tmp_path):
     from servers import free_port
 
     proc = subprocess.run([sys.executable, str(ROOT / "pipelines" / "dcsod.py"), "--tracking-uri",
-                           f"http://127.0.0.1:{free_port()}"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+                           f"http://127.0.0.1:{free_port()}"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 2 and "unreachable" in proc.stderr
     assert list(tmp_path.iterdir()) == []
 

@@ -135,7 +135,8 @@ def test_docstring_example_runs_in_a_real_tuner(ray_local, tmp_path, monkeypatch
     assert "tune.Tuner(trainable," in code
     code = "\n".join(line[4:] for line in code.splitlines())
     monkeypatch.chdir(tmp_path)
-    code = code.replace("tune.Tuner(trainable,", f"tune.Tuner(trainable, run_config=tune.RunConfig(storage_path={str(tmp_path)!r}, verbose=0),")
+    run_config = f"run_config=tune.RunConfig(storage_path={str(tmp_path)!r}, verbose=0)"
+    code = code.replace("tune.Tuner(trainable,", f"tune.Tuner(trainable, {run_config},")
     scope = {}
     exec(compile(code, "searcher_example", "exec"), scope)
     g = json.loads(scope["best"].config["genotype"])

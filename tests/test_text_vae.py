@@ -95,7 +95,8 @@ def test_line_corpus_loader_on_a_small_directory(yelp_dir):
     tmp_path = yelp_dir
     data = load_yelp(tmp_path, max_len=6, min_freq=2, val_frac=0.2, test_frac=0.2, seed=0)
     assert len(data.train) + len(data.val) + len(data.test) == 50  # blank and over-long lines dropped
-    assert sorted(np.concatenate([data.train.labels, data.val.labels, data.test.labels]).tolist()) == [0] * 30 + [1] * 20
+    labels = np.concatenate([data.train.labels, data.val.labels, data.test.labels])
+    assert sorted(labels.tolist()) == [0] * 30 + [1] * 20
     words = {data.vocab.itos[i] for s in data.train.sentences for i in s}
     assert {"food", "number", "bad", "good"} <= words and "17" not in data.vocab.stoi  # numbers occur once
     again = load_yelp(tmp_path, max_len=6, min_freq=2, val_frac=0.2, test_frac=0.2, seed=0)

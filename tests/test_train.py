@@ -95,7 +95,8 @@ def test_objectives_without_aux_and_with_teachers(digits):
     with pytest.raises(ValueError, match="needs a teacher ensemble"):
         train_candidate(g, digits, TrainConfig(**TINY, objective="distill"))
     online = train_candidate(g, digits, TrainConfig(**TINY, objective="distill"), teachers=teachers)
-    cached = train_candidate(g, digits, TrainConfig(**TINY, objective="distill", teacher_mode="cached"), teachers=teachers)
+    cached = train_candidate(g, digits, TrainConfig(**TINY, objective="distill", teacher_mode="cached"),
+                             teachers=teachers)
     cache = TeacherCache.compute(teachers, digits, temperature=20.0)
     assert cache.train.shape == (len(digits.train_y), 6) and cache.aux.shape == (len(digits.aux), 6)
     assert torch.allclose(cache.train.sum(1), torch.ones(len(digits.train_y)))
@@ -131,7 +132,8 @@ def test_cli_quick_preset_meets_the_bar(tmp_path):
     (["--protocol", "mnist"], "--protocol: unknown 'mnist'"),
     (["--set", "protocol.colour=1"], "protocol 'digits': unknown argument(s) colour"),
     (["--set", "objective=focal"], "objective: unknown 'focal'"),
-    (["--set", "noequals"], "--set: expected key=value"),
+    (["--set", "noequals"], "--set: expected key.sub=value"),
+    (["--set", "protocol=digits"], "--set protocol: expected protocol.<option>=value"),
 ])
 def test_cli_bad_input(capsys, args, message):
     g = SearchSpace().sample(0).to_json()

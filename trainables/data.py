@@ -191,7 +191,8 @@ def class_split(source: LabelledImages, name: str, id_classes: Sequence, aux_cla
         raise ValueError("id_classes, ood_classes: both must name at least one class")
     overlap = (set(ids) & set(aux)) | (set(ids) & set(ood)) | (set(aux) & set(ood))
     if overlap:
-        raise ValueError(f"id_classes, aux_classes, ood_classes: must be disjoint, shared {sorted(source.classes[i] for i in overlap)}")
+        shared = sorted(source.classes[i] for i in overlap)
+        raise ValueError(f"id_classes, aux_classes, ood_classes: must be disjoint, shared {shared}")
     rng = np.random.default_rng(seed)
     parts: list[list[np.ndarray]] = [[], [], []]
     for c in ids:  # stratified ID split

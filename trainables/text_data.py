@@ -185,7 +185,8 @@ def toy_corpus(n: int = 10, copies: int = 1) -> TextData:
     return TextData("toy", vocab, train, once, once, n)
 
 
-def length_bucketed_batches(lengths: Sequence[int], batch_size: int, *, shuffle: bool, seed: int = 0) -> list[np.ndarray]:
+def length_bucketed_batches(lengths: Sequence[int], batch_size: int, *, shuffle: bool,
+                            seed: int = 0) -> list[np.ndarray]:
     """Index batches of sentences of similar length: sort by length (random tie-break when ``shuffle``),
     cut into chunks of ``batch_size``, shuffle the chunk order (seeded). Every index appears exactly once."""
     lengths = np.asarray(lengths)

@@ -152,7 +152,8 @@ class TeacherCache:
         self.train, self.aux = train, aux
 
     @staticmethod
-    def compute(teachers: Sequence[nn.Module], data: DeviceData, temperature: float, batch_size: int = 1024) -> TeacherCache:
+    def compute(teachers: Sequence[nn.Module], data: DeviceData, temperature: float,
+                batch_size: int = 1024) -> TeacherCache:
         def probs(x: torch.Tensor) -> torch.Tensor:
             return torch.cat([ensemble_probs(teachers, data.norm(x[i:i + batch_size]), temperature)
                               for i in range(0, len(x), batch_size)])
@@ -168,7 +169,8 @@ def _as_model(candidate, protocol: Protocol, width: int) -> tuple[nn.Module, str
     if isinstance(candidate, str):
         candidate = Genotype.from_json(candidate)
     if isinstance(candidate, Genotype):
-        model = build_network(candidate, num_classes=protocol.num_classes, in_channels=protocol.in_channels, width=width)
+        model = build_network(candidate, num_classes=protocol.num_classes, in_channels=protocol.in_channels,
+                              width=width)
         return model, candidate.arch_hash, candidate.to_json()
     if isinstance(candidate, nn.Module):
         return candidate, None, None
@@ -196,7 +198,8 @@ class CandidateTraining:
         self.rank, self.world, wrap = distributed or (0, 1, None)
         self.forward = wrap(self.model) if wrap is not None else self.model
         if config.compile:
-            self.forward = torch.compile(self.forward, mode=None if config.compile_mode == "default" else config.compile_mode)
+            mode = None if config.compile_mode == "default" else config.compile_mode
+            self.forward = torch.compile(self.forward, mode=mode)
 
         self.objective = make_objective(config.objective, **config.objective_args)
         self.use_aux = self.objective.needs_outliers and data.aux is not None and len(data.aux) > 0
@@ -245,7 +248,8 @@ class CandidateTraining:
         x = self.prepare(images)
         teacher_out = None
         if self.use_aux:
-            aux_idx = torch.randint(0, len(self.data.aux), (self.out_batch,), device=self.device, generator=self.aux_gen)
+            aux_idx = torch.randint(0, len(self.data.aux), (self.out_batch,), device=self.device,
+                                    generator=self.aux_gen)
             x = torch.cat([x, self.prepare(self.data.aux[aux_idx])])
             if self.cache is not None and self.cache.aux is not None:
                 teacher_out = self.cache.aux[aux_idx]
@@ -277,7 +281,8 @@ class CandidateTraining:
             for step in range(self.steps_per_epoch):
                 first = (step * self.world + self.rank) * self.batch
                 idx = order[first:first + self.batch]
-                loss_sum += self.step(data.train_x[idx], data.train_y[idx], None if self.cache is None else self.cache.train[idx])
+                teacher_in = None if self.cache is None else self.cache.train[idx]
+                loss_sum += self.step(data.train_x[idx], data.train_y[idx], teacher_in)
             mean_loss = float(loss_sum) / self.steps_per_epoch
             if not math.isfinite(mean_loss):
                 raise DivergedError(f"training loss became {mean_loss} in epoch {epoch + 1} of {epochs}")

@@ -7,13 +7,13 @@ ensemble is handed over with ``tune.with_parameters(candidate_trainable, teacher
 into the Ray object store once for all trials.
 
 ``config`` keys: ``genotype`` (JSON), ``protocol`` (name), ``protocol_options`` (dict), ``train`` (dict of
-:class:`trainables.TrainConfig` fields), ``seed``, ``stage``, ``iteration``, ``checkpoint`` (bool: also report the trained weights as a Tune checkpoint holding
-``weights.pt``, a CPU state dict; the pipeline loads teachers from them). The result holds the metrics of
-:func:`trainables.train_candidate` (without weights) plus ``arch_hash``, ``genotype``, ``seed``, ``stage``,
-``iteration``, ``data_seconds`` (protocol load on a cold worker, 0 when cached), ``trainable_seconds``
-(wall time inside the trainable), ``started_at``/``finished_at`` (Unix seconds) and ``worker_pid`` (to measure the
-gaps between consecutive trials of one reused worker). A diverged run is reported, not raised, so Tune does not retry it: its
-metrics are NaN and ``error`` holds the reason.
+:class:`trainables.TrainConfig` fields), ``seed``, ``stage``, ``iteration``, ``checkpoint`` (bool: also report the
+trained weights as a Tune checkpoint holding ``weights.pt``, a CPU state dict; the pipeline loads teachers from
+them). The result holds the metrics of :func:`trainables.train_candidate` (without weights) plus ``arch_hash``,
+``genotype``, ``seed``, ``stage``, ``iteration``, ``data_seconds`` (protocol load on a cold worker, 0 when cached),
+``trainable_seconds`` (wall time inside the trainable), ``started_at``/``finished_at`` (Unix seconds) and
+``worker_pid`` (to measure the gaps between consecutive trials of one reused worker). A diverged run is reported,
+not raised, so Tune does not retry it: its metrics are NaN and ``error`` holds the reason.
 """
 from __future__ import annotations
 
