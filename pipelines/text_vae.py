@@ -1,27 +1,43 @@
-"""Text-VAE sweep on Ray Tune: ``python pipelines/text_vae.py [--preset toy|ptb|yelp] [--data-dir DIR]
-[--set key=value ...] [--output DIR] [--search grid|optuna]`` (locally, or through ``ray job submit``).
+"""Text-VAE sweep on Ray Tune: β schedules × posteriors × aggressive training for LSTM text VAEs.
 
-- ``--search grid`` (default): every configuration of ``schedules × posteriors × aggressive`` is one Tune trial
-  (the VAE trains inside it, ``trainables.text_vae_tune``) on reused actors, ``concurrency`` at a time.
-- ``--search optuna``: Tune's ``OptunaSearch`` (TPE) proposes the cycle count M (``cycles``), ratio R,
-  ``k_max`` and ``lr`` of a cyclical-schedule, semi-implicit VAE (``aggressive`` = the first entry of the list)
-  for ``optuna_trials`` trials; an ASHA scheduler stops bad trials early on the per-epoch validation ELBO.
+``python pipelines/text_vae.py [--preset toy|ptb|yelp] [--set key=value ...] [--output DIR] [--resume]
+[--search grid|optuna] [--data-dir DIR] [--tracking-uri URI] [--address ADDR] [--no-dashboard]``, locally or
+through ``ray job submit --working-dir . -- python pipelines/text_vae.py ...``.
 
-Writes into ``--output`` (default ``runs/text_vae/<preset>``): ``results.parquet`` (one row per configuration:
-``schedule, posterior, aggressive, elbo, rec, kl, ppl, iw_ppl, au, mi`` on the test split, plus extras:
-``iw_nll, tokens_per_s, knn_acc`` (toy), ``acc_1pct/acc_10pct/acc_100pct`` (yelp), ``status``,
-``mlflow_run_id``, ...; metric units in ``trainables.vae_metrics``), ``curves.parquet`` (per-epoch metrics),
-``config.json``, ``beta_schedules.png``, ``learning_curves.png`` and, for the toy problem, ``latent_toy.png``;
-Tune's own files under ``tune/``. MLflow: experiment ``text-vae-<dataset>``, one run per row, logged from the
-driver (``MLFLOW_TRACKING_URI``, else MLflow's default ``sqlite:///mlflow.db`` in the working directory).
+Stages:
 
-Presets live in ``pipelines/presets/text_vae.yaml``. An unknown preset or ``--set`` key, a bad value or a missing
-data directory is one line on stderr and exit status 2, before anything is written. Data directory for ptb/yelp:
-``--data-dir``, else ``$DCSOD_DATA_DIR``, else ``../shared/data`` next to the repository.
-``workers`` > 1: each configuration trains data-parallel through Ray Train (a ``TorchTrainer`` of ``workers``
-DDP workers started inside its Tune trial, ``trainables.text_vae_tune.train_with_ray_train``); each worker asks
-for ``cpus_per_trial`` CPUs and ``gpus_per_trial`` GPUs, the trial itself for none; the Ray Train runs' files go
-under ``train/``. With ``workers`` = 1 (default) a configuration trains inside its trial's process.
+1. **prepare** (the driver, before Ray starts): the preset of ``pipelines/presets/text_vae.yaml`` with the
+   ``--set`` overrides (YAML values: ``--set epochs=5``, ``--set 'schedules=[constant, cyclical]'``) checked by
+   :func:`validate`, the corpus loaded (ptb/yelp: ``--data-dir``, else ``$DCSOD_DATA_DIR``, else
+   ``../shared/data`` next to the repository), the tracking URI and an existing run directory checked. Any
+   problem is one line ``error: ...`` on stderr and exit status 2, with nothing written.
+2. **sweep**: one Tune experiment in ``DIR/tune/sweep``. ``--search grid`` (default): every configuration of
+   ``schedules × posteriors × aggressive`` is one trial (the VAE trains inside it, ``trainables.text_vae_tune``)
+   on reused actors, ``concurrency`` at a time. ``--search optuna``: Tune's ``OptunaSearch`` (TPE) proposes the
+   cycle count M (``cycles``), ratio R, ``k_max`` and ``lr`` of a cyclical-schedule, semi-implicit VAE
+   (``aggressive`` = the first entry of the list) for ``optuna_trials`` trials; ASHA stops bad trials early on
+   the per-epoch validation ELBO. ``workers`` > 1: each configuration trains data-parallel through Ray Train (a
+   ``TorchTrainer`` of ``workers`` DDP workers inside its trial, each asking for ``cpus_per_trial`` CPUs and
+   ``gpus_per_trial`` GPUs; the Ray Train runs' files go under ``DIR/train``). The driver records every finished
+   trial once (:class:`pipelines.text_vae_tracking.TextVAERecorder`): a row of ``results.parquet`` and an MLflow
+   run in experiment ``text-vae-<dataset>``.
+3. **outputs**, from Tune's own per-trial results (``ResultGrid``), all written atomically into ``--output``
+   (default ``runs/text_vae/<preset>``): ``results.parquet`` (one row per configuration, or per trial for
+   Optuna: ``schedule, posterior, aggressive, elbo, rec, kl, ppl, iw_ppl, au, mi`` on the test split, plus
+   ``iw_nll, tokens_per_s, train_seconds``, ``knn_acc`` (toy), ``acc_1pct/acc_10pct/acc_100pct`` (yelp),
+   ``val_elbo, epochs_run, status, error, trial_id, mlflow_run_id``, ...; units in ``trainables.vae_metrics``),
+   ``curves.parquet`` (per-epoch metrics), ``latents.parquet`` (toy: z samples of the test sentences),
+   ``beta_schedules.png``, ``learning_curves.png``, ``latent_toy.png`` (toy), and ``manifest.json`` (the
+   settings, including ``search`` and the data directory, and the finished sweep).
+
+Resume: rerun the same command (or add ``--resume``) after a crash or ``kill -9``: the Tune experiment continues
+with ``Tuner.restore`` (finished trials kept, unfinished ones rerun, Optuna's state included) and no result row
+or MLflow run is written twice; once the manifest says the sweep is finished, a rerun trains nothing, adds no
+MLflow run and only rewrites the outputs from the stored rows. Other settings on an existing ``--output`` are
+refused (one line naming the first differing key).
+
+Runtime: the default toy preset (12 configurations, 100 epochs, 2 at a time) takes about 2 minutes on 2 cores;
+a rerun of a finished run, seconds.
 """
 from __future__ import annotations
 
@@ -31,128 +47,133 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):  # run as a script: make the repository importable without installing it
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pandas as pd
+
+from pipelines.mlflow_runs import TrackingUnavailable, check_tracking_uri, one_line
+from pipelines.ray_session import check_resources, is_local, quiet_libraries, start_ray
+from pipelines.rundir import RunDir, RunDirError, atomic_write
+from pipelines.settings import ConfigError, PresetFile, check, is_int
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script: make the repository's packages importable
-    sys.path.insert(0, str(REPO))
-
-import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
-
-from trainables.beta_schedules import RAMPS, SCHEDULES, make_schedule  # noqa: E402
-from trainables.posteriors import POSTERIORS  # noqa: E402
-from trainables.text_data import DATASETS  # noqa: E402
-
-PRESETS_FILE = Path(__file__).with_name("presets") / "text_vae.yaml"
 MODEL_KEYS = ("emb_dim", "hidden_dim", "latent_dim", "word_dropout")
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "cycles", "ratio", "shape", "cyclical_lr", "k_max", "k_min",
               "j_samples", "aggressive_max_steps", "iw_samples", "eval_components", "mi_rows", "latent_samples",
               "seed")
+#: preset key -> loader argument, per dataset.
 DATA_KEYS = {"toy": {"toy_copies": "copies"},
              "ptb": {k: k for k in ("max_len", "min_freq", "val_frac", "test_frac")},
              "yelp": {k: k for k in ("max_len", "min_freq", "val_frac", "test_frac", "limit")}}
-POSITIVE = ("epochs", "batch_size", "aggressive_max_steps", "emb_dim", "hidden_dim", "latent_dim", "cycles", "j_samples",
-            "concurrency", "eval_components", "mi_rows", "optuna_trials", "asha_grace", "si_noise_dim", "workers")
+#: integer keys and their least valid value.
+INTEGERS = {"toy_copies": 1, "max_len": 1, "min_freq": 1, "limit": 0, "emb_dim": 1, "hidden_dim": 1,
+            "latent_dim": 1, "si_noise_dim": 1, "epochs": 1, "batch_size": 1, "cycles": 1, "k_max": 0, "k_min": 0,
+            "j_samples": 1, "aggressive_max_steps": 1, "seed": 0, "iw_samples": 0, "eval_components": 1,
+            "mi_rows": 1, "latent_samples": 0, "concurrency": 1, "workers": 1, "optuna_trials": 1, "asha_grace": 1}
+FLOATS = ("word_dropout", "lr", "ratio", "val_frac", "test_frac", "cpus_per_trial", "gpus_per_trial")
+SWEEP_STAGE = "sweep"
 
 
-class ConfigError(ValueError):
-    """A one-line problem with the command line or the preset (exit status 2)."""
+# --- settings -----------------------------------------------------------------------------------------
+def _number(cfg: dict, key: str) -> float:
+    """``cfg[key]`` as a float (an int is accepted and stored as a float, so ``--set lr=1`` equals ``1.0``)."""
+    value = cfg[key]
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    check(ok, f"{key}: expected a number, got {value!r}")
+    cfg[key] = float(value)
+    return cfg[key]
 
 
-def load_presets(path: Path = PRESETS_FILE) -> dict[str, dict[str, Any]]:
-    with open(path) as f:
-        return yaml.safe_load(f)
+def _names(cfg: dict, key: str, registry) -> None:
+    """A non-empty list of distinct registry names (one name alone is taken as a list of one)."""
+    value = cfg[key]
+    if isinstance(value, str):
+        check("," not in value, f"{key}: lists are YAML, e.g. --set '{key}=[{', '.join(value.split(','))}]'")
+        value = [value]
+    check(isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value),
+          f"{key}: expected a non-empty list of names, got {value!r}")
+    check(len(set(value)) == len(value), f"{key}: duplicate entries in {value}")
+    for name in value:
+        registry.lookup(name)
+    cfg[key] = value
 
 
-def _parse_bool(key: str, text: str) -> bool:
-    low = text.strip().lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"--set {key}: expected true or false, got {text!r}")
+def validate(cfg: dict) -> None:
+    """Check every value of a text-VAE configuration: types, ranges and registry names (datasets, β schedules,
+    ramps, posteriors, each built through its registry). Raises a one-line :class:`ConfigError`. Normalises in
+    place: ints given for float keys become floats, one grid entry given alone becomes a list of one."""
+    from search_space.registry import RegistryError
+    from trainables.beta_schedules import RAMPS, SCHEDULES, make_schedule
+    from trainables.posteriors import POSTERIORS, make_posterior
+    from trainables.text_data import DATASETS
 
-
-def _parse_value(key: str, text: str, default: Any) -> Any:
-    """``text`` converted to the type of the preset's ``default`` (lists: comma-separated, element type of the
-    default's first element)."""
-    if isinstance(default, list):
-        proto = default[0] if default else ""
-        return [_parse_value(key, part, proto) for part in text.split(",") if part.strip()]
-    if isinstance(default, bool):
-        return _parse_bool(key, text)
-    try:
-        if isinstance(default, int):
-            return int(text)
-        if isinstance(default, float):
-            return float(text)
-    except ValueError:
-        raise ConfigError(f"--set {key}: expected {type(default).__name__}, got {text!r}") from None
-    return text.strip()
-
-
-def resolve_config(preset: str, sets: list[str], presets: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The preset with ``key=value`` overrides applied and checked; raises :class:`ConfigError`."""
-    presets = presets if presets is not None else load_presets()
-    if preset not in presets:
-        raise ConfigError(f"unknown preset {preset!r}; valid: {', '.join(presets)}")
-    cfg = dict(presets[preset])
-    for item in sets:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE; valid keys: {', '.join(sorted(cfg))}")
-        settable = sorted(set(cfg) - {"dataset"})
-        if key not in settable:
-            raise ConfigError(f"--set {item!r}: unknown key {key!r}; valid: {', '.join(settable)}"
-                              + (" (the dataset is chosen with --preset)" if key == "dataset" else ""))
-        cfg[key] = _parse_value(key, value, cfg[key])
-    check_config(cfg)
-    return cfg
-
-
-def check_config(cfg: dict[str, Any]) -> None:
-    """Registry names and value ranges (one-line :class:`ConfigError`)."""
+    for key, low in INTEGERS.items():
+        check(is_int(cfg[key], low), f"{key}: expected an integer >= {low}, got {cfg[key]!r}")
+    for key in FLOATS:
+        _number(cfg, key)
+    check(isinstance(cfg["cyclical_lr"], bool), f"cyclical_lr: expected true or false, got {cfg['cyclical_lr']!r}")
+    for key in ("dataset", "shape"):
+        check(isinstance(cfg[key], str), f"{key}: expected a name, got {cfg[key]!r}")
+    aggressive = [cfg["aggressive"]] if isinstance(cfg["aggressive"], bool) else cfg["aggressive"]
+    check(isinstance(aggressive, list) and bool(aggressive) and all(isinstance(v, bool) for v in aggressive),
+          f"aggressive: expected a non-empty list of true/false, got {cfg['aggressive']!r}")
+    check(len(set(aggressive)) == len(aggressive), f"aggressive: duplicate entries in {aggressive}")
+    cfg["aggressive"] = aggressive
     try:
         DATASETS.lookup(cfg["dataset"])
-        for name in cfg["schedules"]:
-            SCHEDULES.lookup(name)
-        for name in cfg["posteriors"]:
-            POSTERIORS.lookup(name)
+        _names(cfg, "schedules", SCHEDULES)
+        _names(cfg, "posteriors", POSTERIORS)
         RAMPS.lookup(cfg["shape"])
-        make_schedule("cyclical", max(cfg["cycles"], 1), cycles=max(cfg["cycles"], 1), ratio=cfg["ratio"])
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    for key in POSITIVE:
-        if key in cfg and cfg[key] < 1:
-            raise ConfigError(f"{key} must be >= 1, got {cfg[key]}")
-    for key in ("schedules", "posteriors", "aggressive"):
-        if not cfg[key]:
-            raise ConfigError(f"{key}: the grid needs at least one entry")
-    if not 0.0 <= cfg["word_dropout"] <= 1.0:
-        raise ConfigError(f"word_dropout must lie in [0, 1], got {cfg['word_dropout']}")
-    if not 0 <= cfg["k_min"] <= cfg["k_max"]:
-        raise ConfigError(f"need 0 <= k_min <= k_max, got k_min={cfg['k_min']}, k_max={cfg['k_max']}")
-    if cfg["lr"] <= 0 or cfg["cpus_per_trial"] <= 0 or cfg["gpus_per_trial"] < 0:
-        raise ConfigError("lr and cpus_per_trial must be > 0, gpus_per_trial >= 0")
+        for name in cfg["schedules"]:  # checks cycles, ratio and shape as a run would use them
+            make_schedule(name, cfg["cycles"], cycles=cfg["cycles"], ratio=cfg["ratio"], shape=cfg["shape"])
+        for name in cfg["posteriors"]:
+            options = {"noise_dim": cfg["si_noise_dim"]} if name == "semi-implicit" else {}
+            make_posterior(name, cfg["hidden_dim"], cfg["latent_dim"], **options)
+    except RegistryError as err:
+        raise ConfigError(str(err)) from None
+    check(0.0 <= cfg["word_dropout"] <= 1.0, f"word_dropout: expected a number in [0, 1], got {cfg['word_dropout']}")
+    check(cfg["k_min"] <= cfg["k_max"], f"need 0 <= k_min <= k_max, got k_min={cfg['k_min']}, k_max={cfg['k_max']}")
+    check(cfg["lr"] > 0, f"lr: expected a number > 0, got {cfg['lr']}")
+    check(cfg["cpus_per_trial"] > 0, f"cpus_per_trial: expected a number > 0, got {cfg['cpus_per_trial']}")
+    check(cfg["gpus_per_trial"] >= 0, f"gpus_per_trial: expected a number >= 0, got {cfg['gpus_per_trial']}")
+    fracs = cfg["val_frac"], cfg["test_frac"]
+    check(min(fracs) > 0 and sum(fracs) < 1, f"val_frac, test_frac: expected two numbers > 0 with a sum < 1, "
+          f"got {fracs[0]}, {fracs[1]}")
+
+
+TEXT_VAE_PRESETS = PresetFile(Path(__file__).with_name("presets") / "text_vae.yaml", validate=validate,
+                              fixed=("dataset",))
+
+
+def load_config(preset: str = "toy", overrides: list[str] | None = None) -> dict:
+    """The validated settings of ``preset`` with ``overrides`` (``key=value`` strings, YAML values) applied."""
+    return TEXT_VAE_PRESETS.load(preset, overrides)
 
 
 def resolve_data_dir(cli_value: str | None) -> Path:
     """``--data-dir``, else ``$DCSOD_DATA_DIR``, else ``<repo>/../shared/data``; must be a directory."""
     path = Path(cli_value or os.environ.get("DCSOD_DATA_DIR") or REPO.parent / "shared" / "data")
-    if not path.is_dir():
-        raise ConfigError(f"data directory {path} does not exist (use --data-dir or set DCSOD_DATA_DIR)")
+    check(path.is_dir(), f"data directory {path} does not exist (use --data-dir or set DCSOD_DATA_DIR)")
     return path.resolve()
 
 
+# --- the Tune experiment ------------------------------------------------------------------------------
 def data_options(cfg: dict[str, Any]) -> dict[str, Any]:
     opts = {arg: cfg[key] for key, arg in DATA_KEYS[cfg["dataset"]].items()}
     opts["seed"] = cfg["seed"] if cfg["dataset"] != "toy" else None
     if opts.get("limit") == 0:
         opts["limit"] = None
     return {k: v for k, v in opts.items() if v is not None}
+
+
+def worker_resources(cfg: dict[str, Any]) -> dict[str, float]:
+    """Ray resources of one training process (the trial's, or each Ray Train worker's)."""
+    return {"CPU": cfg["cpus_per_trial"], **({"GPU": cfg["gpus_per_trial"]} if cfg["gpus_per_trial"] > 0 else {})}
 
 
 def base_trial_config(cfg: dict[str, Any], data_dir: Path | None) -> dict[str, Any]:
@@ -166,26 +187,6 @@ def base_trial_config(cfg: dict[str, Any], data_dir: Path | None) -> dict[str, A
         "device": "cuda" if cfg["gpus_per_trial"] > 0 else "cpu",
         "workers": cfg["workers"], "worker_resources": worker_resources(cfg),
     }
-
-
-def worker_resources(cfg: dict[str, Any]) -> dict[str, float]:
-    """Ray resources of one training process (the trial's, or each Ray Train worker's)."""
-    return {"CPU": cfg["cpus_per_trial"], **({"GPU": cfg["gpus_per_trial"]} if cfg["gpus_per_trial"] > 0 else {})}
-
-
-def check_resources(cfg: dict[str, Any], local: bool) -> None:
-    """One configuration's needs (``workers`` × per-worker resources) against the Ray cluster: a one-line
-    :class:`ConfigError` on a local Ray, a warning on a cluster (an autoscaler may still add nodes)."""
-    import ray
-
-    total = ray.cluster_resources()
-    need = {k: v * cfg["workers"] for k, v in worker_resources(cfg).items()}
-    problems = [f"a configuration needs {need[k]:g} {k} (workers={cfg['workers']} x {v:g}) but the Ray cluster "
-                f"has {total.get(k, 0):g}" for k, v in worker_resources(cfg).items() if need[k] > total.get(k, 0)]
-    for problem in problems:
-        if local:
-            raise ConfigError(problem)
-        print(f"warning: {problem} (trials wait until the cluster has them)", file=sys.stderr)
 
 
 def param_space(cfg: dict[str, Any], base: dict[str, Any], search: str) -> dict[str, Any]:
@@ -206,31 +207,34 @@ def param_space(cfg: dict[str, Any], base: dict[str, Any], search: str) -> dict[
     return space
 
 
-def start_ray() -> None:
-    """Connect to ``RAY_ADDRESS`` (e.g. under ``ray job submit``), else start a local Ray, unless connected."""
-    import ray
-
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-        ray.init(include_dashboard=None, configure_logging=False)
-
-
-def run_sweep(cfg: dict[str, Any], space: dict[str, Any], output: Path, search: str, callback) -> None:
-    """Fit the Tuner (on the Ray of :func:`start_ray`)."""
+def run_sweep(run: RunDir, cfg: dict[str, Any], search: str, data_dir: Path | None, recorder):
+    """Fit the sweep's Tuner in ``DIR/tune/sweep`` (restored if an interrupted one is there); its ResultGrid."""
     from ray import tune
 
+    from pipelines.text_vae_tracking import trial_dirname
     from trainables.text_vae_tune import text_vae_trainable
 
-    start_ray()
     if cfg["workers"] > 1:
         # The trial only drives a TorchTrainer whose workers hold the CPUs/GPUs; Tune needs a non-empty
         # request, hence one byte of memory. No actor reuse: a stopped trial's actor is killed, and with it
         # the Ray Train controller it owns.
         trainable = tune.with_resources(text_vae_trainable, {"cpu": 0, "memory": 1})
-        space = {**space, "train_storage": str((output / "train").resolve())}
     else:
-        trainable = tune.with_resources(text_vae_trainable, {"cpu": cfg["cpus_per_trial"], "gpu": cfg["gpus_per_trial"]})
-    tune_kw: dict[str, Any] = dict(reuse_actors=cfg["workers"] == 1, max_concurrent_trials=cfg["concurrency"])
+        trainable = tune.with_resources(text_vae_trainable, {"cpu": cfg["cpus_per_trial"],
+                                                             "gpu": cfg["gpus_per_trial"]})
+    space = param_space(cfg, base_trial_config(cfg, data_dir), search)
+    if cfg["workers"] > 1:
+        space["train_storage"] = str(run / "train")
+    path = run / "tune" / SWEEP_STAGE
+    # Restorable once Tune saved an experiment state (a driver killed before that restarts the experiment);
+    # the param space is given again because tuner.pkl does not hold it.
+    if tune.Tuner.can_restore(str(path)) and any(path.glob("experiment_state-*.json")):
+        print(f"continuing the interrupted sweep in {path}")
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, param_space=space, resume_unfinished=True,
+                                   resume_errored=False, restart_errored=False)
+        return tuner.fit()
+    tune_kw: dict[str, Any] = dict(reuse_actors=cfg["workers"] == 1, max_concurrent_trials=cfg["concurrency"],
+                                   trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname)
     if search == "optuna":
         from ray.tune.schedulers import ASHAScheduler
         from ray.tune.search.optuna import OptunaSearch
@@ -241,85 +245,177 @@ def run_sweep(cfg: dict[str, Any], space: dict[str, Any], output: Path, search: 
                                                grace_period=min(cfg["asha_grace"], cfg["epochs"]),
                                                reduction_factor=2))
     tuner = tune.Tuner(trainable, param_space=space, tune_config=tune.TuneConfig(**tune_kw),
-                       run_config=tune.RunConfig(name=f"text_vae_{time.strftime('%Y%m%d-%H%M%S')}",
-                                                 storage_path=str((output / "tune").resolve()),
-                                                 callbacks=[callback], verbose=1))
-    tuner.fit()
+                       run_config=tune.RunConfig(name=SWEEP_STAGE, storage_path=str(run / "tune"),
+                                                 callbacks=[recorder], verbose=0))
+    return tuner.fit()
 
 
-def write_outputs(cfg: dict[str, Any], output: Path, callback, search: str, train_size: int) -> pd.DataFrame:
-    """results.parquet, curves.parquet, config.json and the PNG plots (``train_size``: training sentences,
-    for the iteration axis of the β plot)."""
+# --- outputs ------------------------------------------------------------------------------------------
+def tune_curves(grid, search: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(curves, latents)`` from Tune's durable per-trial results: per-epoch points of every trial
+    (``Result.metrics_dataframe``) and the toy z samples of its final result (``Result.metrics``)."""
+    from pipelines.text_vae_tracking import EPOCH_KEYS, curve_name, curve_points, result_row, trial_identity
+
+    curves, latents = [], []
+    for result in grid:
+        metrics = result.metrics or {}
+        config, trial_id = trial_identity(result)
+        if config is None:
+            continue
+        name = curve_name(result_row(config, metrics, trial_id), search)
+        curves += [{"trial_id": trial_id, "name": name, **p} for p in curve_points(result.metrics_dataframe)]
+        if result.error is None and metrics.get("final") and metrics.get("latent"):
+            for z, label in zip(metrics["latent"], metrics["latent_labels"]):
+                latents.append({"trial_id": trial_id, "name": name, "label": int(label),
+                                **{f"z{i}": float(v) for i, v in enumerate(z)}})
+    curves_df = pd.DataFrame(curves, columns=["trial_id", "name", "epoch", *EPOCH_KEYS])
+    return curves_df.sort_values(["name", "epoch"], kind="stable").reset_index(drop=True), pd.DataFrame(latents)
+
+
+def write_parquet(path: Path, df: pd.DataFrame) -> None:
+    atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
+
+
+def write_outputs(run: RunDir, cfg: dict[str, Any], search: str, curves: pd.DataFrame, latents: pd.DataFrame,
+                  train_size: int) -> None:
+    """curves.parquet, latents.parquet (if any) and the PNG plots (``train_size``: training sentences, for the
+    iteration axis of the β plot); results.parquet is the tracking table's."""
     from pipelines.text_vae_plots import plot_latents, plot_learning_curves, plot_schedules
-    from pipelines.text_vae_tracking import RESULT_COLUMNS
 
-    results = pd.DataFrame(callback.rows)
-    results = results.astype({m: "float64" for m in RESULT_COLUMNS[3:]})
-    results = results.drop(columns=[c for c in results.columns if c not in RESULT_COLUMNS and results[c].isna().all()])
-    order = [*RESULT_COLUMNS, *[c for c in results.columns if c not in RESULT_COLUMNS]]
-    results = results[order].sort_values(["posterior", "schedule", "aggressive"], kind="stable")
-    results.to_parquet(output / "results.parquet", index=False)
-    names = {r["trial_id"]: f"{r['schedule']}-{r['posterior']}" + ("-aggr" if r["aggressive"] else "")
-             + (f"-{r['trial_id'][-5:]}" if search == "optuna" else "") for r in callback.rows}
-    curves = [{"trial_id": tid, "name": names.get(tid, tid), **p} for tid, pts in callback.curves.items() for p in pts]
-    pd.DataFrame(curves).to_parquet(output / "curves.parquet", index=False)
-    (output / "config.json").write_text(json.dumps({**cfg, "search": search}, indent=2))
+    write_parquet(run / "curves.parquet", curves)
+    if len(latents):
+        write_parquet(run / "latents.parquet", latents)
     batches_per_epoch = math.ceil(train_size / cfg["batch_size"])
-    plot_schedules(output / "beta_schedules.png", cfg["schedules"] if search == "grid" else ["cyclical"],
+    plot_schedules(run / "beta_schedules.png", cfg["schedules"] if search == "grid" else ["cyclical"],
                    cfg["epochs"] * batches_per_epoch, cycles=cfg["cycles"], ratio=cfg["ratio"], shape=cfg["shape"],
                    with_lr=cfg["cyclical_lr"])
-    plot_learning_curves(output / "learning_curves.png",
-                         {names.get(tid, tid): pts for tid, pts in callback.curves.items()})
-    if callback.latents:
-        plot_latents(output / "latent_toy.png", {names[tid]: lat for tid, lat in callback.latents.items()})
-    return results
+    plot_learning_curves(run / "learning_curves.png",
+                         {name: points.to_dict("records") for name, points in curves.groupby("name")})
+    if len(latents):
+        zs = sorted((c for c in latents.columns if c.startswith("z")), key=lambda c: int(c[1:]))
+        plot_latents(run / "latent_toy.png", {name: {"z": df[zs].to_numpy(), "labels": df["label"].to_numpy()}
+                                              for name, df in latents.groupby("name")})
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Text-VAE sweep (β schedules × posteriors × aggressive) on Ray Tune")
-    parser.add_argument("--preset", default="toy", help="toy (default, offline), ptb or yelp")
-    parser.add_argument("--data-dir", help="folder with ptb/ and yelp-sentiment/ (ptb and yelp presets)")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a preset key (repeatable; lists comma-separated)")
-    parser.add_argument("--output", help="run directory (default runs/text_vae/<preset>)")
-    parser.add_argument("--search", choices=("grid", "optuna"), default="grid")
-    args = parser.parse_args(argv)
-    try:
-        cfg = resolve_config(args.preset, args.sets)
-        data_dir = resolve_data_dir(args.data_dir) if cfg["dataset"] != "toy" else None
-        from trainables.text_data import load_text_data
+def stored_outputs(run: RunDir, search: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(curves, latents)`` as a finished sweep stored them; rebuilt from Tune's experiment on disk (no Ray
+    needed) if curves.parquet has gone."""
+    if not (run / "curves.parquet").exists():
+        from ray.tune import ExperimentAnalysis, ResultGrid
 
-        data = load_text_data(cfg["dataset"], data_dir, **data_options(cfg))
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(data.describe())
-    from pipelines.mlflow_runs import TrackingUnavailable
-    from pipelines.text_vae_tracking import TextVAECallback
+        return tune_curves(ResultGrid(ExperimentAnalysis(str(run / "tune" / SWEEP_STAGE))), search)
+    latents = run / "latents.parquet"
+    return pd.read_parquet(run / "curves.parquet"), pd.read_parquet(latents) if latents.exists() else pd.DataFrame()
 
-    try:
-        callback = TextVAECallback(f"text-vae-{cfg['dataset']}", tags={"preset": args.preset, "search": args.search})
-    except TrackingUnavailable as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    start_ray()
-    try:
-        check_resources(cfg, local=not os.environ.get("RAY_ADDRESS"))
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    output = Path(args.output or REPO / "runs" / "text_vae" / args.preset)
-    output.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    run_sweep(cfg, param_space(cfg, base_trial_config(cfg, data_dir), args.search), output, args.search, callback)
-    results = write_outputs(cfg, output, callback, args.search, len(data.train))
+
+def summary(results: pd.DataFrame) -> str:
     cols = ["schedule", "posterior", "aggressive", "elbo", "rec", "kl", "ppl", "iw_ppl", "au", "mi"]
     cols += [c for c in ("knn_acc", "acc_1pct", "acc_10pct", "acc_100pct", "status") if c in results.columns]
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 3):
-        print(results[cols].to_string(index=False))
-    print(f"{len(results)} configurations in {time.perf_counter() - start:.0f} s -> {output}/results.parquet "
-          f"(MLflow experiment text-vae-{cfg['dataset']} at {callback.tracking_uri})")
+        return results[cols].to_string(index=False)
+
+
+# --- command line -------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python pipelines/text_vae.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="toy", help=f"one of {', '.join(TEXT_VAE_PRESETS.names())} "
+                        "(default toy: offline)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting, e.g. --set epochs=5 --set 'schedules=[constant, cyclical]' "
+                        "(values are YAML)")
+    parser.add_argument("--output", default=None, help="run directory (default runs/text_vae/<preset>)")
+    parser.add_argument("--resume", action="store_true", help="require an existing run in --output and continue it")
+    parser.add_argument("--search", choices=("grid", "optuna"), default="grid")
+    parser.add_argument("--data-dir", help="folder with ptb/ and yelp-sentiment/ (ptb and yelp presets)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default MLFLOW_TRACKING_URI, "
+                        "else MLflow's default sqlite:///mlflow.db in the working directory)")
+    parser.add_argument("--address", default=None, help="Ray address (default RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--no-dashboard", action="store_true", help="local Ray without the dashboard")
+    return parser.parse_args(argv)
+
+
+@dataclass
+class Prepared:
+    """Everything checked before Ray starts."""
+
+    cfg: dict
+    settings: dict  # cfg + search + data directory: what the manifest records
+    output: Path
+    tracking_uri: str
+    data_dir: Path | None
+    train_size: int
+
+
+def prepare(args: argparse.Namespace) -> Prepared:
+    """Validate everything that can be checked before Ray starts and load the corpus; nothing is written."""
+    from trainables.text_data import load_text_data
+
+    cfg = load_config(args.preset, args.sets)
+    data_dir = resolve_data_dir(args.data_dir) if cfg["dataset"] != "toy" else None
+    tracking_uri = check_tracking_uri(args.tracking_uri)
+    output = Path(args.output or Path("runs") / "text_vae" / args.preset)
+    settings = {**cfg, "search": args.search, "data_dir": str(data_dir) if data_dir else None}
+    if args.resume and not (output / "manifest.json").exists():
+        raise RunDirError(f"--resume: {output} holds no run to resume")
+    RunDir.open(output, settings, create=False)  # an existing run must have the same settings
+    try:
+        data = load_text_data(cfg["dataset"], data_dir, **data_options(cfg))
+    except (OSError, ValueError) as err:
+        raise ConfigError(one_line(err)) from None
+    print(data.describe())
+    return Prepared(cfg, settings, output, tracking_uri, data_dir, len(data.train))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        p = prepare(args)
+    except (ConfigError, RunDirError, TrackingUnavailable) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from pipelines.text_vae_tracking import ResultsTable, TextVAERecorder
+
+    cfg, experiment = p.cfg, f"text-vae-{p.cfg['dataset']}"
+    start = time.perf_counter()
+    run = RunDir.open(p.output, p.settings, create=False)
+    if run is not None and run.done(SWEEP_STAGE):
+        print(f"the sweep in {run.path} finished on {run.info(SWEEP_STAGE)['finished']}: nothing to train; "
+              "rewriting the outputs from the stored rows")
+        results = ResultsTable(run / "results.parquet", args.search).read()
+        curves, latents = stored_outputs(run, args.search)
+    else:
+        quiet_libraries()
+        start_ray(args.address, dashboard=not args.no_dashboard)
+        try:
+            need = {k: v * cfg["workers"] for k, v in worker_resources(cfg).items()}
+            check_resources(need, local=is_local(args.address), what=f"a configuration (workers={cfg['workers']})",
+                            hints={"CPU": "lower workers or cpus_per_trial",
+                                   "GPU": "lower workers or gpus_per_trial (0: train on CPUs)"})
+            run = RunDir.open(p.output, p.settings)
+        except (ConfigError, RunDirError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        tags = {"preset": cfg["preset"], "search": args.search, "text_vae.run_dir": str(run.path)}
+        total = cfg["optuna_trials"] if args.search == "optuna" else (
+            len(cfg["schedules"]) * len(cfg["posteriors"]) * len(cfg["aggressive"]))
+
+        def recorder() -> TextVAERecorder:
+            return TextVAERecorder(run.path, experiment, args.search, p.tracking_uri, extra_tags=tags, total=total)
+
+        grid = run_sweep(run, cfg, args.search, p.data_dir, recorder())
+        # Rows the callback could not record (a trial that finished while a previous driver was killed) come
+        # from Tune's own results; a fresh recorder reads the table as the (possibly restored) callback left it.
+        recorder().reconcile(grid)
+        results = ResultsTable(run / "results.parquet", args.search).read()
+        curves, latents = tune_curves(grid, args.search)
+    write_outputs(run, cfg, args.search, curves, latents, p.train_size)
     failed = int((results["status"] == "failed").sum())
+    if not run.done(SWEEP_STAGE):
+        run.finish(SWEEP_STAGE, seconds=round(time.perf_counter() - start, 1), rows=len(results), failed=failed,
+                   stopped=int((results["status"] == "stopped").sum()))
+    print(summary(results))
+    print(f"{len(results)} configurations ({failed} failed) in {time.perf_counter() - start:.0f} s -> "
+          f"{run.path}/results.parquet (MLflow experiment {experiment} at {p.tracking_uri})")
     return 1 if failed == len(results) else 0
 
 

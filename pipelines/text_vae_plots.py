@@ -1,4 +1,7 @@
-"""PNG plots of a text-VAE sweep (matplotlib, Agg backend): β schedules, learning curves, toy latent scatter."""
+"""PNG plots of a text-VAE sweep (matplotlib, Agg backend): β schedules, learning curves, toy latent scatter.
+
+Every plot is written atomically (a temporary file in the same folder, moved into place): a crash never leaves
+a truncated PNG."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -13,6 +16,15 @@ import numpy as np
 
 from trainables.beta_schedules import cyclical_lr, make_schedule
 
+from .rundir import atomic_write
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    return Path(path)
+
 
 def plot_schedules(path: Path, schedules: Sequence[str], total: int, *, cycles: int, ratio: float, shape: str,
                    with_lr: bool = False) -> Path:
@@ -26,10 +38,7 @@ def plot_schedules(path: Path, schedules: Sequence[str], total: int, *, cycles: 
         ax.plot(t, [cyclical_lr(i, total, cycles=cycles, lr_max=1.0) for i in t], "k:", label="lr / lr_max")
     ax.set(xlabel="iteration t", ylabel="β", title=f"β schedules (M={cycles}, R={ratio}, f={shape}, T={total})")
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_learning_curves(path: Path, curves: Mapping[str, Sequence[Mapping[str, Any]]]) -> Path:
@@ -44,10 +53,7 @@ def plot_learning_curves(path: Path, curves: Mapping[str, Sequence[Mapping[str, 
     for ax, title in zip(axes, ("validation ELBO (nats/sentence)", "reconstruction −log p(x|z)", "KL")):
         ax.set(xlabel="epoch", title=title)
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_latents(path: Path, latents: Mapping[str, Mapping[str, Sequence]]) -> Path:
@@ -63,7 +69,4 @@ def plot_latents(path: Path, latents: Mapping[str, Mapping[str, Sequence]]) -> P
         ax.scatter(z[:, 0], z[:, 1] if z.shape[1] > 1 else np.zeros(len(z)), c=labels, cmap="tab10", s=5)
         ax.set_title(name, fontsize=8)
     fig.suptitle("toy problem: z ~ q(z|x), coloured by sequence")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

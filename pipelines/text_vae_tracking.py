@@ -1,28 +1,51 @@
-"""Driver-side tracking of the text-VAE sweep: one MLflow run and one results row per configuration (trial).
+"""Driver-side tracking of the text-VAE sweep: one ``results.parquet`` row and one MLflow run per configuration.
 
-Trials never touch MLflow. :class:`TextVAECallback` runs in the Tune driver: it keeps every per-epoch result
-(learning curves) and, when a trial ends (completed, stopped early by a scheduler, or failed), creates exactly
-one run in the experiment (``text-vae-<dataset>``) with the configuration as params, the per-epoch metrics as
-metric histories (step = epoch) and the final test metrics, then appends one row to :attr:`rows`.
+Trials never touch a store. :class:`TextVAERecorder` is a Ray Tune callback in the driver: it keeps each trial's
+per-epoch results and, when the trial ends (completed, stopped early by a scheduler, diverged or crashed),
+records it once: the MLflow run first (an :class:`pipelines.mlflow_runs.MLflowRecorder` run tagged with the
+row's key, found again by that tag after a crash instead of being created twice; params = the configuration,
+metric histories per epoch, final metrics, tags ``status``/``error``), then the row in :class:`ResultsTable` (a
+:class:`pipelines.journal.JournaledTable`, O(1) fsynced appends, compacted into ``results.parquet``).
+
+The key of a row is the trial's identity: the configuration ``(schedule, posterior, aggressive)`` for the grid
+search, the Tune trial id (kept by ``Tuner.restore``) for Optuna. A trial re-reported after a restore, or
+recorded again by :meth:`TextVAERecorder.reconcile` from Tune's own results after ``fit()``, is recorded once.
 """
 from __future__ import annotations
 
+import json
+import logging
 import math
+import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from ray.tune import Callback
 
-from .mlflow_runs import check_tracking_uri, no_run_urls
+from .journal import JournaledTable
+from .mlflow_runs import MLflowRecorder, check_tracking_uri, one_line
+
+log = logging.getLogger(__name__)
 
 #: Columns of ``results.parquet`` required by DESIGN.md, in order.
 RESULT_COLUMNS = ("schedule", "posterior", "aggressive", "elbo", "rec", "kl", "ppl", "iw_ppl", "au", "mi")
 #: Per-epoch keys kept for learning curves and logged as MLflow metric histories.
 EPOCH_KEYS = ("beta", "k", "inner_steps", "train_rec", "train_kl", "train_elbo", "val_rec", "val_kl",
               "val_elbo", "val_ppl", "val_au", "val_mi")
-#: Final keys logged as MLflow metrics (besides the RESULT_COLUMNS metrics) and copied into the row.
+#: Final keys logged as MLflow metrics (besides the RESULT_COLUMNS metrics); a column when some row has one.
 EXTRA_KEYS = ("iw_nll", "tokens_per_s", "train_seconds", "knn_acc", "acc_1pct", "acc_10pct", "acc_100pct")
+#: The columns after the metrics, with their dtypes.
+TAIL_COLUMNS: dict[str, Any] = {
+    "val_elbo": "float64", "epochs_run": "int64", "cycles": "int64", "ratio": "float64", "k_max": "int64",
+    "lr": "float64", "epochs": "int64", "seed": "int64", "workers": "int64", "status": str, "error": str,
+    "trial_id": str, "mlflow_run_id": str,
+}
+HEAD_COLUMNS: dict[str, Any] = {"schedule": str, "posterior": str, "aggressive": bool,
+                                **{m: "float64" for m in RESULT_COLUMNS[3:]}}
+STATUSES = ("complete", "stopped", "failed")
 
 
 def run_name(config: Mapping[str, Any]) -> str:
@@ -30,6 +53,35 @@ def run_name(config: Mapping[str, Any]) -> str:
     tells them apart)."""
     train, model = config["train"], config["model"]
     return f"{train['schedule']}-{model['posterior']}" + ("-aggressive" if train["aggressive"] else "")
+
+
+def trial_dirname(trial) -> str:
+    """``<trial_id>-<run name>``: Tune's name and folder of a trial (:func:`trial_id_of` reads the id back)."""
+    return f"{trial.trial_id}-{run_name(trial.config)}"
+
+
+def trial_id_of(path: str | os.PathLike) -> str:
+    """The trial id of a trial folder named by :func:`trial_dirname`."""
+    return Path(path).name.split("-", 1)[0]
+
+
+def trial_identity(result) -> tuple[dict[str, Any] | None, str]:
+    """``(config, trial_id)`` of a Tune ``Result``. A trial that failed before reporting anything has no
+    metrics (hence no ``Result.config``) after a restore; its config is then read from the ``params.json``
+    Tune wrote into its folder when it started (None if that is missing too)."""
+    metrics = result.metrics or {}
+    trial_id = str(metrics.get("trial_id") or trial_id_of(result.path))
+    config = result.config
+    params = Path(result.path) / "params.json"
+    if config is None and params.exists():
+        config = json.loads(params.read_text())
+    return config, trial_id
+
+
+def curve_name(row: Mapping[str, Any], search: str) -> str:
+    """The label of a configuration in curves.parquet and the plots (Optuna: with the trial id's tail)."""
+    name = f"{row['schedule']}-{row['posterior']}" + ("-aggr" if row["aggressive"] else "")
+    return name + (f"-{str(row['trial_id'])[-5:]}" if search == "optuna" else "")
 
 
 def _number(value: Any) -> float | None:
@@ -40,101 +92,215 @@ def _number(value: Any) -> float | None:
     return None if math.isnan(x) or math.isinf(x) else x
 
 
-class TextVAECallback(Callback):
-    """Ray Tune callback writing one MLflow run per trial; rows and learning curves stay on the driver.
+# --- rows -------------------------------------------------------------------------------------------
+def outcome(result: Mapping[str, Any], error: str | None = None) -> tuple[str, str]:
+    """``(status, error)`` of a finished trial from its last result: ``failed`` (a crash, ``error``, or a
+    reported ``error`` such as divergence), ``complete`` (the final result arrived) or ``stopped`` (ASHA)."""
+    if error:
+        return "failed", one_line(error)
+    if result.get("error"):
+        return "failed", one_line(result["error"])
+    return ("complete" if result.get("final") else "stopped"), ""
+
+
+def result_row(config: Mapping[str, Any], result: Mapping[str, Any], trial_id: str,
+               error: str | None = None) -> dict[str, Any]:
+    """One results row of a finished trial (its Tune config and last result); test metrics only if complete."""
+    status, error = outcome(result, error)
+    final = status == "complete"
+    train = config["train"]
+    return {
+        "schedule": train["schedule"], "posterior": config["model"]["posterior"], "aggressive": train["aggressive"],
+        **{m: _number(result.get(m)) if final else None for m in RESULT_COLUMNS[3:]},
+        **{k: x for k in EXTRA_KEYS if final and (x := _number(result.get(k))) is not None},
+        "val_elbo": _number(result.get("val_elbo")), "epochs_run": int(result.get("epoch", 0) or 0),
+        **{k: train[k] for k in ("cycles", "ratio", "k_max", "lr", "epochs", "seed")},
+        "workers": int(config.get("workers", 1)), "status": status, "error": error, "trial_id": str(trial_id),
+    }
+
+
+def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Check one results row and coerce its values (one-line ``ValueError``)."""
+    known = {*HEAD_COLUMNS, *EXTRA_KEYS, *TAIL_COLUMNS}
+    unknown = sorted(set(row) - known)
+    if unknown:
+        raise ValueError(f"results row: unknown column(s) {unknown}; valid: {', '.join(known)}")
+    missing = [c for c in (*RESULT_COLUMNS[:3], "status", "trial_id") if row.get(c) is None]
+    if missing:
+        raise ValueError(f"results row: missing {missing}")
+    if row["status"] not in STATUSES:
+        raise ValueError(f"results row: status must be one of {', '.join(STATUSES)}, got {row['status']!r}")
+    out: dict[str, Any] = {"schedule": str(row["schedule"]), "posterior": str(row["posterior"]),
+                           "aggressive": bool(row["aggressive"])}
+    for col in (*RESULT_COLUMNS[3:], *[k for k in EXTRA_KEYS if k in row], "val_elbo", "ratio", "lr"):
+        out[col] = _number(row.get(col))
+    for col in ("epochs_run", "cycles", "k_max", "epochs", "seed", "workers"):
+        out[col] = int(row.get(col) or 0)
+    for col in ("status", "error", "trial_id", "mlflow_run_id"):
+        out[col] = str(row.get(col) or "")
+    return out
+
+
+def typed_results(df: pd.DataFrame) -> pd.DataFrame:
+    """Columns in order (RESULT_COLUMNS, the extras some row has, then :data:`TAIL_COLUMNS`) with their dtypes;
+    rows sorted by posterior, schedule, aggressive and trial id."""
+    extras = [k for k in EXTRA_KEYS if k in df.columns]
+    df = df.reindex(columns=[*HEAD_COLUMNS, *extras, *TAIL_COLUMNS])
+    df = df.astype({**HEAD_COLUMNS, **{k: "float64" for k in extras}, **TAIL_COLUMNS})
+    return df.sort_values(["posterior", "schedule", "aggressive", "trial_id"], kind="stable").reset_index(drop=True)
+
+
+def configuration_key(row: Mapping[str, Any]) -> tuple[str, str, bool]:
+    """Grid search: a row is its configuration."""
+    return str(row["schedule"]), str(row["posterior"]), bool(row["aggressive"])
+
+
+def trial_key(row: Mapping[str, Any]) -> tuple[str]:
+    """Optuna search: a row is its Tune trial."""
+    return (str(row["trial_id"]),)
+
+
+ROW_KEYS = {"grid": configuration_key, "optuna": trial_key}
+
+
+class ResultsTable(JournaledTable):
+    """``results.parquet``: one row per configuration (grid) or trial (optuna), unique by :data:`ROW_KEYS`."""
+
+    def __init__(self, path: str | os.PathLike, search: str) -> None:
+        super().__init__(path, key=ROW_KEYS[search], normalize=normalize_row, typed=typed_results)
+
+
+# --- curves -----------------------------------------------------------------------------------------
+def epoch_point(result: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The learning-curve point of one reported result (None for a result without an epoch, or a failure)."""
+    epoch = _number(result.get("epoch"))
+    if epoch is None or result.get("error"):
+        return None
+    return {"epoch": int(epoch), **{k: _number(result.get(k)) for k in EPOCH_KEYS}}
+
+
+def curve_points(results: pd.DataFrame | None) -> list[dict[str, Any]]:
+    """Per-epoch points of a trial from its reported results (e.g. Tune's ``Result.metrics_dataframe``), by
+    epoch; a trial restarted after a crash reports its epochs again, and the last report of an epoch wins."""
+    if results is None or not len(results):
+        return []
+    points: dict[int, dict[str, Any]] = {}
+    for result in results.to_dict("records"):
+        point = epoch_point(result)
+        if point is not None:
+            points[point["epoch"]] = point
+    return [points[e] for e in sorted(points)]
+
+
+# --- the callback -------------------------------------------------------------------------------------
+class TextVAERecorder(MLflowRecorder, Callback):
+    """Ray Tune callback: one MLflow run and one :class:`ResultsTable` row per finished trial.
 
     Args:
+        output_dir: the run directory; rows go to ``output_dir/results.parquet``.
         experiment_name: e.g. ``text-vae-toy`` (created if missing).
+        search: ``grid`` or ``optuna`` (the row key, :data:`ROW_KEYS`).
         tracking_uri: default ``MLFLOW_TRACKING_URI`` else MLflow's default; checked here (one-line
-            ``pipelines.mlflow_runs.TrackingUnavailable``) before any trial runs.
-        tags: added to every run.
+            :class:`pipelines.mlflow_runs.TrackingUnavailable`) and again in ``setup``, before any trial runs.
+        extra_tags: added to every run (e.g. ``preset``, ``search``).
+        total: the number of trials of the sweep; when given, every recorded row prints one progress line.
     """
 
-    def __init__(self, experiment_name: str, tracking_uri: str | None = None,
-                 tags: Mapping[str, Any] | None = None) -> None:
-        self.experiment_name = experiment_name
-        self.tracking_uri = check_tracking_uri(tracking_uri)
-        self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
-        self.rows: list[dict[str, Any]] = []
-        self.curves: dict[str, list[dict[str, Any]]] = {}
-        self.latents: dict[str, dict[str, list]] = {}
-        self._client = None
-        self._experiment_id: str | None = None
+    def __init__(self, output_dir: str | os.PathLike, experiment_name: str, search: str,
+                 tracking_uri: str | None = None, extra_tags: Mapping[str, Any] | None = None,
+                 total: int | None = None) -> None:
+        super().__init__(output_dir, experiment_name, tracking_uri, extra_tags)
+        self.search, self.total = search, total
+        self.table = ResultsTable(Path(output_dir) / "results.parquet", search)
+        self._points: dict[str, dict[int, dict[str, Any]]] = {}  # trial id -> epoch -> point
 
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_client": None}
-
-    @property
-    def client(self):
-        if self._client is None:
-            from mlflow import MlflowClient
-
-            self._client = MlflowClient(self.tracking_uri)
-        return self._client
-
-    def setup(self, **info) -> None:
-        exp = self.client.get_experiment_by_name(self.experiment_name)
-        if exp is not None and exp.lifecycle_stage == "deleted":
-            raise ValueError(f"MLflow experiment {self.experiment_name!r} is deleted; restore it or use another name")
-        self._experiment_id = exp.experiment_id if exp else self.client.create_experiment(self.experiment_name)
+    def __getstate__(self) -> dict:  # pickled with the Tuner: no client, no curves of this driver's trials
+        return {**super().__getstate__(), "_points": {}}
 
     # --- hooks --------------------------------------------------------------------------------------
+    def setup(self, **info) -> None:
+        check_tracking_uri(self.tracking_uri)
+        _ = self.experiment_id  # create or fetch the experiment before the first trial starts
+
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
-        if "epoch" in result and not result.get("error"):
-            self.curves.setdefault(trial.trial_id, []).append(
-                {"epoch": int(result["epoch"]), **{k: result.get(k) for k in EPOCH_KEYS}})
+        point = epoch_point(result)
+        if point is not None:
+            self._points.setdefault(str(trial.trial_id), {})[point["epoch"]] = point
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        result = trial.last_result or {}
-        error = result.get("error")
-        status = "failed" if error else ("complete" if result.get("final") else "stopped")
-        self._record(trial, status, error)
+        self.record(trial.config, trial.last_result or {}, str(trial.trial_id), self._curve(trial))
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        from .mlflow_runs import MLflowRecorder
+        self.record(trial.config, trial.last_result or {}, str(trial.trial_id), self._curve(trial),
+                    error=self.error_message(trial))
 
-        self._record(trial, "failed", MLflowRecorder.error_message(trial))
+    def on_experiment_end(self, trials: list, **info) -> None:
+        self.table.compact()
+
+    def _curve(self, trial) -> list[dict[str, Any]]:
+        points = self._points.pop(str(trial.trial_id), {})
+        return [points[e] for e in sorted(points)]
 
     # --- rows and runs ------------------------------------------------------------------------------
-    def _record(self, trial, status: str, error: str | None) -> None:
-        if any(r["trial_id"] == trial.trial_id for r in self.rows):
-            return
-        config, result = trial.config, trial.last_result or {}
-        final = status == "complete"
-        row: dict[str, Any] = {
-            "schedule": config["train"]["schedule"], "posterior": config["model"]["posterior"],
-            "aggressive": bool(config["train"]["aggressive"]),
-            **{m: (_number(result.get(m)) if final else None) for m in RESULT_COLUMNS[3:]},
-            **{k: _number(result.get(k)) if final else None for k in EXTRA_KEYS},
-            "val_elbo": _number(result.get("val_elbo")), "epochs_run": int(result.get("epoch", 0) or 0),
-            **{k: config["train"][k] for k in ("cycles", "ratio", "k_max", "lr", "epochs", "seed")},
-            "workers": int(config.get("workers", 1)),
-            "status": status, "error": error or "", "trial_id": trial.trial_id,
-        }
-        if final and "latent" in result:
-            self.latents[trial.trial_id] = {"z": result["latent"], "labels": result["latent_labels"]}
-        row["mlflow_run_id"] = self._log_run(trial, row, status)
-        self.rows.append(row)
+    def record(self, config: Mapping[str, Any], result: Mapping[str, Any], trial_id: str,
+               curve: list[dict[str, Any]] | None = None, error: str | None = None) -> str:
+        """Record one finished trial (its config, last result and per-epoch points) and return its MLflow run
+        id. Idempotent: a key already in the table returns the stored run id and writes nothing."""
+        row = result_row(config, result, trial_id, error)
+        key = self.table.key(row)
+        stored = self.table.get(key)
+        if stored is not None:
+            return str(stored["mlflow_run_id"])
+        run_id = self._log_run(key, row, config, curve or [])
+        self.table.append({**row, "mlflow_run_id": run_id})
+        if self.total:
+            what = f"test elbo {row['elbo']:.3f}" if row["elbo"] is not None else row["error"] or row["status"]
+            print(f"[{len(self.table.keys())}/{self.total}] {run_name(config)} ({trial_id}): {row['status']}, {what}",
+                  flush=True)
+        return run_id
 
-    def _log_run(self, trial, row: Mapping[str, Any], status: str) -> str:
+    def reconcile(self, grid) -> int:
+        """Record every trial of a Tune ``ResultGrid`` that is not in the table yet (e.g. one that finished
+        while the driver was being killed), from Tune's own results on disk; then compact the table. Returns
+        the number of rows added."""
+        before = len(self.table.keys())
+        for result in grid:
+            config, trial_id = trial_identity(result)
+            if config is None:
+                log.warning("trial %s: no config in Tune's results; not recorded", trial_id)
+                continue
+            error = None
+            if result.error is not None:
+                lines = [ln for ln in str(result.error).splitlines() if ln.strip()]
+                error = f"{type(result.error).__name__}: {lines[0] if lines else ''}"
+            self.record(config, result.metrics or {}, trial_id, curve_points(result.metrics_dataframe), error)
+        self.table.compact()
+        return len(self.table.keys()) - before
+
+    def _log_run(self, key: tuple, row: Mapping[str, Any], config: Mapping[str, Any],
+                 curve: list[dict[str, Any]]) -> str:
+        """The MLflow run of ``key``: a complete one found by its key tag, else a new one (params, metric
+        histories, final metrics, status); a run left unfinished by a crash mid-logging is deleted first."""
         from mlflow.entities import Metric, Param
 
-        config = trial.config
-        tags = {**self.tags, "ray.trial_id": str(trial.trial_id), "status": status}
+        for run in self.find_runs(key):
+            if run.info.status in ("FINISHED", "FAILED"):
+                return run.info.run_id
+            self.client.delete_run(run.info.run_id)
+        tags = {"ray.trial_id": row["trial_id"], "status": row["status"]}
         if row["error"]:
-            tags["error"] = " ".join(str(row["error"]).split())[:500]
-        run = self.client.create_run(self._experiment_id, tags=tags, run_name=run_name(config))
-        flat = {"dataset": config["dataset"], "workers": config.get("workers", 1), **{f"model.{k}": v for k, v in config["model"].items()},
+            tags["error"] = one_line(row["error"])
+        run_id = self.create_run(key, run_name(config), tags)
+        flat = {"dataset": config["dataset"], "workers": config.get("workers", 1),
+                **{f"model.{k}": v for k, v in config["model"].items()},
                 **{f"train.{k}": v for k, v in config["train"].items()}, **config.get("data", {})}
         params = [Param(k, str(v)[:500]) for k, v in flat.items()]
         now = int(1000 * time.time())
         metrics = [Metric(k, x, now, 0) for k in (*RESULT_COLUMNS[3:], *EXTRA_KEYS)
                    if (x := _number(row.get(k))) is not None]
-        for point in self.curves.get(trial.trial_id, []):
-            metrics += [Metric(k, x, now, point["epoch"]) for k in EPOCH_KEYS if (x := _number(point.get(k))) is not None]
-        for start in range(0, max(len(metrics), 1), 1000):  # MLflow caps a batch at 1000 metrics
-            self.client.log_batch(run.info.run_id, metrics=metrics[start:start + 1000],
-                                  params=params if start == 0 else [])
-        with no_run_urls():
-            self.client.set_terminated(run.info.run_id, status="FAILED" if status == "failed" else "FINISHED")
-        return run.info.run_id
+        for point in curve:
+            metrics += [Metric(k, x, now, point["epoch"]) for k in EPOCH_KEYS if (x := point.get(k)) is not None]
+        for start in range(0, max(len(metrics), 1), 900):  # MLflow takes at most 1000 entities per batch
+            self.client.log_batch(run_id, metrics=metrics[start:start + 900], params=params if start == 0 else [])
+        self.terminate(run_id, "FAILED" if row["status"] == "failed" else "FINISHED")
+        return run_id

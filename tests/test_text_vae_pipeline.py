@@ -1,157 +1,356 @@
-"""pipelines/text_vae.py end to end through a real Ray Tune (tiny budgets), and its command-line errors."""
+"""pipelines/text_vae.py end to end through a real Ray Tune (tiny budgets): the run directory, resume after a
+finished run and after ``kill -9``, the Optuna path, Ray Train workers, and the command-line errors."""
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+pytest.importorskip("ray")
+pytest.importorskip("mlflow")
+
 from pipelines import text_vae
-from pipelines.text_vae_tracking import RESULT_COLUMNS
+from pipelines.text_vae_tracking import RESULT_COLUMNS, ResultsTable, TextVAERecorder
 
-TINY = ["--set", "concurrency=1", "--set", "epochs=2", "--set", "toy_copies=2", "--set", "iw_samples=3", "--set", "latent_samples=5",
-        "--set", "eval_components=3", "--set", "hidden_dim=16", "--set", "emb_dim=8"]
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "pipelines" / "text_vae.py"
+TINY = ["--set", "concurrency=1", "--set", "epochs=2", "--set", "toy_copies=2", "--set", "iw_samples=3",
+        "--set", "latent_samples=5", "--set", "eval_components=3", "--set", "hidden_dim=16", "--set", "emb_dim=8"]
+GRID = [*TINY, "--set", "schedules=[constant, cyclical]", "--set", "posteriors=[gaussian]",
+        "--set", "aggressive=[false]"]
 
 
-def mlflow_runs(uri: str, experiment: str, search: str) -> pd.DataFrame:
+def env() -> dict:
+    env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "OMP_NUM_THREADS": "1"}
+    for key in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
+        env.pop(key, None)
+    return env
+
+
+def command(out: Path, uri: str, *args: str) -> list[str]:
+    return [sys.executable, str(SCRIPT), *args, "--output", str(out), "--tracking-uri", uri, "--address", "local",
+            "--no-dashboard"]
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILL every process of session ``sid`` (Linux /proc): the driver and the local Ray it started."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid:
+                os.kill(int(stat.parent.name), signal.SIGKILL)
+
+
+def mlflow_runs(uri: str, experiment: str = "text-vae-toy", search: str | None = None) -> list:
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
-    return client.search_runs([exp.experiment_id], filter_string=f"tags.search = '{search}'")
+    if exp is None:
+        return []
+    return list(client.search_runs([exp.experiment_id], max_results=1000,
+                                   filter_string=f"tags.search = '{search}'" if search else ""))
+
+
+def tune_files(out: Path) -> dict[str, int]:
+    """Every file of the Tune experiment with its modification time."""
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in (out / "tune").rglob("*") if p.is_file()}
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """One SQLite tracking store for the module (creating its tables costs seconds)."""
+    """One SQLite tracking store for the in-process tests (creating its tables costs seconds)."""
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
 
 
-@pytest.fixture
-def tracking(store, tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
-    monkeypatch.chdir(tmp_path)
-    return store
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """``python pipelines/text_vae.py --output DIR`` at a tiny budget: two configurations, one at a time."""
+    base = tmp_path_factory.mktemp("finished")
+    out, uri = base / "out", f"sqlite:///{base / 'mlflow.db'}"
+    cmd = command(out, uri, *GRID)
+    start = time.monotonic()
+    proc = subprocess.run(cmd, cwd=base, env=env(), capture_output=True, text=True, timeout=300)
+    return out, uri, cmd, proc, time.monotonic() - start
 
 
-def test_grid_sweep_writes_results_plots_and_one_mlflow_run_per_row(ray_local, tmp_path, tracking):
-    out = tmp_path / "out"
-    argv = [*TINY, "--set", "schedules=constant,cyclical", "--set", "posteriors=gaussian,semi-implicit",
-            "--set", "aggressive=false", "--output", str(out)]
-    assert text_vae.main(argv) == 0
+def test_sweep_writes_the_run_directory_and_one_mlflow_run_per_row(finished):
+    out, uri, _, proc, _ = finished
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert list(manifest["stages"]) == ["sweep"] and manifest["stages"]["sweep"]["rows"] == 2
+    assert manifest["config"]["search"] == "grid" and manifest["config"]["data_dir"] is None
+    assert manifest["config"]["schedules"] == ["constant", "cyclical"] and manifest["config"]["epochs"] == 2
     results = pd.read_parquet(out / "results.parquet")
     assert list(results.columns[:len(RESULT_COLUMNS)]) == list(RESULT_COLUMNS)
-    assert len(results) == 4 and set(results["status"]) == {"complete"}
-    assert set(zip(results["schedule"], results["posterior"])) == {
-        (s, p) for s in ("constant", "cyclical") for p in ("gaussian", "semi-implicit")}
+    assert len(results) == 2 and set(results["status"]) == {"complete"}
+    assert set(zip(results["schedule"], results["posterior"], results["aggressive"])) == {
+        ("constant", "gaussian", False), ("cyclical", "gaussian", False)}
     assert results[["elbo", "rec", "ppl", "iw_ppl", "mi"]].notna().all().all()
     assert (results["elbo"] < 0).all() and (results["ppl"] > 1).all() and results["knn_acc"].between(0, 1).all()
+    assert not (out / "results.journal.jsonl").exists(), "the journal is compacted into results.parquet"
     for png in ("beta_schedules.png", "learning_curves.png", "latent_toy.png"):
         assert (out / png).stat().st_size > 1000
     curves = pd.read_parquet(out / "curves.parquet")
-    assert len(curves) == 4 * 2 and set(curves["epoch"]) == {1, 2}
-    runs = mlflow_runs(tracking, "text-vae-toy", "grid")
+    assert len(curves) == 2 * 2 and set(curves["epoch"]) == {1, 2} and curves["val_elbo"].notna().all()
+    assert len(pd.read_parquet(out / "latents.parquet")) == 2 * 10 * 5  # 10 test sentences x 5 samples each
+    assert not list(out.glob(".*.tmp")), "no temporary file left behind"
+    runs = mlflow_runs(uri)
     assert len(runs) == len(results) and {r.info.run_id for r in runs} == set(results["mlflow_run_id"])
     assert {r.info.status for r in runs} == {"FINISHED"} and all("elbo" in r.data.metrics for r in runs)
-    assert all(len(r.data.params) > 10 for r in runs)
+    assert all(len(r.data.params) > 10 and r.data.tags["search"] == "grid" for r in runs)
+    assert "[2/2]" in proc.stdout, "one progress line per recorded configuration"
 
 
-def test_optuna_search_with_asha(ray_local, tmp_path, tracking):
+def test_rerun_of_a_finished_sweep_trains_nothing_and_adds_no_mlflow_run(finished):
+    out, uri, cmd, proc, first_seconds = finished
+    assert proc.returncode == 0
+    before_files, before_runs = tune_files(out), {r.info.run_id for r in mlflow_runs(uri)}
+    results_before = pd.read_parquet(out / "results.parquet")
+    (out / "learning_curves.png").unlink()  # an output lost since: rewritten from the stored rows
+    start = time.monotonic()
+    again = subprocess.run(cmd, cwd=out.parent, env=env(), capture_output=True, text=True, timeout=120)
+    seconds = time.monotonic() - start
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "nothing to train" in again.stdout and "[1/2]" not in again.stdout
+    assert "Started a local Ray instance" not in again.stdout + again.stderr
+    assert tune_files(out) == before_files, "Tune's experiment was not touched: no trial ran"
+    assert {r.info.run_id for r in mlflow_runs(uri)} == before_runs
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "results.parquet"), results_before)
+    assert (out / "learning_curves.png").stat().st_size > 1000
+    assert seconds < first_seconds
+
+
+def test_rerun_after_a_crash_between_tune_and_the_manifest_records_the_missing_row_from_tune(finished):
+    """The driver died after Tune had finished but before one row and the manifest's sweep stage were written:
+    the rerun restores the finished experiment (no trial runs again), records the missing row from Tune's own
+    results with the MLflow run it finds by its key tag, and finishes the run."""
+    out, uri, cmd, proc, _ = finished
+    assert proc.returncode == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    stages = manifest.pop("stages")
+    (out / "manifest.json").write_text(json.dumps({**manifest, "stages": {}}))
+    results = pd.read_parquet(out / "results.parquet")
+    results.iloc[1:].to_parquet(out / "results.parquet", index=False)
+    trial_results = {p: p.read_text() for p in (out / "tune").rglob("result.json")}
+    runs_before = {r.info.run_id for r in mlflow_runs(uri)}
+    again = subprocess.run(cmd, cwd=out.parent, env=env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "continuing the interrupted sweep" in again.stdout
+    assert {p: p.read_text() for p in (out / "tune").rglob("result.json")} == trial_results, "a trial ran again"
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "results.parquet"), results)
+    assert {r.info.run_id for r in mlflow_runs(uri)} == runs_before
+    assert list(json.loads((out / "manifest.json").read_text())["stages"]) == list(stages)
+
+
+def test_kill_minus_9_mid_sweep_then_rerun_records_each_configuration_once(tmp_path):
+    out, uri = tmp_path / "out", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sets = [*TINY, "--set", "epochs=8", "--set", "toy_copies=10", "--set", "schedules=[constant, cyclical]",
+            "--set", "posteriors=[gaussian, semi-implicit]", "--set", "aggressive=[false]"]
+    cmd = command(out, uri, *sets)
+    table = ResultsTable(out / "results.parquet", "grid")
+    with open(tmp_path / "first.log", "wb") as log:
+        first = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+        try:
+            deadline = time.monotonic() + 240
+            while not (table.journal.exists() and table.journal.read_text().count("\n") >= 1):
+                assert first.poll() is None, "ended before it could be killed:\n" + (tmp_path / "first.log").read_text()
+                assert time.monotonic() < deadline, "no result row within 240 s"
+                time.sleep(0.2)
+            os.kill(first.pid, signal.SIGKILL)  # kill -9 the driver ...
+            first.wait(30)
+        finally:
+            kill_session(first.pid)  # ... and the local Ray it had started
+    killed = ResultsTable(out / "results.parquet", "grid").read()
+    assert 1 <= len(killed) < 4
+    assert "sweep" not in json.loads((out / "manifest.json").read_text())["stages"]
+
+    again = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "continuing the interrupted sweep" in again.stdout
+    results = pd.read_parquet(out / "results.parquet")
+    keys = list(zip(results["schedule"], results["posterior"], results["aggressive"]))
+    assert len(keys) == len(set(keys)) == 4 and set(results["status"]) == {"complete"}
+    killed_ids = dict(zip(zip(killed["schedule"], killed["posterior"], killed["aggressive"]), killed["mlflow_run_id"]))
+    assert {k: v for k, v in zip(keys, results["mlflow_run_id"]) if k in killed_ids} == killed_ids
+    runs = mlflow_runs(uri)
+    tags = [r.data.tags["dcsod.key"] for r in runs]
+    assert len(tags) == len(set(tags)) == 4, "duplicate or missing MLflow runs"
+    assert {r.info.run_id for r in runs} == set(results["mlflow_run_id"])
+    curves = pd.read_parquet(out / "curves.parquet")
+    assert len(curves) == 4 * 8 and not curves.duplicated(["trial_id", "epoch"]).any()
+    assert json.loads((out / "manifest.json").read_text())["stages"]["sweep"]["rows"] == 4
+
+
+def test_optuna_search_with_asha(ray_local, tmp_path, store, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "opt"
-    argv = [*TINY, "--search", "optuna", "--set", "optuna_trials=2", "--set", "asha_grace=1",
-            "--output", str(out)]
+    argv = [*TINY, "--search", "optuna", "--set", "optuna_trials=2", "--set", "asha_grace=1", "--output", str(out),
+            "--tracking-uri", store, "--address", "local"]
     assert text_vae.main(argv) == 0
     results = pd.read_parquet(out / "results.parquet")
-    assert len(results) == 2 and set(results["schedule"]) == {"cyclical"}
+    assert len(results) == 2 and set(results["schedule"]) == {"cyclical"} and results["trial_id"].nunique() == 2
     assert set(results["posterior"]) == {"semi-implicit"} and results["val_elbo"].notna().all()
     assert results["cycles"].between(1, 8).all() and results["ratio"].between(0.1, 0.9).all()
     assert results["lr"].nunique() == 2, "each trial got its own Optuna suggestion"
-    assert len(mlflow_runs(tracking, "text-vae-toy", "optuna")) == 2
+    runs = [r for r in mlflow_runs(store, search="optuna") if r.data.tags["text_vae.run_dir"] == str(out)]
+    assert sorted(r.info.run_id for r in runs) == sorted(results["mlflow_run_id"])
+    assert json.loads((out / "manifest.json").read_text())["config"]["search"] == "optuna"
 
 
-def test_workers_train_each_configuration_with_ray_train_ddp(ray_local, tmp_path, tracking):
+def test_workers_train_each_configuration_with_ray_train_ddp(ray_local, tmp_path, store, monkeypatch):
     """workers=2: the configuration trains in a TorchTrainer of two DDP workers inside its Tune trial."""
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "ddp"
-    argv = [*TINY, "--set", "schedules=cyclical", "--set", "posteriors=semi-implicit", "--set", "aggressive=true",
-            "--set", "workers=2", "--set", "toy_copies=4", "--output", str(out)]
+    argv = [*TINY, "--set", "schedules=[cyclical]", "--set", "posteriors=[semi-implicit]", "--set", "aggressive=[true]",
+            "--set", "workers=2", "--set", "toy_copies=4", "--output", str(out), "--tracking-uri", store,
+            "--address", "local"]
     assert text_vae.main(argv) == 0
     results = pd.read_parquet(out / "results.parquet")
     assert len(results) == 1 and results["status"].tolist() == ["complete"] and results["workers"].tolist() == [2]
     assert results[["elbo", "rec", "kl", "iw_ppl", "knn_acc"]].notna().all().all()
     assert len(pd.read_parquet(out / "curves.parquet")) == 2  # both epochs reached Tune through TuneReportCallback
     assert any((out / "train").iterdir()), "the Ray Train run keeps its files under train/"
-    (run,) = [r for r in mlflow_runs(tracking, "text-vae-toy", "grid") if r.info.run_id == results["mlflow_run_id"][0]]
+    (run,) = [r for r in mlflow_runs(store) if r.info.run_id == results["mlflow_run_id"][0]]
     assert run.data.params["workers"] == "2"
 
 
-def test_workers_beyond_a_local_cluster_exit_2_before_writing(ray_local, tmp_path, tracking, capsys):
+def test_workers_beyond_a_local_cluster_exit_2_before_writing(ray_local, tmp_path, store, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "big"
-    assert text_vae.main(["--set", "workers=64", "--output", str(out)]) == 2
+    assert text_vae.main(["--set", "workers=64", "--output", str(out), "--tracking-uri", store,
+                          "--address", "local"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: a configuration needs 64 CPU (workers=64 x 1)") and err.count("\n") == 1
-    assert not out.exists()
+    assert err.startswith("error: a configuration (workers=64) needs 64 CPU but the Ray cluster has 2")
+    assert err.count("\n") == 1 and not out.exists()
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--set", "bogus=1"], "unknown key 'bogus'; valid: "),
-    (["--set", "epochs"], "expected KEY=VALUE; valid keys: "),
-    (["--set", "dataset=yelp"], "the dataset is chosen with --preset"),
-    (["--set", "schedules=constant,exponential"], "beta schedule: unknown 'exponential'; valid: constant"),
-    (["--set", "posteriors=flow"], "posterior: unknown 'flow'"),
-    (["--set", "epochs=two"], "--set epochs: expected int, got 'two'"),
+    (["--set", "epochs"], "expected key.sub=value"),
+    (["--set", "dataset=yelp"], "--set dataset: fixed by the preset"),
+    (["--set", "schedules=constant,cyclical"], "schedules: lists are YAML, e.g. --set 'schedules=[constant, cyc"),
+    (["--set", "schedules=[constant, exponential]"], "beta schedule: unknown 'exponential'; valid: constant"),
+    (["--set", "posteriors=[flow]"], "posterior: unknown 'flow'"),
+    (["--set", "shape=square"], "ramp shape: unknown 'square'; valid: linear"),
+    (["--set", "epochs=two"], "epochs: expected an integer >= 1, got 'two'"),
+    (["--set", "epochs=[1, 2]"], "epochs: expected an integer >= 1, got [1, 2]"),
+    (["--set", "lr=[0.1]"], "lr: expected a number, got [0.1]"),
+    (["--set", "schedules=[]"], "schedules: expected a non-empty list of names"),
+    (["--set", "aggressive=[false, false]"], "aggressive: duplicate entries"),
     (["--set", "ratio=1.5"], "ratio must lie in [0, 1]"),
-    (["--set", "workers=0"], "workers must be >= 1, got 0"),
+    (["--set", "workers=0"], "workers: expected an integer >= 1, got 0"),
+    (["--set", "k_min=3", "--set", "k_max=2"], "need 0 <= k_min <= k_max"),
     (["--preset", "imdb"], "unknown preset 'imdb'; valid: toy, ptb, yelp"),
     (["--preset", "ptb", "--data-dir", "/nonexistent/data"], "data directory /nonexistent/data does not exist"),
+    (["--tracking-uri", "sqlite:////nonexistent/dir/mlflow.db"], "directory /nonexistent/dir does not exist"),
+    (["--resume"], "holds no run to resume"),
 ])
-def test_bad_command_line_exits_2_with_one_line_and_writes_nothing(tmp_path, tracking, capsys, argv, message):
+def test_bad_command_line_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
-    assert text_vae.main([*argv, "--output", str(out)]) == 2
+    uri = ["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"] if "--tracking-uri" not in argv else []
+    assert text_vae.main([*uri, *argv, "--output", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err and err.count("\n") == 1
-    assert not out.exists() and sorted(p.name for p in Path(tmp_path).iterdir()) == []
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-def test_presets_file_lists_the_three_presets_with_the_same_keys():
-    presets = text_vae.load_presets()
-    assert list(presets) == ["toy", "ptb", "yelp"]
-    common = set(presets["toy"]) - {"toy_copies"}
-    for name in ("ptb", "yelp"):
-        assert common <= set(presets[name])
-    assert text_vae.PRESETS_FILE.name == "text_vae.yaml" and text_vae.PRESETS_FILE.parent.name == "presets"
+@pytest.mark.parametrize("argv, key", [(["--set", "epochs=3"], "epochs"), (["--search", "optuna"], "search"),
+                                       (["--set", "schedules=[cyclical, constant]"], "schedules")])
+def test_other_settings_on_an_existing_output_are_refused(finished, capsys, argv, key):
+    out, uri, _, proc, _ = finished
+    assert proc.returncode == 0
+    before = sorted(p.name for p in out.rglob("*"))
+    manifest = (out / "manifest.json").read_text()
+    assert text_vae.main([*GRID, *argv, "--output", str(out), "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and f"holds a run with other settings (first difference: {key})" in err
+    assert err.count("\n") == 1
+    assert sorted(p.name for p in out.rglob("*")) == before and (out / "manifest.json").read_text() == manifest
 
 
-def test_callback_records_stopped_and_failed_trials_as_one_run_and_row_each(store):
-    """Without Tune: fake trials through the hooks (a scheduler-stopped trial, a diverged one, a crashed one)."""
+def test_presets_file_documents_every_key_once_and_keeps_the_preset_values():
+    import yaml
+
+    data = yaml.safe_load(text_vae.TEXT_VAE_PRESETS.path.read_text())
+    assert list(data) == ["defaults", "presets"] and text_vae.TEXT_VAE_PRESETS.names() == ["toy", "ptb", "yelp"]
+    lines = text_vae.TEXT_VAE_PRESETS.path.read_text().split("presets:\n")[0].splitlines()
+    for key in data["defaults"]:
+        (line,) = [ln for ln in lines if ln.startswith(f"  {key}:")]
+        assert "#" in line, f"defaults.{key} has no comment"
+    for name, preset in data["presets"].items():
+        assert set(preset) <= set(data["defaults"]), name
+    toy = text_vae.load_config("toy")  # the settings of the measured results in benchmarks/RESULTS.md
+    assert (toy["epochs"], toy["toy_copies"], toy["lr"], toy["batch_size"], toy["latent_dim"]) == (
+        100, 50, 0.005, 10, 2)
+    assert toy["schedules"] == ["constant", "monotonic", "cyclical"] and toy["aggressive"] == [False, True]
+    yelp = text_vae.load_config("yelp")
+    assert (yelp["dataset"], yelp["max_len"], yelp["val_frac"], yelp["epochs"], yelp["batch_size"]) == (
+        "yelp", 15, 0.05, 3, 64)
+    assert text_vae.load_config("ptb")["hidden_dim"] == 256
+
+
+def test_set_values_are_yaml_and_normalised():
+    cfg = text_vae.load_config("toy", ["schedules=[constant, cyclical]", "posteriors=gaussian", "aggressive=false",
+                                       "lr=1", "epochs=5"])
+    assert cfg["schedules"] == ["constant", "cyclical"] and cfg["posteriors"] == ["gaussian"]
+    assert cfg["aggressive"] == [False] and cfg["lr"] == 1.0 and isinstance(cfg["lr"], float) and cfg["epochs"] == 5
+    assert text_vae.load_config("toy", ["lr=1"]) == text_vae.load_config("toy", ["lr=1.0"])
+
+
+def test_recorder_records_each_trial_once_whatever_the_hooks_and_crashes(store, tmp_path):
+    """Without Tune: fake trials through the hooks (a scheduler-stopped trial, a diverged one, a crashed one,
+    one re-reported), then a driver that crashed after creating a run but before writing its row."""
     from types import SimpleNamespace
 
-    from pipelines.text_vae_tracking import TextVAECallback
+    def config(schedule, posterior="gaussian"):
+        return {"dataset": "toy", "data": {}, "model": {"posterior": posterior, "latent_dim": 2},
+                "train": {"schedule": schedule, "aggressive": False, "cycles": 4, "ratio": 0.5, "k_max": 0,
+                          "lr": 1e-3, "epochs": 5, "seed": 0}}
 
-    config = {"dataset": "toy", "data": {}, "model": {"posterior": "gaussian", "latent_dim": 2},
-              "train": {"schedule": "cyclical", "aggressive": False, "cycles": 4, "ratio": 0.5, "k_max": 0,
-                        "lr": 1e-3, "epochs": 5, "seed": 0}}
-    cb = TextVAECallback("text-vae-callback-test", tracking_uri=store, tags={"search": "unit"})
-    cb.setup()
+    rec = TextVAERecorder(tmp_path, "text-vae-recorder-test", "grid", tracking_uri=store, extra_tags={"search": "unit"})
+    rec.setup()
     epoch = {"epoch": 2, "val_elbo": -3.0, "val_rec": 2.0, "val_kl": 1.0, "beta": 0.5}
-    stopped = SimpleNamespace(trial_id="t_stopped", config=config, last_result=epoch)
-    cb.on_trial_result(0, [], stopped, {**epoch, "epoch": 1, "val_elbo": -4.0})
-    cb.on_trial_result(0, [], stopped, epoch)
-    cb.on_trial_complete(0, [], stopped)
-    cb.on_trial_complete(0, [], stopped)  # reported twice: still one row and run
-    diverged = SimpleNamespace(trial_id="t_nan", config=config, last_result={"error": "diverged at epoch 1", "final": True})
-    cb.on_trial_complete(0, [], diverged)
-    crashed = SimpleNamespace(trial_id="t_crash", config=config, last_result=None, pickled_error_file=None,
+    stopped = SimpleNamespace(trial_id="t_stopped", config=config("cyclical"), last_result=epoch)
+    rec.on_trial_result(0, [], stopped, {**epoch, "epoch": 1, "val_elbo": -4.0})
+    rec.on_trial_result(0, [], stopped, epoch)
+    rec.on_trial_complete(0, [], stopped)
+    rec.on_trial_complete(0, [], stopped)  # reported twice: still one row and run
+    diverged = SimpleNamespace(trial_id="t_nan", config=config("monotonic"),
+                               last_result={"error": "diverged at epoch 1", "final": True})
+    rec.on_trial_complete(0, [], diverged)
+    crashed = SimpleNamespace(trial_id="t_crash", config=config("constant"), last_result=None, pickled_error_file=None,
                               error_file=None)
-    cb.on_trial_error(0, [], crashed)
-    rows = {r["trial_id"]: r for r in cb.rows}
+    rec.on_trial_error(0, [], crashed)
+    rec.on_experiment_end([])
+    rows = {r["trial_id"]: r for r in pd.read_parquet(tmp_path / "results.parquet").to_dict("records")}
     assert [rows[t]["status"] for t in ("t_stopped", "t_nan", "t_crash")] == ["stopped", "failed", "failed"]
-    assert rows["t_stopped"]["elbo"] is None and rows["t_stopped"]["val_elbo"] == -3.0
-    assert rows["t_nan"]["error"] == "diverged at epoch 1" and len(cb.rows) == 3
-    runs = mlflow_runs(store, "text-vae-callback-test", "unit")
+    assert pd.isna(rows["t_stopped"]["elbo"]) and rows["t_stopped"]["val_elbo"] == -3.0
+    assert rows["t_nan"]["error"] == "diverged at epoch 1" and len(rows) == 3
+    runs = mlflow_runs(store, "text-vae-recorder-test", "unit")
     assert sorted(r.info.status for r in runs) == ["FAILED", "FAILED", "FINISHED"]
-    history = [m.value for m in metric_history(store, rows["t_stopped"]["mlflow_run_id"], "val_elbo")]
-    assert history == [-4.0, -3.0]
-
-
-def metric_history(uri, run_id, key):
     from mlflow import MlflowClient
 
-    return sorted(MlflowClient(uri).get_metric_history(run_id, key), key=lambda m: m.step)
+    client = MlflowClient(store)
+    history = sorted(client.get_metric_history(rows["t_stopped"]["mlflow_run_id"], "val_elbo"), key=lambda m: m.step)
+    assert [m.value for m in history] == [-4.0, -3.0]
+
+    # A driver killed between creating a run and writing the row: the next one finds the run by its key tag.
+    (tmp_path / "results.parquet").unlink()
+    again = TextVAERecorder(tmp_path, "text-vae-recorder-test", "grid", tracking_uri=store)
+    assert again.record(stopped.config, epoch, "t_stopped") == rows["t_stopped"]["mlflow_run_id"]
+    # ... or while logging it (a run left RUNNING): that run is replaced, so one complete run per key remains.
+    unfinished = again.create_run(("constant", "semi-implicit", False), "constant-semi-implicit")
+    final = {"epoch": 5, "final": True, "elbo": -2.5, "rec": 2.0, "kl": 0.5}
+    run_id = again.record(config("constant", "semi-implicit"), final, "t_new")
+    assert run_id != unfinished and client.get_run(unfinished).info.lifecycle_stage == "deleted"
+    assert client.get_run(run_id).data.metrics["elbo"] == -2.5
+    assert len(mlflow_runs(store, "text-vae-recorder-test")) == 4
