@@ -120,18 +120,19 @@ def run_stage(run: RunDir, cfg: dict, stage: Stage, experiment: str, tracking_ur
     path = storage / stage.name
     trainable = tune.with_resources(tune.with_parameters(candidate_trainable, teachers=stage.teachers), resources(cfg))
     start = time.perf_counter()
-    if tune.Tuner.can_restore(str(path)):
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False,
-                                   restart_errored=False)
+    base = {"protocol": cfg["protocol"], "protocol_options": cfg["protocol_options"], "train": stage.train,
+            "seed": cfg["seed"], "stage": stage.stage, "iteration": stage.iteration, "checkpoint": True}
+    param_space = base if stage.genotypes is None else {**base, "genotype": tune.grid_search(stage.genotypes)}
+    # Restorable once Tune saved an experiment state: a driver killed between writing tuner.pkl and the first
+    # state restarts the stage. The param space is given again because tuner.pkl does not hold it.
+    if tune.Tuner.can_restore(str(path)) and any(path.glob("experiment_state-*.json")):
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, param_space=param_space, resume_unfinished=True,
+                                   resume_errored=False, restart_errored=False)
     else:
-        base = {"protocol": cfg["protocol"], "protocol_options": cfg["protocol_options"], "train": stage.train,
-                "seed": cfg["seed"], "stage": stage.stage, "iteration": stage.iteration, "checkpoint": True}
         if stage.genotypes is not None:
-            param_space = {**base, "genotype": tune.grid_search(stage.genotypes)}
             tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=cfg["max_concurrent"], reuse_actors=True,
                                           trial_name_creator=trial_name, trial_dirname_creator=trial_name)
         else:
-            param_space = base
             tune_config = tune.TuneConfig(search_alg=stage.searcher, num_samples=stage.num_samples,
                                           max_concurrent_trials=cfg["max_concurrent"], reuse_actors=True,
                                           trial_name_creator=trial_name, trial_dirname_creator=trial_name)

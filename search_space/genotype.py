@@ -17,6 +17,11 @@ Conventions (seed §4.3.1, with the choices the text leaves open):
 * ``arch_hash`` identifies the network, not the encoding: it is a Weisfeiler-Lehman hash of each
   pruned cell (operator labels, in/out neighbourhoods), so dead edges, dead vertices' operators and
   relabelings of isomorphic cells do not change it. Cells are hashed in stage order.
+* ``residual`` is the cell wiring of the whole network (see :mod:`search_space.network`): True adds the
+  cell's input to its output (``ReLU(x + proj(concat(leaves)))``), False is the thesis's eq. 4.6 wiring
+  (``ReLU(proj(concat(leaves)))``). It is part of the JSON (``"residual": true|false``) and of ``arch_hash``
+  (residual genotypes hash as before the option existed). A JSON without the field means ``true``: every
+  genotype written before the option existed was built with the residual path.
 """
 from __future__ import annotations
 
@@ -152,8 +157,11 @@ class Genotype:
     """Three cells, one per stage (each repeated ``CELLS_PER_STAGE`` times in the network)."""
 
     cells: tuple[Cell, ...]
+    residual: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.residual, bool):
+            raise ValueError(f"residual: expected true or false, got {self.residual!r}")
         if len(self.cells) != NUM_STAGES:
             raise ValueError(f"cells: expected {NUM_STAGES} cells (one per stage), got {len(self.cells)}")
         if len({c.k for c in self.cells}) != 1:
@@ -169,19 +177,20 @@ class Genotype:
     @cached_property
     def arch_hash(self) -> str:
         """16 hex digits identifying the built network (see module docstring)."""
-        return _digest("/".join(c.fingerprint() for c in self.cells))[:16]
+        wiring = "" if self.residual else "/plain"
+        return _digest("/".join(c.fingerprint() for c in self.cells) + wiring)[:16]
 
     def pruned(self) -> Genotype:
-        return Genotype(tuple(c.pruned() for c in self.cells))
+        return Genotype(tuple(c.pruned() for c in self.cells), self.residual)
 
     def replace_cell(self, index: int, cell: Cell) -> Genotype:
         cells = list(self.cells)
         cells[index] = cell
-        return Genotype(tuple(cells))
+        return Genotype(tuple(cells), self.residual)
 
     # --- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {"k": self.k, "cells": [c.to_dict() for c in self.cells]}
+        return {"k": self.k, "cells": [c.to_dict() for c in self.cells], "residual": self.residual}
 
     def to_json(self) -> str:
         """Compact, key-sorted JSON (stable text for the same genotype)."""
@@ -189,16 +198,19 @@ class Genotype:
 
     @staticmethod
     def from_dict(data: Any) -> Genotype:
-        """Parse ``{"k": K, "cells": [{"ops": [...], "edges": [[j, i], ...]}, x3]}``.
+        """Parse ``{"k": K, "cells": [{"ops": [...], "edges": [[j, i], ...]}, x3], "residual": bool}``.
 
         ``k`` is optional when every cell lists its ops; ``ops`` is optional when ``k`` is given
         (the fixed default assignment is used). Raises ``ValueError`` naming the offending field.
         """
         if not isinstance(data, dict):
             raise ValueError(f"genotype: expected a JSON object, got {type(data).__name__}")
-        unknown = set(data) - {"k", "cells"}
+        unknown = set(data) - {"k", "cells", "residual"}
         if unknown:
-            raise ValueError(f"genotype: unknown field(s) {sorted(unknown)}; valid: cells, k")
+            raise ValueError(f"genotype: unknown field(s) {sorted(unknown)}; valid: cells, k, residual")
+        residual = data.get("residual", True)
+        if not isinstance(residual, bool):
+            raise ValueError(f"residual: expected true or false, got {residual!r}")
         k = data.get("k")
         if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 2):
             raise ValueError(f"k: expected an integer >= 2, got {k!r}")
@@ -228,7 +240,7 @@ class Genotype:
             if not isinstance(edges, list):
                 raise ValueError(f"{where}.edges: expected a list of [j, i] pairs, got {type(edges).__name__}")
             parsed.append(Cell.create(ops, edges, where))
-        return Genotype(tuple(parsed))
+        return Genotype(tuple(parsed), residual)
 
     @staticmethod
     def from_json(text: str) -> Genotype:

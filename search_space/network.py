@@ -13,7 +13,10 @@ Cell (built from the pruned cell DAG; the cell of stage ``s`` is repeated 3 time
   predecessors in index order) straight to ``C`` channels: no separate projection before the op;
   operators are post-activation (conv -> BN -> ReLU, see :mod:`search_space.ops`);
 * the leaves are concatenated (``n_leaves·C`` channels) and projected by conv1x1 -> BN to ``C``;
-* residual path: ``cell(x) = ReLU(x + BN(conv1x1(concat(leaves))))``.
+* wiring (``genotype.residual``): with the residual path ``cell(x) = ReLU(x + BN(conv1x1(concat(leaves))))``;
+  without it (the thesis's eq. 4.6: the output vertex concatenates the leaves) ``cell(x) =
+  ReLU(BN(conv1x1(concat(leaves))))`` — the conv1x1 projection back to ``C`` channels stays in both, so the
+  next cell sees a fixed width and both wirings have the same parameters.
 """
 from __future__ import annotations
 
@@ -32,8 +35,9 @@ def _conv_bn(in_channels: int, out_channels: int, kernel: int, stride: int = 1) 
 class CellModule(nn.Module):
     """One cell instance with ``channels`` channels in and out, spatial size unchanged."""
 
-    def __init__(self, cell: Cell, channels: int):
+    def __init__(self, cell: Cell, channels: int, residual: bool = True):
         super().__init__()
+        self.residual = residual
         pruned = cell.pruned()
         self.order = sorted(pruned.live - {0})
         self.preds = {i: pruned.predecessors(i) for i in self.order}
@@ -50,7 +54,8 @@ class CellModule(nn.Module):
             inp = states[preds[0]] if len(preds) == 1 else torch.cat([states[j] for j in preds], dim=1)
             states[i] = self.vertex_ops[str(i)](inp)
         out = states[self.leaves[0]] if len(self.leaves) == 1 else torch.cat([states[v] for v in self.leaves], 1)
-        return torch.relu(x + self.project(out))
+        out = self.project(out)
+        return torch.relu(x + out if self.residual else out)
 
 
 class DCSODNet(nn.Module):
@@ -74,7 +79,7 @@ class DCSODNet(nn.Module):
             if stage > 0:
                 layers += [*_conv_bn(channels, 2 * channels, 3, stride=2), nn.ReLU(inplace=True)]
                 channels *= 2
-            layers += [CellModule(cell, channels) for _ in range(CELLS_PER_STAGE)]
+            layers += [CellModule(cell, channels, genotype.residual) for _ in range(CELLS_PER_STAGE)]
         self.body = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim = channels

@@ -39,6 +39,8 @@ class SearchSpace:
             :func:`default_ops`; if True operators are drawn uniformly and mutated too.
         p_edge_mutation: probability that a mutation flips one edge; otherwise it resamples a cell
             (or, with ``search_ops``, changes one operator with probability ``p_op_mutation``).
+        residual: the cell wiring of every sampled network (``Genotype.residual``; see
+            :mod:`search_space.network`). Mutations keep the parent's wiring.
     """
 
     k: int = DEFAULT_K
@@ -46,6 +48,7 @@ class SearchSpace:
     search_ops: bool = False
     p_edge_mutation: float = 0.7
     p_op_mutation: float = 0.15
+    residual: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.k, int) or self.k < 2:
@@ -54,6 +57,8 @@ class SearchSpace:
             raise ValueError(f"edge_prob: expected a probability in (0, 1], got {self.edge_prob!r}")
         if not 0.0 <= self.p_edge_mutation <= 1.0 or not 0.0 <= self.p_op_mutation <= 1.0:
             raise ValueError("p_edge_mutation, p_op_mutation: expected probabilities in [0, 1]")
+        if not isinstance(self.residual, bool):
+            raise ValueError(f"residual: expected true or false, got {self.residual!r}")
 
     @property
     def edge_pairs(self) -> tuple[tuple[int, int], ...]:
@@ -80,7 +85,7 @@ class SearchSpace:
 
     def sample(self, seed: Seed = None) -> Genotype:
         rng = as_rng(seed)
-        return Genotype(tuple(self.sample_cell(rng) for _ in range(NUM_STAGES)))
+        return Genotype(tuple(self.sample_cell(rng) for _ in range(NUM_STAGES)), self.residual)
 
     def sample_many(self, n: int, seed: Seed = None, unique: bool = True) -> list[Genotype]:
         """``n`` genotypes from one seeded stream; with ``unique`` no two share an ``arch_hash``."""

@@ -117,3 +117,19 @@ def test_bad_input_names_the_field(data, field):
         Genotype.from_json(data)
     assert field in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_wiring_is_part_of_json_and_hash_and_old_json_means_residual():
+    from search_space import SearchSpace
+
+    space = SearchSpace(residual=False)
+    g = space.sample(0)
+    assert g.residual is False and '"residual":false' in g.to_json()
+    assert Genotype.from_json(g.to_json()) == g
+    legacy = {k: v for k, v in g.to_dict().items() if k != "residual"}  # written before the option existed
+    old = Genotype.from_dict(legacy)
+    assert old.residual is True and old.arch_hash != g.arch_hash
+    assert old.arch_hash == Genotype(g.cells).arch_hash  # residual genotypes keep their pre-option hashes
+    assert all(space.mutate(g, seed=s).residual is False for s in range(5))
+    with pytest.raises(ValueError, match="residual"):
+        Genotype.from_dict({**g.to_dict(), "residual": "no"})

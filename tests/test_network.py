@@ -84,3 +84,29 @@ def test_denser_cell_has_more_params():
     p_sparse = count_params(build_network(Genotype((sparse,) * 3), width=8))
     p_dense = count_params(build_network(Genotype((dense,) * 3), width=8))
     assert p_dense > p_sparse
+
+
+def test_wiring_option_changes_the_cell_function_not_its_parameters():
+    """``residual=False`` is the thesis's eq. 4.6 wiring: the cell output is the projected leaf concatenation
+    alone; ``residual=True`` adds the cell's input. Same parameters either way."""
+    import torch
+
+    from search_space import Genotype, SearchSpace, build_network
+
+    residual = SearchSpace(residual=True).sample(3)
+    plain = Genotype(residual.cells, residual=False)
+    assert plain.arch_hash != residual.arch_hash and Genotype.from_json(plain.to_json()) == plain
+    a, b = build_network(residual, 4, 3, 8), build_network(plain, 4, 3, 8)
+    assert [n for n, _ in a.named_parameters()] == [n for n, _ in b.named_parameters()]
+    b.load_state_dict(a.state_dict())
+    a.eval(), b.eval()
+    h = torch.randn(2, 8, 16, 16)
+    for cell, add_input in ((a.body[3], True), (b.body[3], False)):
+        seen = []
+        handle = cell.project.register_forward_hook(lambda m, i, o, seen=seen: seen.append(o))
+        out = cell(h)
+        handle.remove()
+        expected = torch.relu(h + seen[0]) if add_input else torch.relu(seen[0])
+        assert torch.allclose(out, expected)
+    x = torch.randn(2, 3, 16, 16)
+    assert not torch.allclose(a(x), b(x))
