@@ -1,7 +1,7 @@
 """Text-VAE sweep on Ray Tune: β schedules × posteriors × aggressive training for LSTM text VAEs.
 
-``python pipelines/text_vae.py [--preset toy|ptb|yelp] [--set key=value ...] [--output DIR] [--resume]
-[--search grid|optuna] [--data-dir DIR] [--tracking-uri URI] [--address ADDR] [--no-dashboard]``, locally or
+``python pipelines/text_vae.py [--preset toy|ptb|yelp|ptb-paper|yelp-paper] [--set key=value ...] [--output DIR]
+[--resume] [--search grid|optuna] [--data-dir DIR] [--tracking-uri URI] [--address ADDR] [--no-dashboard]``, locally or
 through ``ray job submit --working-dir . -- python pipelines/text_vae.py ...``.
 
 Stages:
@@ -13,8 +13,11 @@ Stages:
    problem is one line ``error: ...`` on stderr and exit status 2, with nothing written.
 2. **sweep**: one Tune experiment in ``DIR/tune/sweep``. ``--search grid`` (default): every configuration of
    ``schedules × posteriors × aggressive`` is one trial (the VAE trains inside it, ``trainables.text_vae_tune``)
-   on reused actors, ``concurrency`` at a time. ``--search optuna``: Tune's ``OptunaSearch`` (TPE) proposes the
-   cycle count M (``cycles``), ratio R, ``k_max`` and ``lr`` of a cyclical-schedule, semi-implicit VAE
+   on reused actors, ``concurrency`` at a time; a ``schedules`` entry is a schedule name (``constant``,
+   ``monotonic``, ``cyclical``, ``ae``) or ``name@β_max`` (``cyclical@0.5``), so Table 2.1's rows are one sweep:
+   ``--set 'schedules=[ae, monotonic@0.5, cyclical@0.5, monotonic, cyclical]'``. ``--search optuna``: Tune's
+   ``OptunaSearch`` (TPE) proposes the cycle count M (``cycles``), the cyclical ratio R (``ratio``), ``k_max`` and
+   ``lr`` of a cyclical-schedule, semi-implicit VAE
    (``aggressive`` = the first entry of the list) for ``optuna_trials`` trials; ASHA stops bad trials early on
    the per-epoch validation ELBO. ``workers`` > 1: each configuration trains data-parallel through Ray Train (a
    ``TorchTrainer`` of ``workers`` DDP workers inside its trial, each asking for ``cpus_per_trial`` CPUs and
@@ -63,7 +66,8 @@ from pipelines.settings import ConfigError, PresetFile, check, is_int
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_KEYS = ("emb_dim", "hidden_dim", "latent_dim", "word_dropout")
-TRAIN_KEYS = ("epochs", "batch_size", "lr", "cycles", "ratio", "shape", "cyclical_lr", "k_max", "k_min",
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "cycles", "ratio", "monotonic_ratio", "beta_max", "shape", "cyclical_lr",
+              "k_max", "k_min",
               "j_samples", "aggressive_max_steps", "iw_samples", "eval_components", "mi_rows", "latent_samples",
               "seed")
 #: preset key -> loader argument, per dataset.
@@ -75,7 +79,8 @@ INTEGERS = {"toy_copies": 1, "max_len": 1, "min_freq": 1, "limit": 0, "emb_dim":
             "latent_dim": 1, "si_noise_dim": 1, "epochs": 1, "batch_size": 1, "cycles": 1, "k_max": 0, "k_min": 0,
             "j_samples": 1, "aggressive_max_steps": 1, "seed": 0, "iw_samples": 0, "eval_components": 1,
             "mi_rows": 1, "latent_samples": 0, "concurrency": 1, "workers": 1, "optuna_trials": 1, "asha_grace": 1}
-FLOATS = ("word_dropout", "lr", "ratio", "val_frac", "test_frac", "cpus_per_trial", "gpus_per_trial")
+FLOATS = ("word_dropout", "lr", "ratio", "monotonic_ratio", "beta_max", "val_frac", "test_frac", "cpus_per_trial",
+          "gpus_per_trial")
 SWEEP_STAGE = "sweep"
 
 
@@ -89,8 +94,9 @@ def _number(cfg: dict, key: str) -> float:
     return cfg[key]
 
 
-def _names(cfg: dict, key: str, registry) -> None:
-    """A non-empty list of distinct registry names (one name alone is taken as a list of one)."""
+def _names(cfg: dict, key: str, registry=None) -> None:
+    """A non-empty list of distinct names (one name alone is taken as a list of one), each looked up in
+    ``registry`` when one is given."""
     value = cfg[key]
     if isinstance(value, str):
         check("," not in value, f"{key}: lists are YAML, e.g. --set '{key}=[{', '.join(value.split(','))}]'")
@@ -98,17 +104,19 @@ def _names(cfg: dict, key: str, registry) -> None:
     check(isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value),
           f"{key}: expected a non-empty list of names, got {value!r}")
     check(len(set(value)) == len(value), f"{key}: duplicate entries in {value}")
-    for name in value:
-        registry.lookup(name)
+    if registry is not None:
+        for name in value:
+            registry.lookup(name)
     cfg[key] = value
 
 
 def validate(cfg: dict) -> None:
-    """Check every value of a text-VAE configuration: types, ranges and registry names (datasets, β schedules,
-    ramps, posteriors, each built through its registry). Raises a one-line :class:`ConfigError`. Normalises in
-    place: ints given for float keys become floats, one grid entry given alone becomes a list of one."""
+    """Check every value of a text-VAE configuration: types, ranges and registry names (datasets, β schedule
+    entries ``name`` or ``name@β_max``, ramps, posteriors, each built through its registry). Raises a one-line
+    :class:`ConfigError`. Normalises in place: ints given for float keys become floats, one grid entry given
+    alone becomes a list of one."""
     from search_space.registry import RegistryError
-    from trainables.beta_schedules import RAMPS, SCHEDULES, make_schedule
+    from trainables.beta_schedules import RAMPS, make_schedule, schedule_entry
     from trainables.posteriors import POSTERIORS, make_posterior
     from trainables.text_data import DATASETS
 
@@ -126,11 +134,14 @@ def validate(cfg: dict) -> None:
     cfg["aggressive"] = aggressive
     try:
         DATASETS.lookup(cfg["dataset"])
-        _names(cfg, "schedules", SCHEDULES)
+        _names(cfg, "schedules")
         _names(cfg, "posteriors", POSTERIORS)
         RAMPS.lookup(cfg["shape"])
-        for name in cfg["schedules"]:  # checks cycles, ratio and shape as a run would use them
-            make_schedule(name, cfg["cycles"], cycles=cfg["cycles"], ratio=cfg["ratio"], shape=cfg["shape"])
+        for entry in cfg["schedules"]:  # checks the name, cycles, both ratios, β_max and shape as a run uses them
+            make_schedule(entry, cfg["cycles"], **schedule_options(cfg))
+        parsed = [schedule_entry(e, cfg["beta_max"]) for e in cfg["schedules"]]
+        check(len(set(parsed)) == len(parsed), f"schedules: entries {cfg['schedules']} name the same schedule "
+              f"twice (an entry without '@' has β_max = beta_max = {cfg['beta_max']})")
         for name in cfg["posteriors"]:
             options = {"noise_dim": cfg["si_noise_dim"]} if name == "semi-implicit" else {}
             make_posterior(name, cfg["hidden_dim"], cfg["latent_dim"], **options)
@@ -148,6 +159,11 @@ def validate(cfg: dict) -> None:
 
 TEXT_VAE_PRESETS = PresetFile(Path(__file__).with_name("presets") / "text_vae.yaml", validate=validate,
                               fixed=("dataset",))
+
+
+def schedule_options(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of ``trainables.beta_schedules.make_schedule`` in a configuration."""
+    return {k: cfg[k] for k in ("cycles", "ratio", "monotonic_ratio", "beta_max", "shape")}
 
 
 def load_config(preset: str = "toy", overrides: list[str] | None = None) -> dict:
@@ -287,8 +303,7 @@ def write_outputs(run: RunDir, cfg: dict[str, Any], search: str, curves: pd.Data
         write_parquet(run / "latents.parquet", latents)
     batches_per_epoch = math.ceil(train_size / cfg["batch_size"])
     plot_schedules(run / "beta_schedules.png", cfg["schedules"] if search == "grid" else ["cyclical"],
-                   cfg["epochs"] * batches_per_epoch, cycles=cfg["cycles"], ratio=cfg["ratio"], shape=cfg["shape"],
-                   with_lr=cfg["cyclical_lr"])
+                   cfg["epochs"] * batches_per_epoch, **schedule_options(cfg), with_lr=cfg["cyclical_lr"])
     plot_learning_curves(run / "learning_curves.png",
                          {name: points.to_dict("records") for name, points in curves.groupby("name")})
     if len(latents):

@@ -27,16 +27,19 @@ def _save(fig, path: Path) -> Path:
 
 
 def plot_schedules(path: Path, schedules: Sequence[str], total: int, *, cycles: int, ratio: float, shape: str,
-                   with_lr: bool = False) -> Path:
-    """β_t over the ``total`` iterations of a run for each schedule (and the cyclical lr factor if used)."""
+                   monotonic_ratio: float = 0.25, beta_max: float = 1.0, with_lr: bool = False) -> Path:
+    """β_t over the ``total`` iterations of a run for each schedule entry (``name`` or ``name@β_max``), and the
+    cyclical lr factor if used."""
     t = np.arange(1, total + 1)
     fig, ax = plt.subplots(figsize=(7, 3.2))
     for name in schedules:
-        beta = make_schedule(name, total, cycles=cycles, ratio=ratio, shape=shape)
+        beta = make_schedule(name, total, cycles=cycles, ratio=ratio, monotonic_ratio=monotonic_ratio,
+                             beta_max=beta_max, shape=shape)
         ax.plot(t, [beta(i) for i in t], label=name)
     if with_lr:
         ax.plot(t, [cyclical_lr(i, total, cycles=cycles, lr_max=1.0) for i in t], "k:", label="lr / lr_max")
-    ax.set(xlabel="iteration t", ylabel="β", title=f"β schedules (M={cycles}, R={ratio}, f={shape}, T={total})")
+    ax.set(xlabel="iteration t", ylabel="β", title=f"β schedules (M={cycles}, R={ratio}, monotonic R="
+           f"{monotonic_ratio}, β_max={beta_max}, f={shape}, T={total})")
     ax.legend(loc="lower right")
     return _save(fig, path)
 

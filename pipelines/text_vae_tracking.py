@@ -7,7 +7,8 @@ row's key, found again by that tag after a crash instead of being created twice;
 metric histories per epoch, final metrics, tags ``status``/``error``), then the row in :class:`ResultsTable` (a
 :class:`pipelines.journal.JournaledTable`, O(1) fsynced appends, compacted into ``results.parquet``).
 
-The key of a row is the trial's identity: the configuration ``(schedule, posterior, aggressive)`` for the grid
+The key of a row is the trial's identity: the configuration ``(schedule, posterior, aggressive)`` (``schedule``
+is the sweep's entry, e.g. ``cyclical@0.5``; the row's ``beta_max`` column holds its effective β_max) for the grid
 search, the Tune trial id (kept by ``Tuner.restore``) for Optuna. A trial re-reported after a restore, or
 recorded again by :meth:`TextVAERecorder.reconcile` from Tune's own results after ``fit()``, is recorded once.
 """
@@ -25,6 +26,8 @@ from typing import Any
 import pandas as pd
 from ray.tune import Callback
 
+from trainables.beta_schedules import schedule_entry
+
 from .journal import JournaledTable
 from .mlflow_runs import MLflowRecorder, check_tracking_uri, one_line
 
@@ -36,10 +39,12 @@ RESULT_COLUMNS = ("schedule", "posterior", "aggressive", "elbo", "rec", "kl", "p
 EPOCH_KEYS = ("beta", "k", "inner_steps", "train_rec", "train_kl", "train_elbo", "val_rec", "val_kl",
               "val_elbo", "val_ppl", "val_au", "val_mi")
 #: Final keys logged as MLflow metrics (besides the RESULT_COLUMNS metrics); a column when some row has one.
-EXTRA_KEYS = ("iw_nll", "tokens_per_s", "train_seconds", "knn_acc", "acc_1pct", "acc_10pct", "acc_100pct")
+EXTRA_KEYS = ("iw_nll", "mi_upper", "tokens_per_s", "train_seconds", "knn_acc", "acc_1pct", "acc_10pct",
+              "acc_100pct")
 #: The columns after the metrics, with their dtypes.
 TAIL_COLUMNS: dict[str, Any] = {
-    "val_elbo": "float64", "epochs_run": "int64", "cycles": "int64", "ratio": "float64", "k_max": "int64",
+    "val_elbo": "float64", "epochs_run": "int64", "cycles": "int64", "ratio": "float64", "monotonic_ratio": "float64",
+    "beta_max": "float64", "k_max": "int64",
     "lr": "float64", "epochs": "int64", "seed": "int64", "workers": "int64", "status": str, "error": str,
     "trial_id": str, "mlflow_run_id": str,
 }
@@ -109,12 +114,14 @@ def result_row(config: Mapping[str, Any], result: Mapping[str, Any], trial_id: s
     status, error = outcome(result, error)
     final = status == "complete"
     train = config["train"]
+    _, beta_max = schedule_entry(train["schedule"], train.get("beta_max", 1.0))
     return {
         "schedule": train["schedule"], "posterior": config["model"]["posterior"], "aggressive": train["aggressive"],
         **{m: _number(result.get(m)) if final else None for m in RESULT_COLUMNS[3:]},
         **{k: x for k in EXTRA_KEYS if final and (x := _number(result.get(k))) is not None},
         "val_elbo": _number(result.get("val_elbo")), "epochs_run": int(result.get("epoch", 0) or 0),
         **{k: train[k] for k in ("cycles", "ratio", "k_max", "lr", "epochs", "seed")},
+        "monotonic_ratio": train.get("monotonic_ratio", 0.25), "beta_max": beta_max,
         "workers": int(config.get("workers", 1)), "status": status, "error": error, "trial_id": str(trial_id),
     }
 
@@ -132,7 +139,8 @@ def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"results row: status must be one of {', '.join(STATUSES)}, got {row['status']!r}")
     out: dict[str, Any] = {"schedule": str(row["schedule"]), "posterior": str(row["posterior"]),
                            "aggressive": bool(row["aggressive"])}
-    for col in (*RESULT_COLUMNS[3:], *[k for k in EXTRA_KEYS if k in row], "val_elbo", "ratio", "lr"):
+    for col in (*RESULT_COLUMNS[3:], *[k for k in EXTRA_KEYS if k in row], "val_elbo", "ratio", "monotonic_ratio",
+                "beta_max", "lr"):
         out[col] = _number(row.get(col))
     for col in ("epochs_run", "cycles", "k_max", "epochs", "seed", "workers"):
         out[col] = int(row.get(col) or 0)

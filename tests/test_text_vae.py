@@ -105,6 +105,38 @@ def test_line_corpus_loader_on_a_small_directory(yelp_dir):
         load_ptb(tmp_path)
 
 
+def _write_ptb(root: Path, files: dict[str, list[str]]) -> Path:
+    (root / "ptb").mkdir()
+    for name, lines in files.items():
+        (root / "ptb" / name).write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_ptb_reads_the_official_split_when_train_txt_is_there(tmp_path):
+    train = [f"the cat number {i} sat" for i in range(30)] + ["a sentence far too long to keep here at all"]
+    valid = [f"the dog number {i} ran" for i in range(7)]
+    test = [f"a bird number {i} flew" for i in range(5)]
+    data = load_ptb(_write_ptb(tmp_path, {"train.txt": train, "valid.txt": valid, "test.txt": test}),
+                    max_len=6, min_freq=2, val_frac=0.5, test_frac=0.3, seed=3)
+    decode = data.vocab.decode
+    assert len(data.train) == 30 and len(data.val) == 7 and len(data.test) == 5  # the files, not a permutation
+    assert all(decode(s)[:2] == ["the", "cat"] for s in data.train.sentences)
+    assert [decode(s)[1] for s in data.val.sentences] == ["<unk>"] * 7  # "dog" never occurs in train.txt
+    assert [decode(s)[0] for s in data.test.sentences] == ["<unk>"] * 5
+    assert set(data.vocab.itos[4:]) == {"the", "cat", "number", "sat"}  # the vocabulary is train.txt's
+    assert (data.train.labels == -1).all()
+
+
+def test_ptb_without_train_txt_pools_valid_and_test(tmp_path):
+    valid = [f"the dog number {i} ran" for i in range(30)]
+    test = [f"a bird number {i} flew" for i in range(20)]
+    data = load_ptb(_write_ptb(tmp_path, {"valid.txt": valid, "test.txt": test}), max_len=6, min_freq=2,
+                    val_frac=0.2, test_frac=0.2, seed=0)
+    assert (len(data.train), len(data.val), len(data.test)) == (30, 10, 10)
+    firsts = {data.vocab.decode(s)[0] for split in (data.train, data.val, data.test) for s in split.sentences}
+    assert firsts == {"the", "a"}  # both files in every split, mixed by the seeded permutation
+
+
 @pytest.mark.skipif(not (DATA_DIR / "ptb" / "valid.txt").exists(), reason=f"PTB not under {DATA_DIR}")
 def test_ptb_development_data():
     data = load_ptb(DATA_DIR, max_len=40, min_freq=2)
@@ -137,7 +169,7 @@ def test_model_shapes(toy_batch, posterior):
     if posterior == "semi-implicit":
         assert model.posterior.noise_dim == 5
     mu, logvar = model.components(batch, 5)
-    assert mu.shape[0] == 4 and mu.shape[2] == 3 and logvar.shape == (4, 3)
+    assert mu.shape[0] == 4 and mu.shape[2] == 3 and logvar.shape == mu.shape
     z = torch.randn(2, 4, 3)
     assert model.logits(z, batch.dec_in).shape == (2, 4, 11, len(data.vocab))
     assert model.reconstruction(z, batch).shape == (2, 4)
@@ -145,6 +177,31 @@ def test_model_shapes(toy_batch, posterior):
     assert out["rec"].shape == (4,) and out["kl"].shape == (4,) and out["loss"].dim() == 0
     out["loss"].backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad and p.dim() > 1)
+
+
+def test_loss_draws_one_psi_per_sample_plus_k_shared_mixing_draws(toy_batch, monkeypatch):
+    """TextVAE.loss asks the semi-implicit posterior for J + K components (J own ψ_j, K shared), and the J
+    z-samples it reconstructs from are drawn from J different ψ_j."""
+    data, batch = toy_batch
+    torch.manual_seed(3)
+    model = TextVAE(len(data.vocab), VAEModelConfig(8, 16, 3, posterior="semi-implicit"))
+    asked, seen = [], {}
+    components = model.posterior.components
+
+    def spy(h, n=1):
+        asked.append(n)
+        seen["mu"], seen["logvar"] = components(h, n)
+        return seen["mu"], seen["logvar"]
+
+    monkeypatch.setattr(model.posterior, "components", spy)
+    reconstruction = model.reconstruction
+    monkeypatch.setattr(model, "reconstruction", lambda z, b: seen.setdefault("z", z) is z and reconstruction(z, b))
+    model.loss(batch, beta=1.0, k=4, j_samples=3)
+    assert asked == [3 + 4]
+    mu, logvar, z = seen["mu"], seen["logvar"], seen["z"]
+    assert z.shape == (3, 4, 3)
+    assert all(not torch.allclose(mu[:, a], mu[:, b]) and not torch.allclose(logvar[:, a], logvar[:, b])
+               for a in range(3) for b in range(a))
 
 
 def test_latent_initialises_state_and_feeds_every_step(toy_batch):
@@ -202,10 +259,38 @@ def test_mutual_information_bounds_are_reached():
     mu = torch.randn(n, 1, d)
     same = mu[:1].expand(n, 1, d)
     z = same[:, 0] + torch.randn(n, d)
-    assert mutual_information(z, same, torch.zeros(n, d)) == pytest.approx(0.0, abs=1e-9)
+    assert mutual_information(z, same, torch.zeros(n, 1, d)) == pytest.approx(0.0, abs=1e-9)
     far = (torch.arange(n, dtype=torch.float64)[:, None, None] * 100.0).expand(n, 1, d)
     z = far[:, 0] + torch.randn(n, d, dtype=torch.float64)
-    assert mutual_information(z, far, torch.zeros(n, d, dtype=torch.float64)) == pytest.approx(math.log(n), rel=1e-6)
+    assert mutual_information(z, far, torch.zeros(n, 1, d, dtype=torch.float64)) == pytest.approx(math.log(n), rel=1e-6)
+
+
+def test_semi_implicit_mutual_information_leaves_out_the_own_component():
+    """z_i is drawn from component 0 of row i; every q(z_i|x_j) of the SI estimate is the mixture of the other
+    components only. Counting component 0 finds z_i 'explained' by its own x_i: on x that carries no
+    information (true MI 0) it reports +0.15 nats here, the leave-one-out estimate −0.25 (Jensen: the log of a
+    19-component density estimate is biased low), so the two bracket the truth."""
+    gen = torch.Generator().manual_seed(0)
+    n, c, d = 400, 20, 1
+    mu = torch.randn(n, c, d, generator=gen, dtype=torch.float64)
+    logvar = torch.full((n, c, d), 2 * math.log(0.3), dtype=torch.float64)
+    z = mu[:, 0] + 0.3 * torch.randn(n, d, generator=gen, dtype=torch.float64)
+    loo, counted = mutual_information(z, mu, logvar), mutual_information(z, mu, logvar, leave_one_out=False)
+    assert loo < 0.0 < counted and counted > 0.1
+    # the estimate ignores component 0 altogether: moving it changes nothing
+    moved = mu.clone()
+    moved[:, 0] += 50.0
+    assert mutual_information(z, moved, logvar) == loo
+    # components 1.. all equal to one Gaussian per row: exactly that Gaussian's MI, whatever component 0 is
+    gauss = torch.randn(n, 1, d, generator=gen, dtype=torch.float64)
+    z = gauss[:, 0] + torch.randn(n, d, generator=gen, dtype=torch.float64)
+    mixed = torch.cat([moved[:, :1], gauss.expand(n, c - 1, d)], 1)
+    unit = torch.zeros(n, c, d, dtype=torch.float64)
+    assert mutual_information(z, mixed, unit) == pytest.approx(mutual_information(z, gauss, unit[:, :1]))
+    # and x that does determine z is still found: row i's draws around 10·i
+    informative = mu * 0.1 + 10.0 * torch.arange(n, dtype=torch.float64)[:, None, None]
+    z = informative[:, 0] + 0.3 * torch.randn(n, d, generator=gen, dtype=torch.float64)
+    assert mutual_information(z, informative, logvar) == pytest.approx(math.log(n), rel=1e-3)
 
 
 def test_knn_and_downstream_accuracy_on_separable_latents():
@@ -256,6 +341,23 @@ def test_toy_training_learns_and_is_seeded():
     assert result.tokens_per_second > 0 and result.test["samples"].shape == (10, 4, 3)
     again = train_vae(data, TINY, cfg)
     assert again.history[-1]["val_elbo"] == pytest.approx(last["val_elbo"])
+
+
+def test_training_ramps_monotonic_beta_over_the_first_quarter_and_caps_it_at_beta_max():
+    """train_vae passes the schedule's own R and β_max: 8 epochs of 2 iterations (T = 16), monotonic R = 0.25
+    by default, so β reaches 1 at iteration 5 (the first of epoch 3) after 2 epochs = 25 % of training; with
+    β_max = 0.5 β stops there and K still reaches k_max (K follows β / β_max); the AE schedule trains β = 0."""
+    data = toy_corpus(copies=2)
+    base = dict(epochs=8, batch_size=10, iw_samples=0, eval_components=2, mi_rows=10, seed=0)
+    model_cfg = VAEModelConfig(8, 16, 2, posterior="semi-implicit")
+    betas = [h["beta"] for h in train_vae(data, TINY, VAETrainConfig(schedule="monotonic", **base)).history]
+    assert betas[:3] == pytest.approx([1 / 4, 3 / 4, 1.0]) and betas[3:] == [1.0] * 5
+    half = train_vae(data, model_cfg, VAETrainConfig(schedule="monotonic", beta_max=0.5, k_max=6, **base)).history
+    assert max(h["beta"] for h in half) == 0.5 and half[-1]["k"] == 6 and half[0]["k"] < 6
+    same = train_vae(data, model_cfg, VAETrainConfig(schedule="monotonic@0.5", k_max=6, **base)).history
+    assert [h["beta"] for h in same] == [h["beta"] for h in half]
+    ae = train_vae(data, model_cfg, VAETrainConfig(schedule="ae", k_max=6, k_min=1, **base)).history
+    assert {h["beta"] for h in ae} == {0.0} and {h["k"] for h in ae} == {1}
 
 
 def test_aggressive_training_takes_inner_encoder_steps_then_switches_off():

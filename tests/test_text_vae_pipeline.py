@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "pipelines" / "text_vae.py"
 TINY = ["--set", "concurrency=1", "--set", "epochs=2", "--set", "toy_copies=2", "--set", "iw_samples=3",
         "--set", "latent_samples=5", "--set", "eval_components=3", "--set", "hidden_dim=16", "--set", "emb_dim=8"]
-GRID = [*TINY, "--set", "schedules=[constant, cyclical]", "--set", "posteriors=[gaussian]",
+GRID = [*TINY, "--set", "schedules=[constant, cyclical@0.5]", "--set", "posteriors=[gaussian]",
         "--set", "aggressive=[false]"]
 
 
@@ -86,12 +86,15 @@ def test_sweep_writes_the_run_directory_and_one_mlflow_run_per_row(finished):
     manifest = json.loads((out / "manifest.json").read_text())
     assert list(manifest["stages"]) == ["sweep"] and manifest["stages"]["sweep"]["rows"] == 2
     assert manifest["config"]["search"] == "grid" and manifest["config"]["data_dir"] is None
-    assert manifest["config"]["schedules"] == ["constant", "cyclical"] and manifest["config"]["epochs"] == 2
+    assert manifest["config"]["schedules"] == ["constant", "cyclical@0.5"] and manifest["config"]["epochs"] == 2
+    assert (manifest["config"]["ratio"], manifest["config"]["monotonic_ratio"], manifest["config"]["beta_max"]) == (
+        0.5, 0.25, 1.0)
     results = pd.read_parquet(out / "results.parquet")
     assert list(results.columns[:len(RESULT_COLUMNS)]) == list(RESULT_COLUMNS)
     assert len(results) == 2 and set(results["status"]) == {"complete"}
-    assert set(zip(results["schedule"], results["posterior"], results["aggressive"])) == {
-        ("constant", "gaussian", False), ("cyclical", "gaussian", False)}
+    assert set(zip(results["schedule"], results["posterior"], results["aggressive"], results["beta_max"])) == {
+        ("constant", "gaussian", False, 1.0), ("cyclical@0.5", "gaussian", False, 0.5)}
+    assert (results["monotonic_ratio"] == 0.25).all() and results["mi_upper"].notna().all()
     assert results[["elbo", "rec", "ppl", "iw_ppl", "mi"]].notna().all().all()
     assert (results["elbo"] < 0).all() and (results["ppl"] > 1).all() and results["knn_acc"].between(0, 1).all()
     assert not (out / "results.journal.jsonl").exists(), "the journal is compacted into results.parquet"
@@ -99,6 +102,8 @@ def test_sweep_writes_the_run_directory_and_one_mlflow_run_per_row(finished):
         assert (out / png).stat().st_size > 1000
     curves = pd.read_parquet(out / "curves.parquet")
     assert len(curves) == 2 * 2 and set(curves["epoch"]) == {1, 2} and curves["val_elbo"].notna().all()
+    beta = curves.groupby("name")["beta"].max()
+    assert beta["constant-gaussian"] == 1.0 and beta["cyclical@0.5-gaussian"] <= 0.5
     assert len(pd.read_parquet(out / "latents.parquet")) == 2 * 10 * 5  # 10 test sentences x 5 samples each
     assert not list(out.glob(".*.tmp")), "no temporary file left behind"
     runs = mlflow_runs(uri)
@@ -246,9 +251,14 @@ def test_workers_beyond_a_local_cluster_exit_2_before_writing(ray_local, tmp_pat
     (["--set", "schedules=[]"], "schedules: expected a non-empty list of names"),
     (["--set", "aggressive=[false, false]"], "aggressive: duplicate entries"),
     (["--set", "ratio=1.5"], "ratio must lie in [0, 1]"),
+    (["--set", "monotonic_ratio=1.5"], "monotonic_ratio must lie in [0, 1], got 1.5"),
+    (["--set", "beta_max=2"], "beta_max must lie in [0, 1], got 2.0"),
+    (["--set", "schedules=[cyclical@half]"], "beta schedule 'cyclical@half': after '@' comes the entry's β_max"),
+    (["--set", "schedules=[cyclical@1.5]"], "beta schedule 'cyclical': beta_max must lie in [0, 1], got 1.5"),
+    (["--set", "schedules=[cyclical, cyclical@1]"], "schedules: entries ['cyclical', 'cyclical@1'] name the same "),
     (["--set", "workers=0"], "workers: expected an integer >= 1, got 0"),
     (["--set", "k_min=3", "--set", "k_max=2"], "need 0 <= k_min <= k_max"),
-    (["--preset", "imdb"], "unknown preset 'imdb'; valid: toy, ptb, yelp"),
+    (["--preset", "imdb"], "unknown preset 'imdb'; valid: toy, ptb, yelp, ptb-paper, yelp-paper"),
     (["--preset", "ptb", "--data-dir", "/nonexistent/data"], "data directory /nonexistent/data does not exist"),
     (["--tracking-uri", "sqlite:////nonexistent/dir/mlflow.db"], "directory /nonexistent/dir does not exist"),
     (["--resume"], "holds no run to resume"),
@@ -281,7 +291,8 @@ def test_presets_file_documents_every_key_once_and_keeps_the_preset_values():
     import yaml
 
     data = yaml.safe_load(text_vae.TEXT_VAE_PRESETS.path.read_text())
-    assert list(data) == ["defaults", "presets"] and text_vae.TEXT_VAE_PRESETS.names() == ["toy", "ptb", "yelp"]
+    assert list(data) == ["defaults", "presets"] and text_vae.TEXT_VAE_PRESETS.names() == [
+        "toy", "ptb", "yelp", "ptb-paper", "yelp-paper"]
     lines = text_vae.TEXT_VAE_PRESETS.path.read_text().split("presets:\n")[0].splitlines()
     for key in data["defaults"]:
         (line,) = [ln for ln in lines if ln.startswith(f"  {key}:")]
@@ -296,6 +307,43 @@ def test_presets_file_documents_every_key_once_and_keeps_the_preset_values():
     assert (yelp["dataset"], yelp["max_len"], yelp["val_frac"], yelp["epochs"], yelp["batch_size"]) == (
         "yelp", 15, 0.05, 3, 64)
     assert text_vae.load_config("ptb")["hidden_dim"] == 256
+
+
+def test_schedule_defaults_are_the_thesis_values_and_table_2_1_is_one_sweep():
+    """Cyclical R = 0.5 per cycle, monotonic R = 0.25 of the run, β_max = 1 (§2.6.1); Table 2.1's rows (AE,
+    β_max = 0.5 and 1 for both annealed schedules) are schedule entries of one grid."""
+    from trainables.text_vae_model import VAETrainConfig
+
+    for preset in text_vae.TEXT_VAE_PRESETS.names():
+        cfg = text_vae.load_config(preset)
+        assert (cfg["ratio"], cfg["monotonic_ratio"], cfg["beta_max"], cfg["cycles"]) == (0.5, 0.25, 1.0, 4), preset
+        train = text_vae.base_trial_config(cfg, None)["train"]
+        assert (train["ratio"], train["monotonic_ratio"], train["beta_max"]) == (0.5, 0.25, 1.0)
+    defaults = VAETrainConfig()
+    assert (defaults.ratio, defaults.monotonic_ratio, defaults.beta_max) == (0.5, 0.25, 1.0)
+    table = ["ae", "monotonic@0.5", "cyclical@0.5", "monotonic", "cyclical"]
+    cfg = text_vae.load_config("yelp", [f"schedules=[{', '.join(table)}]"])
+    assert cfg["schedules"] == table
+    half = text_vae.load_config("toy", ["beta_max=0.5", "schedules=[ae, cyclical, cyclical@1]"])
+    assert half["beta_max"] == 0.5 and half["schedules"] == ["ae", "cyclical", "cyclical@1"]
+
+
+@pytest.mark.parametrize("preset, dataset", [("ptb-paper", "ptb"), ("yelp-paper", "yelp")])
+def test_gpu_presets_validate_at_the_thesis_scale(preset, dataset):
+    """Embedding 512, LSTM 1024, latent 32, J = 5, K_max = 50, 40 epochs, one GPU per configuration."""
+    cfg = text_vae.load_config(preset)
+    assert cfg["dataset"] == dataset
+    assert (cfg["emb_dim"], cfg["hidden_dim"], cfg["latent_dim"]) == (512, 1024, 32)
+    assert (cfg["j_samples"], cfg["k_max"], cfg["k_min"], cfg["epochs"], cfg["batch_size"]) == (5, 50, 0, 40, 32)
+    assert cfg["eval_components"] == 51 and cfg["gpus_per_trial"] == 1.0
+    base = text_vae.base_trial_config(cfg, None)
+    assert base["device"] == "cuda" and base["worker_resources"] == {"CPU": 1.0, "GPU": 1.0}
+    assert (base["model"]["emb_dim"], base["model"]["hidden_dim"], base["train"]["j_samples"],
+            base["train"]["k_max"]) == (512, 1024, 5, 50)
+    if dataset == "ptb":
+        assert cfg["max_len"] >= 82 and cfg["min_freq"] == 1  # every PTB sentence, the files' own vocabulary
+    readme = (ROOT / "README.md").read_text()
+    assert f"`{preset}`" in readme and "GPU preset" in readme
 
 
 def test_set_values_are_yaml_and_normalised():

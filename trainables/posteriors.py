@@ -1,20 +1,28 @@
 """Variational posteriors q(z|x) for the text VAE, a registry, and the one KL code path they share.
 
 Every posterior maps the encoder summary ``h`` [B, H] to *mixture components*:
-``components(h, n) -> (mu [B, C, D], logvar [B, D])`` with ``C`` components of a shared diagonal
-covariance. ``q(z|x)`` is (approximated by) the equal-weight mixture ``(1/C) Σ_c N(z; mu_c, diag exp(logvar))``.
+``components(h, n) -> (mu [B, C, D], logvar [B, C, D])``, component c being the diagonal Gaussian
+``N(mu_c, diag exp(logvar_c))``; ``q(z|x)`` is (approximated by) their equal-weight mixture.
 
 - ``gaussian``: ``mu = W_μ h``, ``logvar = W_σ h``, always C = 1 (``n`` is ignored): q is exactly Gaussian.
-- ``semi-implicit`` (SIVI, Yin & Zhou 2018; SI-VAE of the seed): the Gaussian parameters are themselves random,
-  ``λ = f_φ(x, ε)`` with ε ~ N(0, I_E): ``mu_c = W_μ h + g([h, ε_c])``, ``logvar = W_σ h``; each of the ``n``
-  components is one draw ψ_c of the mixing distribution, so ``q(z|x) = ∫ q(z|ψ) q_φ(ψ|x) dψ``.
+- ``semi-implicit`` (SIVI, Yin & Zhou 2018; the thesis's eq. 3.10–3.11): the Gaussian's parameters
+  ψ = [μ, σ²] are themselves random, ψ = T_φ(x, ε) with ε ~ N(0, I_E):
+  ``[mu_c, logvar_c] = [W_μ h, W_σ h] + g([h, ε_c])`` (g an MLP, the implicit mixing network), so both the mean
+  and the variance depend on the noise. Each of the ``n`` components is one independent draw ψ_c of the mixing
+  distribution q_φ(ψ|x), and ``q(z|x) = ∫ N(z; μ, σ²) q_φ(ψ|x) dψ``.
 
-Training objective (:func:`kl_bound`, the same for both): draw ψ_0 (component 0) and ``K`` more ψ_1..ψ_K,
-z_j ~ N(mu_0, σ²) for j = 1..J. The KL term used is ``KL(N(mu_0, σ²) ‖ N(0, I)) − B_K`` with the repulsive term
-``B_K = (1/J) Σ_j [log N(z_j; mu_0, σ²) − log q̃_K(z_j)]``, ``q̃_K = (1/(K+1)) Σ_{k=0..K} N(·; mu_k, σ²)``.
-Its expectation is ``E[log q̃_K(z) − log p(z)]``, so ELBO − (this KL) is the SIVI lower bound L_K, which tends to
-the true ELBO as K → ∞. With K = 0 (or a single component), B_K = 0 exactly and the term is the analytic
-Gaussian KL — the Gaussian posterior *is* this code path with K = 0.
+Training objective (:func:`kl_bound`, the same for both; Yin & Zhou's Algorithm 1): every z-sample j = 1..J draws
+its own ψ_j (component j−1) and z_j ~ N(ψ_j); K further draws ψ̃_1..ψ̃_K (the components after the first J) are
+shared by the J samples. The KL term used is
+
+    kl = (1/J) Σ_j [KL(N(ψ_j) ‖ N(0, I)) − B_j],   B_j = log N(z_j; ψ_j) − log q̃_j(z_j),
+    q̃_j = (1/(K+1)) [N(·; ψ_j) + Σ_k N(·; ψ̃_k)],
+
+i.e. the Monte-Carlo estimate of ``E[log q̃_j(z_j) − log p(z_j)]`` with the log N(z_j; ψ_j) − log p(z_j) part
+integrated analytically (lower variance); ``B_j`` is the repulsive term. ELBO − (this KL) is the SIVI lower
+bound L_K: its KL is an *upper* bound of KL(q(z|x) ‖ p(z)) in expectation, non-increasing in K and tending to
+it as K → ∞. With K = 0 (or a single component), every B_j = 0 exactly and the term is the analytic Gaussian
+KL — the Gaussian posterior *is* this code path with K = 0 (its one component serves all J samples).
 """
 from __future__ import annotations
 
@@ -42,37 +50,44 @@ def diag_normal_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
 
 
 def mixture_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """log (1/C) Σ_c N(z; mu_c, diag exp(logvar)).
+    """log (1/C) Σ_c N(z; mu_c, diag exp(logvar_c)).
 
-    Shapes: ``z`` [S, B, D] (S samples per row), ``mu`` [B, C, D], ``logvar`` [B, D] -> [S, B].
-    """
-    lp = diag_normal_log_prob(z.unsqueeze(2), mu.unsqueeze(0), logvar[None, :, None, :])  # [S, B, C]
+    Shapes: ``z`` [S, B, D] (S samples per row), ``mu`` and ``logvar`` [B, C, D] -> [S, B]."""
+    lp = diag_normal_log_prob(z.unsqueeze(2), mu.unsqueeze(0), logvar.unsqueeze(0))  # [S, B, C]
     return torch.logsumexp(lp, dim=2) - math.log(mu.shape[1])
 
 
-def sample_component(mu: torch.Tensor, logvar: torch.Tensor, n: int, component: int = 0) -> torch.Tensor:
-    """``n`` reparameterised draws z ~ N(mu[:, component], σ²): [n, B, D]."""
-    std = (0.5 * logvar).exp()
-    eps = torch.randn((n, *std.shape), dtype=std.dtype, device=std.device)
-    return mu[:, component].unsqueeze(0) + eps * std.unsqueeze(0)
+def sample_components(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """One reparameterised draw z_c ~ N(mu_c, σ_c²) from each component: [B, C, D] -> [C, B, D]."""
+    mu, std = mu.transpose(0, 1), (0.5 * logvar).exp().transpose(0, 1)
+    return mu + torch.randn_like(std) * std
 
 
 def kl_bound(mu: torch.Tensor, logvar: torch.Tensor, j_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """The KL term of the training objective and the z samples to reconstruct from.
+    """The KL term of the training objective and the z samples to reconstruct from (module docstring).
 
     Args:
-        mu: [B, K+1, D] component means; component 0 is ψ_0 (z is drawn from it), 1..K the mixing draws.
-        logvar: [B, D] shared log-variance.
+        mu, logvar: [B, C, D] components. C = 1: one component (a Gaussian posterior) used by all J samples.
+            C > 1: components 0..J−1 are the J samples' own draws ψ_j, components J..C−1 the K = C − J shared
+            mixing draws ψ̃_k (C >= J required).
         j_samples: J, z-samples per row.
     Returns:
-        ``(kl [B], z [J, B, D])`` with ``kl = KL(N(mu_0, σ²) ‖ N(0, I)) − B_K`` (module docstring), nats.
+        ``(kl [B], z [J, B, D])``, kl in nats; z_j is drawn from component j (from component 0 when C = 1).
     """
-    z = sample_component(mu, logvar, j_samples)
-    kl = gaussian_kl(mu[:, 0], logvar)
-    if mu.shape[1] > 1:
-        repulsive = (diag_normal_log_prob(z, mu[:, 0].unsqueeze(0), logvar.unsqueeze(0))
-                     - mixture_log_prob(z, mu, logvar)).mean(0)
-        kl = kl - repulsive
+    c = mu.shape[1]
+    if c == 1:
+        own_mu, own_lv = mu.expand(-1, j_samples, -1), logvar.expand(-1, j_samples, -1)
+    elif c >= j_samples:
+        own_mu, own_lv = mu[:, :j_samples], logvar[:, :j_samples]
+    else:
+        raise ValueError(f"kl_bound: {c} components cannot give each of the J = {j_samples} samples its own draw")
+    z = sample_components(own_mu, own_lv)  # [J, B, D]
+    kl = gaussian_kl(own_mu, own_lv).mean(1)  # [B]
+    if c > j_samples:  # K >= 1 shared mixing draws: the repulsive term of each sample
+        own_lp = diag_normal_log_prob(z, own_mu.transpose(0, 1), own_lv.transpose(0, 1))  # [J, B]
+        mix_lp = diag_normal_log_prob(z.unsqueeze(2), mu[None, :, j_samples:], logvar[None, :, j_samples:])
+        log_q = torch.logsumexp(torch.cat([own_lp.unsqueeze(2), mix_lp], dim=2), dim=2) - math.log(c - j_samples + 1)
+        kl = kl - (own_lp - log_q).mean(0)
     return kl, z
 
 
@@ -91,26 +106,27 @@ class GaussianPosterior(_GaussianHead):
     """Diagonal Gaussian q(z|x) = N(W_μ h, diag exp(W_σ h)); one component whatever ``n`` is."""
 
     def components(self, h: torch.Tensor, n: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.mu(h).unsqueeze(1), self.logvar(h)
+        return self.mu(h).unsqueeze(1), self.logvar(h).unsqueeze(1)
 
 
 @POSTERIORS.register("semi-implicit")
 class SemiImplicitPosterior(_GaussianHead):
-    """Semi-implicit q(z|x): ``mu_c = W_μ h + g([h, ε_c])``, ε_c ~ N(0, I_E), g a one-hidden-layer MLP
-    (``noise_dim`` = E, ``mix_hidden`` units); ``n`` components = ``n`` independent draws of ε."""
+    """Semi-implicit q(z|x): ψ_c = [mu_c, logvar_c] = [W_μ h, W_σ h] + g([h, ε_c]), ε_c ~ N(0, I_E), g a
+    one-hidden-layer MLP (``noise_dim`` = E, ``mix_hidden`` units) whose 2·D outputs shift the mean and the
+    log-variance; ``n`` components = ``n`` independent draws of ε."""
 
     def __init__(self, hidden_dim: int, latent_dim: int, noise_dim: int = 8, mix_hidden: int = 64) -> None:
         super().__init__(hidden_dim, latent_dim)
         self.noise_dim = noise_dim
         self.mix = nn.Sequential(nn.Linear(hidden_dim + noise_dim, mix_hidden), nn.Tanh(),
-                                 nn.Linear(mix_hidden, latent_dim))
+                                 nn.Linear(mix_hidden, 2 * latent_dim))
 
     def components(self, h: torch.Tensor, n: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         if n < 1:
             raise ValueError(f"semi-implicit posterior: need n >= 1 components, got {n}")
         eps = torch.randn((h.shape[0], n, self.noise_dim), dtype=h.dtype, device=h.device)
-        shift = self.mix(torch.cat([h.unsqueeze(1).expand(-1, n, -1), eps], dim=-1))
-        return self.mu(h).unsqueeze(1) + shift, self.logvar(h)
+        shift_mu, shift_lv = self.mix(torch.cat([h.unsqueeze(1).expand(-1, n, -1), eps], dim=-1)).chunk(2, dim=-1)
+        return self.mu(h).unsqueeze(1) + shift_mu, self.logvar(h).unsqueeze(1) + shift_lv
 
 
 def make_posterior(name: str, hidden_dim: int, latent_dim: int, **options) -> nn.Module:

@@ -7,10 +7,12 @@ perplexity include the end token). ``<pad>`` is id 0 and never predicted.
 - :func:`toy_corpus`: the seed's synthetic problem (§2.4): 10 sequences of 10 binary tokens, sequence i is the
   one-hot vector with its 1 at position i; label = i. Train = validation = test (the task is to separate the
   10 sequences in a 2-D latent space).
-- :func:`load_ptb`, :func:`load_yelp`: PTB (``valid.txt``, ``test.txt``) and Yelp (``dev.0.txt`` negative,
-  ``dev.1.txt`` positive; label = file suffix) from a data directory; tokenised on whitespace, sentences
-  longer than ``max_len`` tokens dropped, pooled and split into train/val/test by a seeded permutation; the
-  vocabulary is built on the training split only (``min_freq``; rarer and unseen words become ``<unk>``).
+- :func:`load_ptb`, :func:`load_yelp`: PTB and Yelp (``dev.0.txt`` negative, ``dev.1.txt`` positive; label =
+  file suffix) from a data directory; tokenised on whitespace, sentences longer than ``max_len`` tokens dropped;
+  the vocabulary is built on the training split only (``min_freq``; rarer and unseen words become ``<unk>``).
+  PTB with ``train.txt`` present uses the official split (``train.txt``/``valid.txt``/``test.txt``, as the
+  thesis does); without it (the shared development data holds only ``valid.txt`` and ``test.txt``) those two
+  files are pooled and split into train/val/test by a seeded permutation, as is Yelp.
 """
 from __future__ import annotations
 
@@ -123,9 +125,11 @@ def split_indices(n: int, val_frac: float, test_frac: float, seed: int) -> tuple
 
 
 def build_corpus(name: str, sentences: list[list[str]], labels: np.ndarray, *, max_len: int, min_freq: int,
-                 val_frac: float, test_frac: float, seed: int) -> TextData:
-    """Split tokenised ``sentences`` (seeded), build the vocabulary on train, encode every split."""
-    tr, va, te = split_indices(len(sentences), val_frac, test_frac, seed)
+                 val_frac: float, test_frac: float, seed: int,
+                 indices: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> TextData:
+    """Split tokenised ``sentences`` (seeded, or the given ``(train, val, test)`` index arrays), build the
+    vocabulary on train, encode every split."""
+    tr, va, te = indices if indices is not None else split_indices(len(sentences), val_frac, test_frac, seed)
     vocab = Vocab.build((sentences[i] for i in tr), min_freq)
 
     def part(idx: np.ndarray) -> TextSplit:
@@ -142,8 +146,22 @@ def _require(paths: list[Path]) -> None:
 
 def load_ptb(data_dir: str | Path, *, max_len: int = 40, min_freq: int = 2, val_frac: float = 0.1,
              test_frac: float = 0.1, seed: int = 0) -> TextData:
-    """PTB from ``data_dir/ptb/{valid,test}.txt`` (all files pooled, then split; labels -1)."""
-    paths = [Path(data_dir) / "ptb" / f for f in ("valid.txt", "test.txt")]
+    """PTB from ``data_dir/ptb`` (labels -1).
+
+    With ``train.txt`` there: the official split, train/val/test = ``train.txt``/``valid.txt``/``test.txt``
+    (``val_frac``, ``test_frac`` and ``seed`` unused). Without it: ``valid.txt`` and ``test.txt`` pooled, then
+    split by a permutation seeded with ``seed`` (fractions ``val_frac``, ``test_frac``)."""
+    root = Path(data_dir) / "ptb"
+    if (root / "train.txt").is_file():
+        paths = [root / f for f in ("train.txt", "valid.txt", "test.txt")]
+        _require(paths)
+        splits = [read_sentences(p, max_len)[0] for p in paths]
+        sentences = [s for split in splits for s in split]
+        bounds = np.cumsum([0, *(len(split) for split in splits)])
+        indices = tuple(np.arange(bounds[i], bounds[i + 1]) for i in range(3))
+        return build_corpus("ptb", sentences, np.full(len(sentences), -1), max_len=max_len, min_freq=min_freq,
+                            val_frac=val_frac, test_frac=test_frac, seed=seed, indices=indices)
+    paths = [root / f for f in ("valid.txt", "test.txt")]
     _require(paths)
     sentences = [s for p in paths for s in read_sentences(p, max_len)[0]]
     return build_corpus("ptb", sentences, np.full(len(sentences), -1), max_len=max_len, min_freq=min_freq,

@@ -8,8 +8,11 @@ during training. Losses are in nats per sentence: ``rec`` = −log p(x|z) summed
 
 Training (:func:`train_vae`): minimise ``mean_batch(rec + β_t · kl)`` with Adam; β_t from a registered
 schedule (``trainables.beta_schedules``), t counting decoder updates over the whole run. For the semi-implicit
-posterior the number of mixing draws is ``K_t = k_min + round((k_max − k_min) · β_t)``, i.e. K is annealed
-in sync with the β cycles. Optional cyclical learning rate (cosine per cycle, restarting with β).
+posterior the number of shared mixing draws is ``K_t = k_min + round((k_max − k_min) · level_t)`` with the
+schedule's level ``level_t = β_t / β_max`` ∈ [0, 1], i.e. K is annealed in sync with the β cycles and reaches
+``k_max`` where β reaches β_max (``ae``: K = k_min throughout); each of the ``j_samples`` z-samples draws its
+own ψ_j on top (``trainables.posteriors.kl_bound``). Optional cyclical learning rate (cosine per cycle,
+restarting with β).
 
 Aggressive training (He et al. 2019): while on, each outer step first updates only the encoder + posterior
 on freshly drawn batches (at most ``aggressive_max_steps`` inner steps; stopped early when the mean loss of
@@ -80,7 +83,7 @@ class TextVAE(nn.Module):
         return h_n[-1]
 
     def components(self, batch: Batch, n: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior mixture components of the batch: (mu [B, C, D], logvar [B, D])."""
+        """Posterior mixture components of the batch: (mu [B, C, D], logvar [B, C, D])."""
         return self.posterior.components(self.encode(batch.src, batch.lengths), n)
 
     def logits(self, z: torch.Tensor, dec_in: torch.Tensor) -> torch.Tensor:
@@ -112,9 +115,10 @@ class TextVAE(nn.Module):
         return self.loss(batch, beta, k, j_samples)
 
     def loss(self, batch: Batch, beta: float, k: int = 0, j_samples: int = 1) -> dict[str, torch.Tensor]:
-        """``{"loss": mean(rec + β kl), "rec": [B], "kl": [B]}``; ``k`` extra mixing draws (SI only), ``j_samples``
-        z-samples per sentence (rec averaged over them)."""
-        mu, logvar = self.components(batch, k + 1)
+        """``{"loss": mean(rec + β kl), "rec": [B], "kl": [B]}``; ``j_samples`` = J z-samples per sentence (rec
+        averaged over them), each from its own mixing draw ψ_j, and ``k`` = K shared mixing draws of the
+        repulsive term (SI only: J + K components are drawn; a Gaussian has one)."""
+        mu, logvar = self.components(batch, k + j_samples)
         kl, z = kl_bound(mu, logvar, j_samples)
         rec = self.reconstruction(z, batch).mean(0)
         return {"loss": (rec + beta * kl).mean(), "rec": rec, "kl": kl}
@@ -122,7 +126,9 @@ class TextVAE(nn.Module):
 
 @dataclass
 class VAETrainConfig:
-    """Optimisation settings of :func:`train_vae` (lr in Adam units; ``ratio`` = R, ``cycles`` = M)."""
+    """Optimisation settings of :func:`train_vae` (lr in Adam units). ``schedule``: a schedule entry (a name of
+    ``trainables.beta_schedules.SCHEDULES``, optionally ``name@β_max``); ``ratio`` = R of each cyclical cycle,
+    ``cycles`` = M, ``monotonic_ratio`` = R of the monotonic warm-up, ``beta_max`` = the largest β."""
 
     epochs: int = 10
     batch_size: int = 32
@@ -130,6 +136,8 @@ class VAETrainConfig:
     schedule: str = "cyclical"
     cycles: int = 4
     ratio: float = 0.5
+    monotonic_ratio: float = 0.25
+    beta_max: float = 1.0
     shape: str = "linear"
     cyclical_lr: bool = False
     lr_min: float = 0.0
@@ -241,7 +249,8 @@ def train_vae(data: TextData, model_cfg: VAEModelConfig, cfg: VAETrainConfig, de
     all_params = list(model.parameters())
     n_batches = math.ceil(len(data.train) / cfg.batch_size)
     total = cfg.epochs * n_batches
-    beta_of = make_schedule(cfg.schedule, total, cycles=cfg.cycles, ratio=cfg.ratio, shape=cfg.shape)
+    beta_of = make_schedule(cfg.schedule, total, cycles=cfg.cycles, ratio=cfg.ratio,
+                            monotonic_ratio=cfg.monotonic_ratio, beta_max=cfg.beta_max, shape=cfg.shape)
     aggressive, best_mi = cfg.aggressive, -math.inf
     history, t, tokens, train_seconds = [], 0, 0.0, 0.0
     eval_kw = dict(batch_size=cfg.eval_batch_size, n_components=cfg.eval_components, mi_rows=cfg.mi_rows,
@@ -256,7 +265,7 @@ def train_vae(data: TextData, model_cfg: VAEModelConfig, cfg: VAETrainConfig, de
         for batch, share in train:
             t += 1
             beta = beta_of(t)
-            k = cfg.k_min + round((cfg.k_max - cfg.k_min) * beta)
+            k = cfg.k_min + round((cfg.k_max - cfg.k_min) * beta_of.level(t))
             if cfg.cyclical_lr:
                 for opt in (opt_enc, opt_dec):
                     for group in opt.param_groups:

@@ -11,7 +11,7 @@ Train runs). The corpus is loaded once per process (cache keyed by dataset, dire
 actors skip it.
 
 Reports: one result per epoch (``epoch``, ``beta``, ``k``, ``val_elbo``, ... see ``train_vae``); the last
-epoch's result also carries the test metrics ``elbo, rec, kl, ppl, iw_nll, iw_ppl, au, mi``, the
+epoch's result also carries the test metrics ``elbo, rec, kl, ppl, iw_nll, iw_ppl, au, mi, mi_upper``, the
 ``tokens_per_s`` of training, ``train_seconds``, ``knn_acc`` (leave-one-out 1-NN accuracy of z samples →
 label, when the corpus is labelled and ``latent_samples`` > 0), ``latent``/``latent_labels`` (those samples,
 at most :data:`MAX_LATENT_POINTS`), ``acc_<p>pct`` (downstream) and ``final: True``. A diverged run reports
@@ -33,7 +33,7 @@ from .vae_metrics import downstream_accuracy, evaluate_vae, knn_accuracy
 
 _DATA: dict[str, TextData] = {}
 MAX_LATENT_POINTS = 2000
-TEST_METRICS = ("elbo", "rec", "kl", "ppl", "iw_nll", "iw_ppl", "au", "mi")
+TEST_METRICS = ("elbo", "rec", "kl", "ppl", "iw_nll", "iw_ppl", "au", "mi", "mi_upper")
 
 
 def cached_data(dataset: str, data_dir: str | None, options: dict) -> tuple[TextData, float]:
