@@ -5,13 +5,16 @@ Stages (DESIGN.md, seed §4.3, Alg. 2 / Alg. 3), each a Ray Tune experiment of c
 
 1. ``warmup``: N sampled architectures trained with CE + outlier exposure.
 2. ``distill-<i>``: evolving distillation; teachers = top K ∪ random k of the pool; Alg. 2 retrains the whole pool
-   each iteration, Alg. 3 trains q new architectures per iteration and retrains all at the end
-   (``distill-final``).
+   each iteration, Alg. 3 trains q new architectures per iteration and retrains all but the dead ones at the end
+   (``distill-final``), then chooses the final teachers from that retrain.
 3. ``predictor``: the MLP predictor validated on the final iteration's pairs (``predictor/metrics.json``).
 4. ``search``: ``PredictorEvolutionSearcher`` warm-started on those pairs proposes M architectures, each trained
    for real with the final teachers.
-5. ``final``: the best measured architecture retrained through Ray Train at the final budget, evaluated on the
-   test split, registered in MLflow as ``dcsod-<dataset>`` with alias ``champion``.
+5. ``final``: the champion (``final.champion``: the best measured architecture, or the predictor's optimum)
+   retrained through Ray Train at the final budget on all ID training images, evaluated on the test split,
+   registered in MLflow as ``dcsod-<dataset>`` with alias ``champion``.
+
+Stages 1, 2 and 4 train on the seeded ``search_fraction`` (0.5) of the ID training images (thesis §4.4.1).
 
 Then ``best.json``, ``report.md`` and PNG plots. Every stage writes atomically into ``--output`` and is
 recorded in ``manifest.json``; rerunning with the same ``--output`` skips finished stages and restores an

@@ -18,6 +18,11 @@ from pathlib import Path
 from .settings import ConfigError, PresetFile, check, is_int
 
 ALGORITHMS = ("alg2", "alg3")
+REFERENCES = ("best", "chain")  # search.reference: what a mutated candidate is compared with
+CHAMPIONS = ("measured", "predicted")  # final.champion: which architecture the final stage retrains
+#: TrainConfig fields the workflow sets per stage, not ``train``: field -> where to set it instead.
+STAGE_FIELDS = {"train_fraction": "set search_fraction (the final retrain uses all images)",
+                "train_on_val": "set final.train_on_val", "eval_split": "val for the search stages, test for the final"}
 
 
 def dataset_name(cfg: dict) -> str:
@@ -33,6 +38,11 @@ def parse_count(value, pool: int) -> int:
     return int(value)
 
 
+def distill_args(cfg: dict) -> dict:
+    """The ``distill`` objective's arguments from ``cfg["distill"]`` (eq. 4.11's T, α, β, λ and the T² option)."""
+    return {k: cfg["distill"][k] for k in ("temperature", "alpha", "beta", "lam", "t_squared")}
+
+
 def validate(cfg: dict) -> None:
     """Check every value against what it configures; raise :class:`ConfigError` (one line)."""
     from search_space import PREDICTORS, make_predictor
@@ -44,6 +54,19 @@ def validate(cfg: dict) -> None:
     params = inspect.signature(PROTOCOLS[cfg["protocol"]]).parameters
     bad = sorted(set(cfg["protocol_options"]) - set(params))
     check(not bad, f"protocol_options: unknown {bad} for {cfg['protocol']}; valid: {', '.join(params)}")
+    for key in sorted(set(cfg["train"]) & set(STAGE_FIELDS)):
+        raise ConfigError(f"train.{key}: the workflow sets it per stage ({STAGE_FIELDS[key]})")
+    value = cfg["search_fraction"]
+    check(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1,
+          f"search_fraction: expected a fraction in (0, 1], got {value!r}")
+    check(cfg["search"]["reference"] in REFERENCES,
+          f"search.reference: expected one of {', '.join(REFERENCES)}, got {cfg['search']['reference']!r}")
+    check(cfg["final"]["champion"] in CHAMPIONS,
+          f"final.champion: expected one of {', '.join(CHAMPIONS)}, got {cfg['final']['champion']!r}")
+    for name in ("train_on_val", "baseline"):
+        check(isinstance(cfg["final"][name], bool), f"final.{name}: expected true or false, got {cfg['final'][name]!r}")
+    check(isinstance(cfg["distill"]["t_squared"], bool),
+          f"distill.t_squared: expected true or false, got {cfg['distill']['t_squared']!r}")
     try:
         TrainConfig().replace(**cfg["train"])
         SearchSpace(**cfg["space"])
@@ -68,8 +91,6 @@ def validate(cfg: dict) -> None:
                              ("max_concurrent", cfg["max_concurrent"], 1), ("max_failures", cfg["max_failures"], 0),
                              ("seed", cfg["seed"], 0)]:
         check(is_int(value, low), f"{name}: expected an integer >= {low}, got {value!r}")
-    check(isinstance(cfg["final"]["baseline"], bool),
-          f"final.baseline: expected true or false, got {cfg['final']['baseline']!r}")
     for name in ("top", "random"):
         value = d[name]
         ok = is_int(value, 0) or (isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?%", value) is not None)
@@ -92,7 +113,7 @@ def validate(cfg: dict) -> None:
     check(score is None or score in scores,
            f"metric: {cfg['metric']} needs score {score!r} in train.scores {list(scores)}")
     for where, name, args in [("warmup.objective", cfg["warmup"]["objective"], {}),
-                              ("distill", "distill", {k: d[k] for k in ("temperature", "alpha", "beta", "lam")})]:
+                              ("distill", "distill", distill_args(cfg))]:
         try:
             make_objective(name, **args)
         except (TypeError, ValueError) as err:
@@ -100,9 +121,9 @@ def validate(cfg: dict) -> None:
 
 
 def check_data(cfg: dict) -> None:
-    """The protocol's local data files exist (``path``, ``aux_path``): checked by the driver before Ray starts,
-    so a typo is one line, not a failure in every trial."""
-    for name in ("path", "aux_path"):
+    """The protocol's local data files exist (``path``, ``aux_path``, ``test_path``): checked by the driver before
+    Ray starts, so a typo is one line, not a failure in every trial."""
+    for name in ("path", "aux_path", "test_path"):
         value = cfg["protocol_options"].get(name)
         check(value is None or Path(value).exists(), f"protocol_options.{name}: no such file or directory: {value!r}")
 

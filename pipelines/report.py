@@ -112,6 +112,30 @@ def _fmt(x, digits: int = 4) -> str:
     return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
+#: ``final.champion`` -> how report.md names the rule.
+CHAMPION_RULES = {"measured": "best measured architecture (final.champion: measured)",
+                  "predicted": "predictor's optimum (final.champion: predicted)"}
+
+
+def _candidate_lines(best: dict, metric: str) -> list[str]:
+    """The table of both champion candidates (best measured, predictor's optimum) of best.json."""
+    candidates = best.get("candidates")
+    if not candidates:
+        return []
+    lines = ["## Champion candidates", "",
+             "Among the trained architectures of the final distill iteration and the search (dead ones dropped); "
+             "predicted by the predictor stage's model, measured at the search budget (validation split).", "",
+             f"| candidate | architecture | predicted {metric} | measured {metric} | stage | retrained |",
+             "|---|---|---|---|---|---|"]
+    for name, label in (("measured", "best measured"), ("predicted", "predictor's optimum")):
+        c = candidates[name]
+        ms = c["measured_search"]
+        stage = _stage_label(ms["stage"], ms["iteration"])
+        lines.append(f"| {label} | `{c['arch_hash']}` | {_fmt(c['predicted'][metric])} | {_fmt(ms.get(metric))} | "
+                     f"{stage} | {'yes' if name == best.get('champion', 'measured') else 'no'} |")
+    return [*lines, ""]
+
+
 def write_report(run: RunDir, cfg: dict, best: dict) -> None:
     """Write the PNGs and ``report.md`` of a finished run."""
     from .dcsod_tracking import HistoryStore
@@ -134,7 +158,8 @@ def write_report(run: RunDir, cfg: dict, best: dict) -> None:
         f"Run directory `{run.path}`; MLflow experiment `dcsod-{best['model']['name'].removeprefix('dcsod-')}`, "
         f"registered model `{best['model']['uri']}` (version {best['model']['version']}).", "",
         "## Champion", "",
-        f"- architecture `{best['arch_hash']}` (genotype in `best.json`)",
+        f"- architecture `{best['arch_hash']}` (genotype in `best.json`), chosen as the "
+        f"{CHAMPION_RULES[best.get('champion', 'measured')]}",
         f"- predicted {metric} {_fmt(best['predicted'][metric])}; measured at the search budget "
         f"{_fmt(best['measured_search'][metric])} (validation split, stage {best['measured_search']['stage']})",
         f"- final retrain ({best['measured_test'].get('epochs')} epochs), test split: "
@@ -145,6 +170,7 @@ def write_report(run: RunDir, cfg: dict, best: dict) -> None:
         *([f"- the median warmup architecture `{best['baseline']['arch_hash']}` retrained the same way, test split: "
            + ", ".join(f"{k} {_fmt(v)}" for k, v in best["baseline"]["measured_test"].items() if k != "epochs")]
           if best.get("baseline") else []), "",
+        *_candidate_lines(best, metric),
         "## Predictor", "",
         f"`{pred['predictor']}` on the final iteration's pairs: Kendall τ {_fmt(pred['kendall_tau'], 3)}, Pearson ρ "
         f"{_fmt(pred['pearson_rho'], 3)} (n_train {pred['n_train']}, n_val {pred['n_val']})"

@@ -1,5 +1,9 @@
 """The evolving-distillation workflow of ``pipelines/dcsod.py``, durable stage by stage.
 
+Data budgets (thesis §4.4.1): the warmup, distill and search trainings use the seeded ``search_fraction`` of
+the ID training images (``TrainConfig.train_fraction``); the final retrain uses all of them (plus the ID
+validation images with ``final.train_on_val``) and is scored on the test split.
+
 Each stage's outcome is a JSON file ``stages/<name>.json`` (the evaluation records: metrics, genotype and the
 path of the trained weights) written before the manifest marks the stage finished; a finished stage is
 read back instead of run, an unfinished Tune stage is restored. Every random choice (population, teachers,
@@ -18,7 +22,7 @@ from search_space import Genotype, SearchSpace, encode_many, make_predictor, val
 from search_space.predictor import split_indices
 from trainables import TrainConfig
 
-from .dcsod_settings import dataset_name
+from .dcsod_settings import dataset_name, distill_args
 from .dcsod_tracking import metrics_of
 from .rundir import RunDir, atomic_write, read_json, write_json
 from .teachers import NoUsableCandidates, choose_teachers, load_bundle, usable
@@ -38,12 +42,20 @@ class Workflow:
 
     # --- settings per stage ------------------------------------------------------------------------
     def warmup_train(self) -> dict:
-        return {**self.cfg["train"], "objective": self.cfg["warmup"]["objective"]}
+        return {**self.cfg["train"], "objective": self.cfg["warmup"]["objective"],
+                "train_fraction": self.cfg["search_fraction"]}
 
     def distill_train(self) -> dict:
         d = self.cfg["distill"]
-        args = {"temperature": d["temperature"], "alpha": d["alpha"], "beta": d["beta"], "lam": d["lam"]}
-        return {**self.cfg["train"], "objective": "distill", "objective_args": args, "teacher_mode": d["teacher_mode"]}
+        return {**self.cfg["train"], "objective": "distill", "objective_args": distill_args(self.cfg),
+                "teacher_mode": d["teacher_mode"], "train_fraction": self.cfg["search_fraction"]}
+
+    def final_train(self, teachers) -> dict:
+        """The final retrain's settings: the search stages' objective at ``final.epochs`` on all ID training
+        images (and the validation images with ``final.train_on_val``), scored on the test split."""
+        base = self.distill_train() if teachers is not None else self.warmup_train()
+        return {**base, "epochs": self.cfg["final"]["epochs"], "eval_split": "test", "train_fraction": 1.0,
+                "train_on_val": self.cfg["final"]["train_on_val"]}
 
     # --- stages ------------------------------------------------------------------------------------
     def evaluate(self, stage: Stage) -> list[dict]:
@@ -70,7 +82,14 @@ class Workflow:
         return self.evaluate(Stage("warmup", "warmup", 0, self.warmup_train(), genotypes=genotypes))
 
     def distill(self, warmup: list[dict]):
-        """Evolving distillation; returns (final iteration's records, final teachers or None)."""
+        """Evolving distillation; returns (final iteration's records, final teachers or None).
+
+        Alg. 2: iteration i retrains the whole pool with teachers chosen from iteration i-1; the final teachers
+        are the last iteration's. Alg. 3: iteration i trains ``q`` new architectures with teachers chosen from
+        the pool so far; then the pool, less its *dead* architectures (those whose latest training failed: no
+        weights or a non-finite metric — diverged or crashed), is retrained in full with teachers chosen from
+        that pool (``distill-final``), and the final teachers (search and final retrain) are chosen after
+        that full retrain, from its records (``teachers-final.json``)."""
         d = self.cfg["distill"]
         if d["iterations"] == 0:
             return warmup, None
@@ -97,9 +116,10 @@ class Workflow:
             pool += self.evaluate(Stage(f"distill-{i}", "distill", i, train, genotypes=new, teachers=bundle))
         final = d["iterations"] + 1
         bundle = self.teachers(pool, final, "distill-final")
-        genotypes = list(dict.fromkeys(r["genotype"] for r in pool))
+        alive = usable(pool, self.metric)  # dead architectures are not retrained
+        genotypes = list(dict.fromkeys(r["genotype"] for r in alive))
         records = self.evaluate(Stage("distill-final", "distill", final, train, genotypes=genotypes, teachers=bundle))
-        return records, bundle
+        return records, self.teachers(records, final + 1, "final")
 
     def pairs(self, records: list[dict]) -> tuple[list[Genotype], np.ndarray]:
         ok = usable(records, self.metric)
@@ -136,13 +156,35 @@ class Workflow:
             metric=self.metric, mode="max", space=self.space, predictor=self.cfg["predictor"]["name"],
             predictor_args=self.cfg["predictor"]["args"], min_results=s["min_results"], refit_every=s["refit_every"],
             population=s["population"], generations=s["generations"], temperature=s["temperature"],
-            warm_start=list(zip(genotypes, y.tolist())), seed=self.cfg["seed"])
+            reference=s["reference"], warm_start=list(zip(genotypes, y.tolist())), seed=self.cfg["seed"])
         train = self.distill_train() if teachers is not None else self.warmup_train()
         return self.evaluate(Stage("search", "search", 0, train, searcher=searcher, num_samples=s["trials"],
                                    teachers=teachers))
 
+    def champions(self, candidates: list[dict]) -> dict[str, dict]:
+        """The two candidates for the final retrain, among the *usable* candidates (trained, finite metric: dead
+        ones are dropped) of the final distill iteration and the search stage, each with its ``predicted``
+        metric (the ``predictor`` stage's model, ``predictor/predictor.pkl``, fit on the final iteration's pairs):
+
+        - ``measured``: the highest measured metric (the search budget's validation split);
+        - ``predicted``: the highest predicted metric, the predictor's optimum among the architectures that were
+          searched and trained ("the optimal searched architecture").
+
+        Ties go to the smaller ``arch_hash``. Raises :class:`NoUsableCandidates` when none is usable."""
+        ok = list({r["arch_hash"]: r for r in sorted(usable(candidates, self.metric),
+                                                     key=lambda r: (r[self.metric], r["arch_hash"]))}.values())
+        if not ok:
+            raise NoUsableCandidates(f"no candidate finished with a finite {self.metric}; nothing to retrain")
+        with open(self.run / "predictor" / "predictor.pkl", "rb") as f:
+            predictor = pickle.load(f)
+        predicted = predictor.predict(encode_many([Genotype.from_json(r["genotype"]) for r in ok]))
+        ok = [{**r, "predicted": float(p)} for r, p in zip(ok, predicted)]
+        return {"measured": min(ok, key=lambda r: (-r[self.metric], r["arch_hash"])),
+                "predicted": min(ok, key=lambda r: (-r["predicted"], r["arch_hash"]))}
+
     def final(self, candidates: list[dict], teachers) -> dict:
-        """Retrain the best measured candidate, record and register it; returns best.json's content.
+        """Retrain the champion (``final.champion``: the best measured or the predictor's optimum, see
+        :meth:`champions`), record and register it; returns best.json's content (both candidates reported).
         A finished run returns its best.json and leaves the registry alone (a rerun never moves the alias)."""
         if self.run.done("final") and (self.run / "best.json").exists():
             return read_json(self.run / "best.json")
@@ -150,12 +192,10 @@ class Workflow:
         from .final import example_images, load_model_info, package, retrain, source_dirs
         from .model_registry import log_model, register_champion
 
-        ok = sorted(usable(candidates, self.metric), key=lambda r: (-r[self.metric], r["arch_hash"]))
-        if not ok:
-            raise NoUsableCandidates(f"no candidate finished with a finite {self.metric}; nothing to retrain")
-        champion = ok[0]
-        train = {**(self.distill_train() if teachers is not None else self.warmup_train()),
-                 "epochs": self.cfg["final"]["epochs"], "eval_split": "test"}
+        rule = self.cfg["final"]["champion"]
+        both = self.champions(candidates)
+        champion = both[rule]
+        train = self.final_train(teachers)
         start = time.perf_counter()
         metrics, state_dict = retrain(self.run, self.cfg, champion["genotype"], train, teachers)
         info = load_model_info(self.run, self.cfg)
@@ -168,14 +208,17 @@ class Workflow:
             rid, model, example_images(info), self.tracking_uri, source_dirs()))
         tags = {"arch_hash": champion["arch_hash"], "genotype": champion["genotype"], "metric": self.metric}
         version = register_champion(self.experiment, run_id, tags, self.tracking_uri)
-        with open(self.run / "predictor" / "predictor.pkl", "rb") as f:
-            predicted = float(pickle.load(f).predict(encode_many([Genotype.from_json(champion["genotype"])]))[0])
+
+        def measured_search(r: dict) -> dict:
+            return {"stage": r["stage"], "iteration": r["iteration"], **metrics_of(r)}
+
         best = {
             "arch_hash": champion["arch_hash"], "genotype": Genotype.from_json(champion["genotype"]).to_dict(),
-            "metric": self.metric, "predicted": {self.metric: predicted},
-            "measured_search": {"stage": champion["stage"], "iteration": champion["iteration"],
-                                **metrics_of(champion)},
+            "metric": self.metric, "champion": rule, "predicted": {self.metric: champion["predicted"]},
+            "measured_search": measured_search(champion),
             "measured_test": {**metrics_of(metrics), **{k: metrics.get(k) for k in ("epochs", "params")}},
+            "candidates": {name: {"arch_hash": r["arch_hash"], "predicted": {self.metric: r["predicted"]},
+                                  "measured_search": measured_search(r)} for name, r in both.items()},
             "model": {"name": self.experiment, "version": version, "alias": "champion", "run_id": run_id,
                       "uri": f"models:/{self.experiment}@champion"},
         }

@@ -4,13 +4,24 @@ Scores are *maximised* and are in the units of whatever ``score_fn`` returns (pr
 fraction in practice); temperatures are in the same units. ``score_fn`` maps a list of genotypes to a
 1-D array of scores, one per genotype, and is always called in batches.
 
-The search runs ``population`` independent Metropolis chains. Every generation each chain proposes one
-child with :meth:`SearchSpace.mutate` (flip one edge of one cell, or resample one cell); the proposals that
-have not been scored before are scored in one batched ``score_fn`` call; each chain then accepts its
-proposal against the score of **its own current state** (the architecture the chain sits on, not the best
-one seen) with :func:`acceptance_probability`. Scores are cached by ``arch_hash``: no architecture is ever
-scored twice. The result is the ``top_k`` distinct architectures by score among everything scored
-(accepted or not), minus ``exclude``, best first.
+The search runs ``population`` Metropolis chains. Every generation each chain proposes one child with
+:meth:`SearchSpace.mutate` (flip one edge of one cell, or resample one cell); the proposals that have not been
+scored before are scored in one batched ``score_fn`` call; each chain then accepts its proposal with
+:func:`acceptance_probability` against a *reference* score (``reference``):
+
+* ``"best"`` (the thesis's EA, §4.3.1, and the default): the best score seen so far, over every chain, as it
+  stood when the generation's proposals were made — a proposal is compared with the current best
+  architecture, so a chain moves to it only if it is at most a few ``T`` below the best;
+* ``"chain"``: the score of the chain's **own current state** (the architecture it sits on), i.e.
+  ``population`` independent Metropolis chains.
+
+An accepted proposal becomes the chain's state either way. Scores are cached by ``arch_hash``: no
+architecture is ever scored twice. The result is the ``top_k`` distinct architectures by score among
+everything scored (accepted or not), minus ``exclude``, best first.
+
+The temperature ``T`` is in score units: a proposal ``d`` worse than the reference is accepted with
+probability ``exp(-d/T)``. With predicted AUROC as a fraction and ``T = 0.05``, a proposal 0.05 worse is
+accepted with probability e^-1 ≈ 0.37, one 0.01 worse with 0.82, one 0.1 worse with 0.14.
 
 >>> from search_space import SearchSpace, encode_many
 >>> w = np.random.default_rng(0).normal(size=120)
@@ -30,10 +41,11 @@ from .genotype import Genotype
 from .space import SearchSpace, Seed, as_rng
 
 Scorer = Callable[[list[Genotype]], np.ndarray]
+REFERENCES = ("best", "chain")
 
 __all__ = [
-    "EvolutionResult", "GenerationStats", "Scorer", "acceptance_probability", "constant_schedule", "evolve",
-    "geometric_schedule", "metropolis_accept", "run_evolution", "temperature_schedule",
+    "REFERENCES", "EvolutionResult", "GenerationStats", "Scorer", "acceptance_probability", "constant_schedule",
+    "evolve", "geometric_schedule", "metropolis_accept", "run_evolution", "temperature_schedule",
 ]
 
 
@@ -169,6 +181,7 @@ def run_evolution(
     exclude: Collection[str] = (),
     init: Sequence[Genotype] | None = None,
     seed: Seed = 0,
+    reference: str = "best",
 ) -> EvolutionResult:
     """Run the search and return the top architectures with per-generation statistics.
 
@@ -180,6 +193,8 @@ def run_evolution(
         population: number of independent Metropolis chains.
         generations: proposal rounds; each chain proposes one child per generation.
         temperature: Metropolis temperature in score units (>= 0; 0 = greedy); the initial one if annealed.
+            A proposal ``d`` below the reference is accepted with probability ``exp(-d/T)`` (T = 0.05 and
+            d = 0.05: 0.37; d = 0.01: 0.82).
         final_temperature: None for a constant temperature, else the last generation's temperature of a
             geometric schedule (:func:`geometric_schedule`).
         top_k: how many architectures to return (fewer if fewer distinct ones were scored).
@@ -188,6 +203,8 @@ def run_evolution(
         init: starting states of the first ``len(init)`` chains (at most ``population``); the remaining
             chains start from distinct samples of ``space``.
         seed: int seed or a ``np.random.Generator``; all randomness comes from it.
+        reference: ``"best"`` compares each proposal with the best score seen before its generation (the
+            thesis); ``"chain"`` with the score of the chain's current state (see the module docstring).
     """
     if population < 1:
         raise ValueError(f"population: expected >= 1, got {population}")
@@ -195,6 +212,8 @@ def run_evolution(
         raise ValueError(f"generations: expected >= 0, got {generations}")
     if top_k < 0:
         raise ValueError(f"top_k: expected >= 0, got {top_k}")
+    if reference not in REFERENCES:
+        raise ValueError(f"reference: expected one of {', '.join(REFERENCES)}, got {reference!r}")
     temps = temperature_schedule(temperature, final_temperature, generations)
     rng = as_rng(seed)
     init = [g.pruned() for g in (init or ())]
@@ -232,9 +251,10 @@ def run_evolution(
         children = [space.mutate(g, rng) for g in current]
         hashes = [c.arch_hash for c in children]
         before = len(scores)
+        ref = cur_scores if reference == "chain" else np.full(population, max(scores.values()))
         score_new(children, hashes)
         cand = np.array([scores[h] for h in hashes])
-        accept = rng.random(population) < _acceptance_many(cur_scores, cand, t)
+        accept = rng.random(population) < _acceptance_many(ref, cand, t)
         for i in np.flatnonzero(accept).tolist():
             current[i] = children[i]
         cur_scores = np.where(accept, cand, cur_scores)

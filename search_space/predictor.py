@@ -128,7 +128,9 @@ def _forward(weights, x: torch.Tensor) -> torch.Tensor:
 
 @register_predictor("mlp")
 class MLP(Predictor):
-    """ReLU MLP trained with Adam on ``MSE + rank_weight · pairwise_hinge(margin)`` of standardised targets.
+    """ReLU MLP trained with Adam on ``MSE + rank_weight · pairwise_hinge(margin)`` of standardised targets (the
+    thesis's "MSE + ranking loss"; ``rank_weight = 0`` is plain MSE; the DCSOD pipeline sets it through
+    ``predictor.args``, e.g. ``--set predictor.args.rank_weight=1.0``).
 
     The ranking term is a hinge (margin ranking loss) over all pairs in each mini-batch: for a pair whose
     true values satisfy ``y_i > y_j`` it costs ``max(0, margin - (ŷ_i - ŷ_j))`` (``margin`` in standard

@@ -38,7 +38,7 @@ import numpy as np
 from ray.tune.search import Searcher
 
 from .encoding import encode_many
-from .evolution import evolve
+from .evolution import REFERENCES, evolve
 from .genotype import Genotype
 from .predictor import make_predictor
 from .space import SearchSpace
@@ -72,8 +72,12 @@ class PredictorEvolutionSearcher(Searcher):
         min_results: random proposals until this many results exist (warm-start pairs count).
         refit_every: refit the predictor after this many new results.
         batch: proposals taken from one evolution run (default ``refit_every``).
-        population, generations, temperature, final_temperature: evolution settings; the temperature is in
-            units of the standardised predicted metric's raw scale (see ``search_space.evolution``).
+        population, generations, temperature, final_temperature, reference: evolution settings
+            (:func:`search_space.evolution.run_evolution`). The temperature is in units of the metric (the
+            predictor predicts on the metric's own scale): a proposal predicted ``d`` worse than the reference
+            is accepted with probability ``exp(-d/T)`` — with AUROC as a fraction and T = 0.05, d = 0.05 gives
+            e^-1 ≈ 0.37 and d = 0.01 gives 0.82. ``reference="best"`` (the thesis's EA, default) compares a
+            proposal with the best predicted architecture so far, ``"chain"`` with the chain's own state.
         warm_start: a ``history.parquet`` path or ``(genotype, value)`` pairs, known before the first trial.
         max_concurrent: at most this many pending suggestions (``None``: no limit; ``ConcurrencyLimiter``
             sets it through :meth:`set_max_concurrency`).
@@ -83,13 +87,15 @@ class PredictorEvolutionSearcher(Searcher):
     def __init__(self, metric: str | None = None, mode: str | None = None, *, space: SearchSpace | None = None,
                  predictor: str = "mlp", predictor_args: dict | None = None, min_results: int = 10,
                  refit_every: int = 5, batch: int | None = None, population: int = 32, generations: int = 30,
-                 temperature: float = 0.05, final_temperature: float | None = None,
+                 temperature: float = 0.05, final_temperature: float | None = None, reference: str = "best",
                  warm_start: str | os.PathLike | Sequence | None = None, max_concurrent: int | None = None,
                  seed: int = 0):
         if mode not in (None, "max", "min"):
             raise ValueError(f"mode: expected 'max' or 'min', got {mode!r}")
         if min_results < 2 or refit_every < 1:
             raise ValueError("min_results >= 2 and refit_every >= 1 are required")
+        if reference not in REFERENCES:
+            raise ValueError(f"reference: expected one of {', '.join(REFERENCES)}, got {reference!r}")
         super().__init__(metric=metric, mode=mode)
         self.space = space or SearchSpace()
         self.predictor_name, self.predictor_args = predictor, dict(predictor_args or {})
@@ -97,7 +103,7 @@ class PredictorEvolutionSearcher(Searcher):
         self.min_results, self.refit_every = min_results, refit_every
         self.batch = batch or refit_every
         self.evolution_args = dict(population=population, generations=generations, temperature=temperature,
-                                   final_temperature=final_temperature)
+                                   final_temperature=final_temperature, reference=reference)
         self.max_concurrent = max_concurrent
         self.rng = np.random.default_rng(seed)
         self.results: dict[str, list[float]] = {}  # arch_hash -> metric values (several seeds possible)

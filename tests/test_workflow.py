@@ -59,7 +59,7 @@ def test_alg2_retrains_the_pool_each_iteration_with_teachers_from_the_last(fake,
     assert all(r["iteration"] == 2 for r in records)
 
 
-def test_alg3_adds_q_new_per_iteration_then_retrains_all(fake, tmp_path):
+def test_alg3_adds_q_new_per_iteration_then_retrains_all_alive(fake, tmp_path):
     flow = make(tmp_path, "distill.algorithm=alg3", "distill.iterations=2", "distill.q=3")
     warmup = flow.warmup()
     records, bundle = flow.distill(warmup)
@@ -67,8 +67,9 @@ def test_alg3_adds_q_new_per_iteration_then_retrains_all(fake, tmp_path):
     assert len(fake[1].genotypes) == 3 and len(fake[2].genotypes) == 3
     seen = [Genotype.from_json(g).arch_hash for s in fake[:3] for g in s.genotypes]
     assert len(seen) == len(set(seen)) == 14  # new architectures are new
-    assert sorted(fake[3].genotypes) == sorted(g for s in fake[:3] for g in s.genotypes)
-    assert fake[3].iteration == 3 and fake[3].teachers is bundle
+    alive = [r["genotype"] for s in fake[:3] for r in s.records if r["checkpoint"]]  # dead: not retrained
+    assert sorted(fake[3].genotypes) == sorted(alive)
+    assert fake[3].iteration == 3 and fake[3].teachers is not bundle  # final teachers: after that retrain
 
 
 def test_zero_iterations_means_no_distillation(fake, tmp_path):
@@ -127,3 +128,18 @@ def test_baseline_retrains_the_lower_median_warmup_architecture(fake, monkeypatc
     assert recorded[0]["arch_hash"] == median["arch_hash"] and out["measured_test"]["auroc_msp"] == 0.7
     assert flow.baseline(tracker, {"epochs": 2}, None, champion_hash=median["arch_hash"]) is None
     assert len(trained) == 1  # the champion itself is not retrained twice
+
+
+def test_space_wiring_setting_reaches_every_trained_genotype(fake, tmp_path):
+    flow = make(tmp_path, "space.residual=false")
+    flow.warmup()
+    assert all(Genotype.from_json(g).residual is False for g in fake[0].genotypes)
+
+
+def test_space_operator_search_setting_reaches_the_sampled_genotypes(fake, tmp_path):
+    from search_space import default_ops
+
+    flow = make(tmp_path, "space.search_ops=true")
+    flow.warmup()
+    ops = {c.ops for g in fake[0].genotypes for c in Genotype.from_json(g).cells}
+    assert ops != {default_ops(6)}  # operators drawn per vertex, not the fixed assignment

@@ -68,6 +68,11 @@ class TrainConfig:
     scores: tuple = ("msp", "energy", "maha")
     eval_split: str = "val"  # val (search stages) | test (final report)
     eval_batch_size: int = 1024
+    # Data budget (thesis §4.4.1: search stages 50 %, final retrain all): train on the protocol's seeded,
+    # class-stratified `train_fraction` of the ID training images (Protocol.train_subset); 1.0 = all of them.
+    train_fraction: float = 1.0
+    # Also train on the ID validation images (the final retrain; only a model scored on `test` may).
+    train_on_val: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -80,6 +85,9 @@ class TrainConfig:
             (self.compile_mode in COMPILE_MODES, "compile_mode", ", ".join(COMPILE_MODES)),
             (self.eval_split in ("val", "test"), "eval_split", "val or test"),
             (self.width >= 1, "width", "an integer >= 1"),
+            (0 < self.train_fraction <= 1, "train_fraction", "a fraction in (0, 1]"),
+            (not self.train_on_val or self.eval_split == "test", "train_on_val",
+             "false unless eval_split is test (a model that trained on the validation images is scored on test)"),
         ]
         for ok, name, expected in checks:
             if not ok:
@@ -112,7 +120,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 class DeviceData:
-    """A protocol's tensors moved to one device once (reuse it across candidates of one worker)."""
+    """A protocol's tensors moved to one device once (reuse it across candidates of one worker).
+
+    What a training draws from: :meth:`training_set` (the ID training images, plus the validation images for
+    ``train_on_val``) restricted to :meth:`subset` (the protocol's ``train_fraction`` subset; None = all)."""
 
     def __init__(self, protocol: Protocol, device: torch.device | str):
         self.protocol = protocol
@@ -121,25 +132,56 @@ class DeviceData:
         self.aux = None if protocol.aux is None else protocol.aux.to(self.device)
         self.eval = {split: (*(t.to(self.device) for t in id_xy), protocol.ood[split].to(self.device))
                      for split, id_xy in (("val", protocol.id_val), ("test", protocol.id_test))}
-        mean, std = protocol.mean_std()
+        mean, std = protocol.mean_std()  # of all ID training images, whatever part a training uses
         self.mean, self.std = mean.to(self.device), std.to(self.device)
-        self._normalised: dict[str, tuple] = {}
+        self._normalised: dict[tuple, tuple] = {}
+        self._with_val: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._subsets: dict[tuple, torch.Tensor | None] = {}
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:
         return normalise(x, self.mean, self.std)
 
-    def evaluation_sets(self, split: str) -> tuple[torch.Tensor, ...]:
-        """``(id_x, id_y, ood_x, train_x, train_y)`` for evaluation, images normalised (float32), computed once
-        per split and kept: every candidate of a worker is scored on the same tensors."""
-        if split not in self._normalised:
-            id_x, id_y, ood_x = self.eval[split]
-            self._normalised[split] = (self.norm(id_x), id_y, self.norm(ood_x), self._train_normalised(), self.train_y)
-        return self._normalised[split]
+    def training_set(self, with_val: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images and labels a training draws from: the ID training part, followed by the ID validation
+        part if ``with_val`` (concatenated once and kept)."""
+        if not with_val:
+            return self.train_x, self.train_y
+        if self._with_val is None:
+            val_x, val_y = self.eval["val"][:2]
+            self._with_val = (torch.cat([self.train_x, val_x]), torch.cat([self.train_y, val_y]))
+        return self._with_val
 
-    def _train_normalised(self) -> torch.Tensor:
-        for sets in self._normalised.values():  # shared between the val and test splits
-            return sets[3]
-        return self.norm(self.train_x)
+    def subset(self, fraction: float = 1.0, with_val: bool = False) -> torch.Tensor | None:
+        """Indices (long, on the device) into :meth:`training_set` of the protocol's seeded ``fraction``
+        (:meth:`Protocol.train_subset`), or None for all images; computed once per (fraction, with_val)."""
+        key = (float(fraction), bool(with_val))
+        if key not in self._subsets:
+            index = self.protocol.train_subset(fraction, with_val)
+            self._subsets[key] = None if index is None else torch.from_numpy(index).to(self.device)
+        return self._subsets[key]
+
+    def evaluation_sets(self, split: str, train_fraction: float = 1.0,
+                        with_val: bool = False) -> tuple[torch.Tensor, ...]:
+        """``(id_x, id_y, ood_x, train_x, train_y)`` for evaluation, images normalised (float32), computed once
+        per split and training set and kept: every candidate of a worker is scored on the same tensors.
+        ``train_*`` (what scores such as maha fit on) are the images the training used: its ``train_fraction``
+        subset of :meth:`training_set`."""
+        key = (split, float(train_fraction), bool(with_val))
+        if key not in self._normalised:
+            id_x, id_y, ood_x = self.eval[split]
+            self._normalised[key] = (self.norm(id_x), id_y, self.norm(ood_x),
+                                     *self._train_normalised(train_fraction, with_val))
+        return self._normalised[key]
+
+    def _train_normalised(self, fraction: float, with_val: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        for (_, f, v), sets in self._normalised.items():  # shared between the val and test splits
+            if (f, v) == (float(fraction), bool(with_val)):
+                return sets[3], sets[4]
+        x, y = self.training_set(with_val)
+        index = self.subset(fraction, with_val)
+        if index is not None:
+            x, y = x[index], y[index]
+        return self.norm(x), y
 
 
 class TeacherCache:
@@ -153,12 +195,13 @@ class TeacherCache:
 
     @staticmethod
     def compute(teachers: Sequence[nn.Module], data: DeviceData, temperature: float,
-                batch_size: int = 1024) -> TeacherCache:
+                batch_size: int = 1024, with_val: bool = False) -> TeacherCache:
+        """Over all of ``data.training_set(with_val)`` (a ``train_fraction`` subset indexes into it)."""
         def probs(x: torch.Tensor) -> torch.Tensor:
             return torch.cat([ensemble_probs(teachers, data.norm(x[i:i + batch_size]), temperature)
                               for i in range(0, len(x), batch_size)])
 
-        return TeacherCache(probs(data.train_x), None if data.aux is None else probs(data.aux))
+        return TeacherCache(probs(data.training_set(with_val)[0]), None if data.aux is None else probs(data.aux))
 
     def to(self, device: torch.device) -> TeacherCache:
         return TeacherCache(self.train.to(device), None if self.aux is None else self.aux.to(device))
@@ -181,8 +224,10 @@ class CandidateTraining:
     """The set-up of one candidate's training on ``data.device``: model, ``forward`` (DDP-wrapped and/or
     compiled model), objective, SGD optimizer, per-step lr ``schedule`` (a LambdaLR; swappable alone),
     generators (``gen``: permutations, augmentation; ``aux_gen``: outlier indices, ``gen`` on one rank),
-    per-rank ``batch``/``out_batch`` sizes (images), ``steps_per_epoch``, teachers (``cache`` on the device or
-    online ``teachers``; None without distillation) and the ``bf16`` flag. :meth:`step` is one optimisation
+    per-rank ``batch``/``out_batch`` sizes (images), ``steps_per_epoch``, the training images (``train_x``,
+    ``train_y``: :meth:`DeviceData.training_set`; ``index``: the ``train_fraction`` subset of it or None;
+    ``n_train`` images used), teachers (``cache`` on the device or online ``teachers``; None without
+    distillation) and the ``bf16`` flag. :meth:`step` is one optimisation
     step, :meth:`train` the epoch loop, :meth:`evaluate` the OOD evaluation."""
 
     def __init__(self, candidate, data: DeviceData, config: TrainConfig,
@@ -207,12 +252,17 @@ class CandidateTraining:
             raise ValueError(f"teachers: objective {config.objective!r} needs a teacher ensemble")
         self.temperature = getattr(self.objective, "temperature", 1.0)
         teachers = teachers if self.objective.needs_teacher else None
+        self.train_x, self.train_y = data.training_set(config.train_on_val)
+        self.index = data.subset(config.train_fraction, config.train_on_val)
         if config.teacher_mode == "cached" and teachers is not None and not isinstance(teachers, TeacherCache):
-            teachers = TeacherCache.compute(teachers, data, self.temperature)
+            teachers = TeacherCache.compute(teachers, data, self.temperature, with_val=config.train_on_val)
         self.cache = teachers.to(self.device) if isinstance(teachers, TeacherCache) else None
+        if self.cache is not None and len(self.cache.train) != len(self.train_y):
+            raise ValueError(f"teachers: the TeacherCache covers {len(self.cache.train)} training images, this "
+                             f"training draws from {len(self.train_y)} (compute it with with_val=train_on_val)")
         self.teachers = None if self.cache is not None else teachers  # online: modules run on every batch
 
-        n = len(data.train_y)
+        n = self.n_train = len(self.train_y) if self.index is None else len(self.index)
         self.batch = min(config.batch_size, n // self.world)
         self.out_batch = config.outlier_batch_size or self.batch
         self.steps_per_epoch = n // (self.batch * self.world)  # drop the last partial batch: fixed shapes
@@ -269,20 +319,23 @@ class CandidateTraining:
     def train(self) -> tuple[float, float]:
         """``config.epochs`` epochs of ``steps_per_epoch`` steps; returns (mean loss of the last epoch, wall
         seconds). Every rank draws the same epoch permutation from ``gen`` and takes its own ``batch`` slice
-        of each global step. One host sync per epoch; raises :class:`DivergedError` on a non-finite loss."""
-        data, epochs = self.data, self.config.epochs
+        of each global step (positions in ``index`` when training on a subset). One host sync per epoch; raises
+        :class:`DivergedError` on a non-finite loss."""
+        epochs = self.config.epochs
         self.model.train()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
         for epoch in range(epochs):
-            order = torch.randperm(len(data.train_y), device=self.device, generator=self.gen)
+            order = torch.randperm(self.n_train, device=self.device, generator=self.gen)
             loss_sum = torch.zeros((), device=self.device)
             for step in range(self.steps_per_epoch):
                 first = (step * self.world + self.rank) * self.batch
                 idx = order[first:first + self.batch]
+                if self.index is not None:
+                    idx = self.index[idx]
                 teacher_in = None if self.cache is None else self.cache.train[idx]
-                loss_sum += self.step(data.train_x[idx], data.train_y[idx], teacher_in)
+                loss_sum += self.step(self.train_x[idx], self.train_y[idx], teacher_in)
             mean_loss = float(loss_sum) / self.steps_per_epoch
             if not math.isfinite(mean_loss):
                 raise DivergedError(f"training loss became {mean_loss} in epoch {epoch + 1} of {epochs}")
@@ -294,8 +347,9 @@ class CandidateTraining:
         """:func:`evaluate_ood` on ``config.eval_split`` under autocast; returns (metrics, wall seconds)."""
         start = time.perf_counter()
         with self.autocast():
-            metrics = evaluate_ood(self.model, *self.data.evaluation_sets(self.config.eval_split),
-                                   scores=self.config.scores, batch_size=self.config.eval_batch_size)
+            config = self.config
+            sets = self.data.evaluation_sets(config.eval_split, config.train_fraction, config.train_on_val)
+            metrics = evaluate_ood(self.model, *sets, scores=self.config.scores, batch_size=self.config.eval_batch_size)
         return metrics, time.perf_counter() - start
 
 

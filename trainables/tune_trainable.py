@@ -72,17 +72,17 @@ class TeacherBundle:
 
     def teachers_for(self, data: DeviceData, train: TrainConfig) -> list[torch.nn.Module] | TeacherCache:
         """What ``train_candidate`` gets as ``teachers``: the modules (online path), or for
-        ``teacher_mode="cached"`` their :class:`TeacherCache`, computed once per process, bundle, data and
-        temperature (every candidate of an iteration shares it)."""
+        ``teacher_mode="cached"`` their :class:`TeacherCache`, computed once per process, bundle, data,
+        temperature and training set (``train_on_val``; every candidate of an iteration shares it)."""
         models = self.build(data.protocol.num_classes, data.protocol.in_channels, data.device)
         if train.teacher_mode != "cached":
             return models
         temperature = make_objective(train.objective, **train.objective_args).temperature
-        key = ("cache", self.token, id(data), temperature)
+        key = ("cache", self.token, id(data), temperature, train.train_on_val)
         if key not in _TEACHERS:
             for k in [k for k in _TEACHERS if k[0] == "cache"]:  # keep the modules, drop older caches
                 del _TEACHERS[k]
-            _TEACHERS[key] = TeacherCache.compute(models, data, temperature)
+            _TEACHERS[key] = TeacherCache.compute(models, data, temperature, with_val=train.train_on_val)
         return _TEACHERS[key]
 
     def _build(self, num_classes: int, in_channels: int, device: torch.device) -> list[torch.nn.Module]:

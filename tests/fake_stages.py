@@ -1,0 +1,94 @@
+"""A seeded fake evaluator for ``pipelines.workflow``: Tune stages, teacher loading and the final retrain's Ray,
+MLflow and registry calls replaced, so a test runs every stage's logic in milliseconds.
+
+``install(monkeypatch)`` returns a :class:`Calls` record: ``stages`` (every :class:`pipelines.tune_stage.Stage`
+run, with ``records`` set), ``retrained`` (``(genotype, train, teachers, name)`` of every final retrain) and
+``dead`` (arch hashes whose training fails in every stage: no weights, NaN metric).
+"""
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from search_space import Genotype
+
+
+class FakeBundle:
+    def __init__(self, chosen, width):
+        self.genotypes = [r["genotype"] for r in chosen]
+        self.hashes = [r["arch_hash"] for r in chosen]
+
+
+class FakeTracker:
+    def __init__(self, *args, **kwargs):
+        self.recorded = []
+        self.history = type("History", (), {"compact": lambda self: None})()
+
+    def record(self, result, before_finish=None):
+        self.recorded.append(result)
+        return f"run-{len(self.recorded)}"
+
+
+@dataclass
+class Calls:
+    stages: list = field(default_factory=list)
+    retrained: list = field(default_factory=list)
+    dead: set = field(default_factory=set)
+
+
+def value(arch_hash: str, iteration: int) -> float:
+    """The fake measured metric of an architecture in an iteration."""
+    return float(np.random.default_rng([int(arch_hash[:8], 16), iteration]).uniform(0.5, 0.9))
+
+
+def install(monkeypatch, dead=lambda h: h.startswith(("0", "1"))) -> Calls:
+    import pipelines.dcsod_tracking
+    import pipelines.final
+    import pipelines.model_registry
+    import pipelines.workflow as workflow
+
+    calls = Calls()
+
+    def run_stage(run, cfg, stage, experiment, tracking_uri):
+        calls.stages.append(stage)
+        genotypes = stage.genotypes
+        if genotypes is None:  # a searcher stage: take its suggestions
+            genotypes = [stage.searcher.suggest(f"t{i}")["genotype"] for i in range(stage.num_samples)]
+        records = []
+        for g in genotypes:
+            h = Genotype.from_json(g).arch_hash
+            failed = dead(h)
+            if failed:
+                calls.dead.add(h)
+            records.append({"arch_hash": h, "genotype": g, "stage": stage.stage, "iteration": stage.iteration,
+                            "auroc_msp": math.nan if failed else value(h, stage.iteration),
+                            "checkpoint": None if failed else f"/ck/{h}"})
+        stage.records = records
+        return records, {"trials": len(records), "failed": sum(r["checkpoint"] is None for r in records)}
+
+    def retrain(run, cfg, genotype, train, teachers, name="final"):
+        calls.retrained.append((genotype, train, teachers, name))
+        return {"auroc_msp": 0.8, "id_acc": 0.9, "epochs": train["epochs"]}, {}
+
+    monkeypatch.setattr(workflow, "run_stage", run_stage)
+    monkeypatch.setattr(workflow, "load_bundle", FakeBundle)
+    monkeypatch.setattr(pipelines.final, "retrain", retrain)
+    monkeypatch.setattr(pipelines.final, "load_model_info", lambda run, cfg, name="final": {})
+    monkeypatch.setattr(pipelines.final, "package", lambda genotype, state_dict, info, train: None)
+    monkeypatch.setattr(pipelines.final, "example_images", lambda info: None)
+    monkeypatch.setattr(pipelines.final, "source_dirs", lambda: [])
+    monkeypatch.setattr(pipelines.model_registry, "log_model", lambda *a, **k: "model-uri")
+    monkeypatch.setattr(pipelines.model_registry, "register_champion", lambda *a, **k: "1")
+    monkeypatch.setattr(pipelines.dcsod_tracking, "MLflowHistoryCallback", FakeTracker)
+    return calls
+
+
+def make_flow(tmp_path, *sets, preset="ci", name="run"):
+    """A :class:`pipelines.workflow.Workflow` of ``preset`` (8 warmup architectures, 2 + 1 teachers) in
+    ``tmp_path/name``."""
+    import pipelines.workflow as workflow
+    from pipelines.dcsod_settings import load_config
+    from pipelines.rundir import RunDir
+
+    cfg = load_config(preset, ["warmup.n=8", "distill.top=2", "distill.random=1", *sets])
+    return workflow.Workflow(RunDir.open(tmp_path / name, cfg), cfg, "sqlite:///unused.db")
