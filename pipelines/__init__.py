@@ -1,1 +1,2 @@
-"""The algorithms composed on Ray, as entry points: dcsod.py (dry run until issue 5), text_vae.py (issue 6)."""
+"""The algorithms composed on Ray, as entry points (``dcsod.py``, ``text_vae.py``), over shared infrastructure:
+``settings``, ``rundir``, ``ray_session``, ``journal``, ``mlflow_runs`` (see DESIGN.md, "Layers and layout")."""
