@@ -66,8 +66,20 @@ class Workflow:
         records, stats = run_stage(self.run, self.cfg, stage, self.experiment, self.tracking_uri)
         teachers = None if stage.teachers is None else stage.teachers.genotypes
         write_json(path, {"records": records, "teachers": teachers, "stats": stats})
+        if records and not any(r.get("checkpoint") for r in records):
+            self._set_aside(stage.name)
+            first = next((r["error"] for r in records if r.get("error")), "no error reported")
+            raise NoUsableCandidates(f"stage {stage.name}: every candidate failed (first error: {first}); the stage "
+                                     "is not marked finished: fix the cause and rerun the same command")
         self.run.finish(stage.name, **stats)
         return records
+
+    def _set_aside(self, name: str) -> None:
+        """Move a failed stage's Tune experiment out of the way (kept for inspection), so that a rerun starts the
+        stage afresh instead of restoring trials that already failed."""
+        path = self.run / "tune" / name
+        if path.exists():
+            path.rename(path.with_name(f"{name}.failed-{time.strftime('%Y%m%d-%H%M%S')}"))
 
     def teachers(self, pool: list[dict], iteration: int, name: str):
         chosen = choose_teachers(pool, self.metric, self.cfg["distill"]["top"], self.cfg["distill"]["random"],

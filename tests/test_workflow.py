@@ -106,10 +106,26 @@ def test_a_stage_where_every_candidate_failed_stops_with_a_clear_error(monkeypat
 
     monkeypatch.setattr(workflow, "run_stage", all_fail)
     flow = make(tmp_path, "distill.iterations=1")
-    warmup = flow.warmup()
+    tune_dir = tmp_path / "run" / "tune" / "warmup"
+    tune_dir.mkdir(parents=True)  # Tune's experiment of the failed stage
+    with pytest.raises(workflow.NoUsableCandidates, match="stage warmup: every candidate failed .*diverged"):
+        flow.warmup()
     assert (tmp_path / "run" / "stages" / "warmup.json").exists()  # the failures are kept
-    with pytest.raises(workflow.NoUsableCandidates, match="every candidate failed"):
-        flow.distill(warmup)
+    assert not flow.run.done("warmup") and not tune_dir.exists()  # not finished; Tune's files set aside
+    assert [p.name.startswith("warmup.failed-") for p in tune_dir.parent.iterdir()] == [True]
+
+
+def test_a_failed_stage_runs_again_once_the_cause_is_fixed(fake, monkeypatch, tmp_path):
+    fixed = workflow.run_stage
+    monkeypatch.setattr(workflow, "run_stage", lambda run, cfg, stage, *a: (
+        [{"arch_hash": "x", "genotype": g, "checkpoint": None, "error": "OSError: no space"} for g in stage.genotypes],
+        {"trials": len(stage.genotypes), "failed": len(stage.genotypes)}))
+    flow = make(tmp_path)
+    with pytest.raises(workflow.NoUsableCandidates):
+        flow.warmup()
+    monkeypatch.setattr(workflow, "run_stage", fixed)  # space freed, the same command again
+    records = make(tmp_path).warmup()
+    assert any(r["checkpoint"] for r in records) and flow.run.__class__.open(tmp_path / "run", flow.cfg).done("warmup")
 
 
 def test_baseline_retrains_the_lower_median_warmup_architecture(fake, monkeypatch, tmp_path):
