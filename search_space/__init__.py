@@ -5,7 +5,7 @@ The public names below are imported lazily (PEP 562): ``from search_space import
 ``search_space.genotype``, so layers that need one piece (e.g. ``search_space.registry``) do not pull in the
 network builder, the predictors or the evolution.
 """
-import importlib
+from .lazy_exports import lazy_exports
 
 _SUBMODULES = {
     "encoding": ("encode", "encode_many", "encoding_length"),
@@ -17,17 +17,4 @@ _SUBMODULES = {
     "size": ("space_size",),
     "space": ("MUTATIONS", "SearchSpace"),
 }
-_EXPORTS = {name: module for module, names in _SUBMODULES.items() for name in names}
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value  # later look-ups no longer reach __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _SUBMODULES, globals())

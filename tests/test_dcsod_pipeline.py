@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from servers import free_port
+from servers import free_port, kill_session
 
 pytest.importorskip("ray")
 pytest.importorskip("mlflow")
@@ -78,15 +78,6 @@ def ray_head(env: dict):
             head.kill()
         kill_session(head.pid)  # anything left of that head (its processes share the session it was started in)
         log.close()
-
-
-def kill_session(sid: int) -> None:
-    """SIGKILL every process of session ``sid`` (Linux /proc)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[3]) == sid:
-                os.kill(int(stat.parent.name), signal.SIGKILL)
 
 
 def mlflow_runs(uri: str) -> list:

@@ -176,3 +176,46 @@ def test_run_uid_is_stable_per_directory_and_distinct_between_directories(tmp_pa
     run = RunDir.open(tmp_path / "a", {"x": 1})  # the uid file does not make the directory "not empty"
     assert run.uid == a and run.manifest["uid"] == a
     assert [p.name for p in (tmp_path / "a").iterdir() if p.name.startswith(".run_uid.")] == []
+
+
+@pytest.mark.parametrize("saved_state", [False, True])
+def test_a_stage_is_restored_only_once_tune_saved_its_state_and_with_its_param_space(tmp_path, monkeypatch,
+                                                                                    saved_state):
+    """A driver killed between Tune writing tuner.pkl and its first experiment state leaves nothing to restore:
+    the stage starts afresh. Once a state exists it is restored, with the param space given again (tuner.pkl
+    does not hold it)."""
+    from ray import tune
+
+    from pipelines import tune_stage
+
+    calls = []
+
+    class FakeTuner:
+        def __init__(self, trainable, param_space, **kwargs):
+            calls.append(("new", param_space))
+
+        @classmethod
+        def can_restore(cls, path):
+            return True  # tuner.pkl is there
+
+        @classmethod
+        def restore(cls, path, trainable, param_space=None, **kwargs):
+            calls.append(("restore", param_space))
+            return cls.__new__(cls)
+
+        def fit(self):
+            return []
+
+    monkeypatch.setattr(tune, "Tuner", FakeTuner)
+    monkeypatch.setattr(tune, "with_parameters", lambda f, **kw: f)
+    monkeypatch.setattr(tune, "with_resources", lambda f, resources: f)
+    cfg = load_config("ci")
+    run = RunDir.open(tmp_path / "run", cfg)
+    (run.path / "tune" / "warmup").mkdir(parents=True)
+    if saved_state:
+        (run.path / "tune" / "warmup" / "experiment_state-2026-11-30.json").write_text("{}")
+    stage = tune_stage.Stage("warmup", "warmup", 0, {"epochs": 1}, genotypes=['{"g": 1}'])
+    tune_stage.run_stage(run, cfg, stage, "dcsod-test", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    kind, space = calls[0]
+    assert kind == ("restore" if saved_state else "new") and len(calls) == 1
+    assert space["stage"] == "warmup" and space["genotype"] == tune.grid_search(['{"g": 1}'])

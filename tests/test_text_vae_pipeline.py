@@ -1,6 +1,5 @@
 """pipelines/text_vae.py end to end through a real Ray Tune (tiny budgets): the run directory, resume after a
 finished run and after ``kill -9``, the Optuna path, Ray Train workers, and the command-line errors."""
-import contextlib
 import json
 import os
 import signal
@@ -14,6 +13,8 @@ import pytest
 
 pytest.importorskip("ray")
 pytest.importorskip("mlflow")
+
+from servers import kill_session
 
 from pipelines import text_vae
 from pipelines.text_vae_tracking import RESULT_COLUMNS, ResultsTable, TextVAERecorder
@@ -36,15 +37,6 @@ def env() -> dict:
 def command(out: Path, uri: str, *args: str) -> list[str]:
     return [sys.executable, str(SCRIPT), *args, "--output", str(out), "--tracking-uri", uri, "--address", "local",
             "--no-dashboard"]
-
-
-def kill_session(sid: int) -> None:
-    """SIGKILL every process of session ``sid`` (Linux /proc): the driver and the local Ray it started."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[3]) == sid:
-                os.kill(int(stat.parent.name), signal.SIGKILL)
 
 
 def mlflow_runs(uri: str, experiment: str = "text-vae-toy", search: str | None = None) -> list:

@@ -4,7 +4,7 @@ Plain PyTorch (no Ray import): callable and benchmarkable alone; Ray adapters li
 The public names below are imported lazily (PEP 562): ``from trainables import make_score`` imports only
 ``trainables.ood``, and the text-VAE modules never import the DCSOD training loop or the search code.
 """
-import importlib
+from search_space.lazy_exports import lazy_exports
 
 _SUBMODULES = {
     "data": ("PROTOCOLS", "LabelledImages", "Protocol", "make_protocol", "register_protocol"),
@@ -13,17 +13,4 @@ _SUBMODULES = {
     "errors": ("DivergedError",),
     "train": ("PRESETS", "DeviceData", "TeacherCache", "TrainConfig", "train_candidate"),
 }
-_EXPORTS = {name: module for module, names in _SUBMODULES.items() for name in names}
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value  # later look-ups no longer reach __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _SUBMODULES, globals())
