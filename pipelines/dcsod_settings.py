@@ -63,8 +63,19 @@ def validate(cfg: dict) -> None:
           f"search.reference: expected one of {', '.join(REFERENCES)}, got {cfg['search']['reference']!r}")
     check(cfg["final"]["champion"] in CHAMPIONS,
           f"final.champion: expected one of {', '.join(CHAMPIONS)}, got {cfg['final']['champion']!r}")
-    for name in ("train_on_val", "baseline"):
-        check(isinstance(cfg["final"][name], bool), f"final.{name}: expected true or false, got {cfg['final'][name]!r}")
+    check(isinstance(cfg["final"]["train_on_val"], bool),
+          f"final.train_on_val: expected true or false, got {cfg['final']['train_on_val']!r}")
+    compare = cfg["final"]["compare"]
+    seeds = compare["seeds"]
+    check(isinstance(seeds, list) and all(is_int(s, 0) for s in seeds) and len(set(seeds)) == len(seeds),
+          f"final.compare.seeds: expected a list of distinct integers >= 0 ([] = no comparison), got {seeds!r}")
+    if compare["standard"] is not None:
+        from search_space.standard_models import StandardModel
+
+        try:
+            StandardModel.from_dict(compare["standard"])
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"final.compare.standard: {err}") from None
     check(isinstance(cfg["distill"]["t_squared"], bool),
           f"distill.t_squared: expected true or false, got {cfg['distill']['t_squared']!r}")
     try:

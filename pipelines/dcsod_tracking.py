@@ -48,7 +48,8 @@ HISTORY_COLUMNS: dict[str, Any] = {
 }
 KEY_COLUMNS = ("arch_hash", "stage", "iteration", "seed")
 REQUIRED_COLUMNS = (*KEY_COLUMNS, "genotype")
-STAGES = ("warmup", "distill", "search", "final")
+#: History stages: the pipeline's, and the experiments' final-budget retrains without / with auxiliary outliers.
+STAGES = ("warmup", "distill", "search", "final", "retrain-plain", "retrain-outliers")
 
 Key = tuple[str, str, int, int]
 
@@ -210,9 +211,9 @@ class MLflowHistoryCallback(MLflowRecorder, Callback):
         arch_hash, seed = pick("arch_hash"), pick("seed")
         if arch_hash is None and genotype is not None:
             try:
-                from search_space import Genotype
+                from search_space import arch_hash_of
 
-                arch_hash = Genotype.from_dict(json.loads(genotype)).arch_hash
+                arch_hash = arch_hash_of(genotype)
             except ValueError:
                 if strict:
                     raise

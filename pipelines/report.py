@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from search_space.predictor_quality import correlation_text, rank_correlation
+
 from .rundir import RunDir, atomic_write, read_json, write_text
 
 
@@ -38,25 +40,23 @@ def plot_predicted_vs_measured(run: RunDir, metric: str) -> dict:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from scipy.stats import kendalltau
 
     from search_space import Genotype, encode_many
 
     pred = read_json(run / "predictor" / "metrics.json")
     fig, ax = plt.subplots(figsize=(5, 4.5))
-    taus = {"validation": pred["kendall_tau"]}
     val = pred.get("validation", [])
+    taus = {"validation": rank_correlation([v["predicted"] for v in val], [v["measured"] for v in val])}
     ax.scatter([v["measured"] for v in val], [v["predicted"] for v in val], s=18,
-               label=f"held-out 15% (n={len(val)}, τ={pred['kendall_tau']:.2f})")
+               label=f"held-out 15%: {correlation_text(taus['validation'])}")
     search = [r for r in _stage_records(run, "search") if r.get(metric) is not None and math.isfinite(r[metric])]
     if search:
         with open(run / "predictor" / "predictor.pkl", "rb") as f:
             predictor = pickle.load(f)
         predicted = predictor.predict(encode_many([Genotype.from_json(r["genotype"]) for r in search]))
         measured = [r[metric] for r in search]
-        tau = float(kendalltau(measured, predicted).statistic) if len(search) > 1 else math.nan
-        taus["search"] = tau
-        ax.scatter(measured, predicted, s=18, marker="^", label=f"search proposals (n={len(search)}, τ={tau:.2f})")
+        taus["search"] = rank_correlation(predicted, measured)
+        ax.scatter(measured, predicted, s=18, marker="^", label=f"search proposals: {correlation_text(taus['search'])}")
     ax.set_xlabel(f"measured {metric}")
     ax.set_ylabel(f"predicted {metric}")
     ax.legend(fontsize=8)
@@ -136,12 +136,60 @@ def _candidate_lines(best: dict, metric: str) -> list[str]:
     return [*lines, ""]
 
 
+def _mean_sd(values: list) -> str:
+    v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=float)
+    if not len(v):
+        return "–"
+    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
+
+
+def _compare_lines(best: dict) -> list[str]:
+    """"Did the search help?": best.json's ``compare`` retrains as a table and one sentence (Welch's t-test of
+    the champion against each other row over the seeds, two-sided, 5 %)."""
+    from scipy.stats import ttest_ind
+
+    compare = best.get("compare")
+    if not compare:
+        return []
+    metric = compare["metric"]
+    lines = ["## Did the search help?", "",
+             f"Retrained exactly like the champion ({best['measured_test'].get('epochs')} epochs, same objective and "
+             f"teachers, test split), once per seed {compare['seeds']}:", "",
+             f"| architecture | role | params | {metric} per seed | {metric} mean ± sd | id_acc mean ± sd |",
+             "|---|---|---|---|---|---|"]
+    for row in compare["rows"]:
+        per_seed = ", ".join(_fmt(v) for v in row["values"][metric])
+        lines.append(f"| `{row['arch_hash']}` | {row['role']} | {row['params'] or '–'} | {per_seed} | "
+                     f"{_mean_sd(row['values'][metric])} | {_mean_sd(row['values']['id_acc'])} |")
+    champion = compare["rows"][0]["values"][metric]
+    verdicts = []
+    for row in compare["rows"][1:]:
+        other = row["values"][metric]
+        a = [x for x in champion if x is not None and math.isfinite(x)]
+        b = [x for x in other if x is not None and math.isfinite(x)]
+        if len(a) < 2 or len(b) < 2:
+            verdicts.append(f"vs the {row['role']}: too few seeds to tell")
+            continue
+        p = float(ttest_ind(a, b, equal_var=False).pvalue)
+        diff = np.mean(a) - np.mean(b)
+        outcome = ("better beyond seed noise" if diff > 0 else "worse beyond seed noise") if p < 0.05 else \
+            "inside seed noise"
+        verdicts.append(f"vs the {row['role']}: {diff:+.3f} (Welch p = {p:.2f}, {outcome})")
+    helped = all("better beyond" in v for v in verdicts) and verdicts
+    lines += ["", f"The champion's test {metric} " + "; ".join(verdicts) + ". "
+              + ("At this budget the search found a better detector than both." if helped else
+                 "At this budget that is no evidence that the search beat them; more seeds or a larger budget "
+                 "would be needed to tell."), ""]
+    return lines
+
+
 def write_report(run: RunDir, cfg: dict, best: dict) -> None:
     """Write the PNGs and ``report.md`` of a finished run."""
     from .dcsod_tracking import HistoryStore
 
     metric = cfg["metric"]
     history = HistoryStore(run / "history.parquet").read()
+    history = history[history.stage != "compare"]  # test-split retrains: report.md's comparison table only
     searched = history[history.stage != "final"]
     before_search = searched[searched.stage != "search"]
     last_iteration = (before_search[before_search.stage == before_search.stage.iloc[-1]] if len(before_search)
@@ -167,14 +215,15 @@ def write_report(run: RunDir, cfg: dict, best: dict) -> None:
         f"- warmup architectures (validation split): median {metric} "
         f"{_fmt(float(warmup.median()) if len(warmup) else None)}, "
         f"best {_fmt(float(warmup.max()) if len(warmup) else None)} (n={len(warmup)})",
-        *([f"- the median warmup architecture `{best['baseline']['arch_hash']}` retrained the same way, test split: "
-           + ", ".join(f"{k} {_fmt(v)}" for k, v in best["baseline"]["measured_test"].items() if k != "epochs")]
-          if best.get("baseline") else []), "",
+        "",
+        *_compare_lines(best),
         *_candidate_lines(best, metric),
         "## Predictor", "",
-        f"`{pred['predictor']}` on the final iteration's pairs: Kendall τ {_fmt(pred['kendall_tau'], 3)}, Pearson ρ "
-        f"{_fmt(pred['pearson_rho'], 3)} (n_train {pred['n_train']}, n_val {pred['n_val']})"
-        + (f"; on the search proposals τ {_fmt(taus['search'], 3)}" if "search" in taus else "") + ".", "",
+        f"`{pred['predictor']}` fit on {pred['n_train']} of the final iteration's pairs, scored on the held-out "
+        f"rest: Kendall {correlation_text(taus['validation'])}, Pearson "
+        f"{correlation_text(taus['validation'], 'pearson_rho')}"
+        + (f"; on the search proposals {correlation_text(taus['search'])}" if "search" in taus else "")
+        + ". A rank correlation on a handful of architectures says little: read the interval, not the point.", "",
         "## Stages", "",
         "| stage | trials | failed | wall s | mean train s | mean trial s | overhead s/trial | gap s/trial |",
         "|---|---|---|---|---|---|---|---|",

@@ -25,7 +25,7 @@ from .rundir import RunDir
 
 #: Result keys kept per evaluation besides the metrics.
 RECORD_KEYS = ("arch_hash", "genotype", "seed", "stage", "iteration", "error", "trainable_seconds", "data_seconds",
-               "eval_seconds", "started_at", "finished_at", "worker_pid")
+               "eval_seconds", "started_at", "finished_at", "worker_pid", "params", "flops", "aux_images")
 
 
 @dataclass
@@ -33,8 +33,9 @@ class Stage:
     """What one Tune experiment evaluates.
 
     ``name``: experiment and manifest id (``warmup``, ``distill-1``, ``search``); ``stage``/``iteration``: the
-    history key part; ``train``: :class:`trainables.TrainConfig` fields; either ``genotypes`` (JSON strings,
-    one trial each) or ``searcher`` + ``num_samples``; ``teachers``: the ensemble for ``distill``.
+    history key part; ``train``: :class:`trainables.TrainConfig` fields; either ``genotypes`` (architecture
+    JSON strings, one trial each) or ``searcher`` + ``num_samples``; ``seeds``: train every genotype once per
+    seed (default: the run's ``seed`` only); ``teachers``: the ensemble for ``distill``.
     """
 
     name: str
@@ -45,10 +46,13 @@ class Stage:
     searcher: Any = None
     num_samples: int = 0
     teachers: TeacherBundle | None = None
+    seeds: list[int] | None = None
 
     @property
     def size(self) -> int:
-        return len(self.genotypes) if self.genotypes is not None else self.num_samples
+        if self.genotypes is None:
+            return self.num_samples
+        return len(self.genotypes) * (len(self.seeds) if self.seeds else 1)
 
 
 class StageProgress(Callback):
@@ -96,11 +100,14 @@ class StageProgress(Callback):
 
 def trial_name(trial) -> str:
     """``<stage>_<arch_hash>_<trial_id>``: short, unique, and readable in the dashboard and on disk."""
-    from search_space import Genotype
+    from search_space import arch_hash_of
 
     config = trial.config or {}
     genotype = config.get("genotype")
-    arch = Genotype.from_json(genotype).arch_hash if isinstance(genotype, str) else "arch"
+    try:
+        arch = arch_hash_of(genotype) if isinstance(genotype, str) else "arch"
+    except ValueError:  # an odd value must not fail the trial: the name only has to be readable and unique
+        arch = "arch"
     return f"{config.get('stage', 'trial')}_{arch}_{trial.trial_id}"
 
 
@@ -108,8 +115,10 @@ def resources(cfg: dict) -> dict:
     return {"cpu": cfg["resources"]["cpu"], "gpu": cfg["resources"]["gpu"]}
 
 
-def run_stage(run: RunDir, cfg: dict, stage: Stage, experiment: str, tracking_uri: str) -> tuple[list[dict], dict]:
-    """Run (or resume) ``stage``; return ``(records, stats)``.
+def run_stage(run: RunDir, cfg: dict, stage: Stage, experiment: str, tracking_uri: str,
+              tags: dict | None = None) -> tuple[list[dict], dict]:
+    """Run (or resume) ``stage``; return ``(records, stats)``. ``tags``: added to every MLflow run of the stage
+    (e.g. ``mlflow.parentRunId`` to nest them under a parent run).
 
     ``records``: one dict per trial with :data:`RECORD_KEYS`, the metrics and ``checkpoint`` (path of the
     trained weights, None for failed trials); ``stats``: ``trials``, ``failed``, ``wall_seconds``,
@@ -122,6 +131,8 @@ def run_stage(run: RunDir, cfg: dict, stage: Stage, experiment: str, tracking_ur
     start = time.perf_counter()
     base = {"protocol": cfg["protocol"], "protocol_options": cfg["protocol_options"], "train": stage.train,
             "seed": cfg["seed"], "stage": stage.stage, "iteration": stage.iteration, "checkpoint": True}
+    if stage.seeds:
+        base["seed"] = tune.grid_search(list(stage.seeds))
     param_space = base if stage.genotypes is None else {**base, "genotype": tune.grid_search(stage.genotypes)}
     # Restorable once Tune saved an experiment state: a driver killed between writing tuner.pkl and the first
     # state restarts the stage. The param space is given again because tuner.pkl does not hold it.
@@ -137,7 +148,8 @@ def run_stage(run: RunDir, cfg: dict, stage: Stage, experiment: str, tracking_ur
                                           max_concurrent_trials=cfg["max_concurrent"], reuse_actors=True,
                                           trial_name_creator=trial_name, trial_dirname_creator=trial_name)
         callbacks = [MLflowHistoryCallback(run.path, experiment, stage.stage, stage.iteration, tracking_uri,
-                                           extra_tags={"dcsod.run_dir": str(run.path)}, log_genotype_artifact=False),
+                                           extra_tags={"dcsod.run_dir": str(run.path), **(tags or {})},
+                                           log_genotype_artifact=False),
                      StageProgress(stage.name, stage.size, cfg["metric"])]
         run_config = tune.RunConfig(
             name=stage.name, storage_path=str(storage), callbacks=callbacks, verbose=0,

@@ -20,6 +20,7 @@ import numpy as np
 
 from search_space import Genotype, SearchSpace, encode_many, make_predictor, validate
 from search_space.predictor import split_indices
+from search_space.predictor_quality import rank_correlation
 from trainables import TrainConfig
 
 from .dcsod_settings import dataset_name, distill_args
@@ -32,11 +33,15 @@ from .tune_stage import Stage, run_stage
 class Workflow:
     """Runs the stages of one run directory (see ``pipelines/dcsod.py``)."""
 
-    def __init__(self, run: RunDir, cfg: dict, tracking_uri: str) -> None:
+    def __init__(self, run: RunDir, cfg: dict, tracking_uri: str, experiment: str | None = None,
+                 tags: dict | None = None) -> None:
+        """``experiment``: the MLflow experiment (default ``dcsod-<dataset>``); ``tags``: added to every MLflow
+        run of the stages (e.g. ``mlflow.parentRunId``, to nest them under a parent run)."""
         self.run, self.cfg, self.tracking_uri = run, cfg, tracking_uri
         self.metric = cfg["metric"]
         self.dataset = dataset_name(cfg)
-        self.experiment = f"dcsod-{self.dataset}"
+        self.experiment = experiment or f"dcsod-{self.dataset}"
+        self.tags = dict(tags or {})
         self.space = SearchSpace(**cfg["space"])
         self.width = TrainConfig().replace(**cfg["train"]).width
 
@@ -63,7 +68,7 @@ class Workflow:
         path = self.run / "stages" / f"{stage.name}.json"
         if self.run.done(stage.name):
             return read_json(path)["records"]
-        records, stats = run_stage(self.run, self.cfg, stage, self.experiment, self.tracking_uri)
+        records, stats = run_stage(self.run, self.cfg, stage, self.experiment, self.tracking_uri, self.tags)
         teachers = None if stage.teachers is None else stage.teachers.genotypes
         write_json(path, {"records": records, "teachers": teachers, "stats": stats})
         if records and not any(r.get("checkpoint") for r in records):
@@ -149,9 +154,14 @@ class Workflow:
         full = make_predictor(p["name"], **p["args"])
         full.fit(X, y, seed=self.cfg["seed"])
         _, val = split_indices(len(y), seed=self.cfg["seed"])  # the held-out part validate() scored
-        metrics = {**metrics, "predictor": p["name"], "metric": self.metric,
-                   "validation": [{"arch_hash": genotypes[i].arch_hash, "measured": float(y[i]),
-                                   "predicted": float(fitted.predict(X[i:i + 1])[0])} for i in val]}
+        validation = [{"arch_hash": genotypes[i].arch_hash, "measured": float(y[i]),
+                       "predicted": float(fitted.predict(X[i:i + 1])[0])} for i in val]
+        interval = rank_correlation([v["predicted"] for v in validation], [v["measured"] for v in validation],
+                                    seed=self.cfg["seed"])
+        bounds = {k: interval[k] if np.isfinite(interval[k]) else None  # None: too few pairs for an interval
+                  for k in ("tau_low", "tau_high", "rho_low", "rho_high")}
+        metrics = {**metrics, **bounds,
+                   "predictor": p["name"], "metric": self.metric, "validation": validation}
         atomic_write(out / "predictor.pkl", lambda tmp: Path(tmp).write_bytes(pickle.dumps(full)))
         write_json(out / "metrics.json", metrics)
         self.run.finish("predictor", kendall_tau=metrics["kendall_tau"], pearson_rho=metrics["pearson_rho"])
@@ -234,8 +244,8 @@ class Workflow:
             "model": {"name": self.experiment, "version": version, "alias": "champion", "run_id": run_id,
                       "uri": f"models:/{self.experiment}@champion"},
         }
-        if self.cfg["final"]["baseline"]:
-            best["baseline"] = self.baseline(tracker, train, teachers, champion["arch_hash"])
+        if self.cfg["final"]["compare"]["seeds"]:
+            best["compare"] = self.compare(champion, train, teachers)
         tracker.history.compact()
         write_json(self.run / "best.json", best)
         if not self.run.done("final"):
@@ -243,21 +253,33 @@ class Workflow:
                             version=version)
         return best
 
-    def baseline(self, tracker, train: dict, teachers, champion_hash: str) -> dict | None:
-        """Retrain the median warmup architecture exactly like the champion (budget, teachers, test split) and
-        record it as a ``final`` row; returns its test metrics (None if it is the champion itself)."""
-        from .final import retrain
+    def compare(self, champion: dict, train: dict, teachers) -> dict:
+        """Retrain the champion, the median warmup architecture (the lower median by the metric) and
+        ``final.compare.standard`` exactly like the final model (budget, objective, teachers, test split), once
+        per ``final.compare.seeds``, as one Tune stage (``compare``); returns report.md's comparison:
+        ``{"seeds", "metric", "rows": [{"role", "arch_hash", "params", "values": {metric: [per seed]}}]}``."""
+        from search_space.architecture import arch_hash_of, architecture_json
+        from search_space.standard_models import StandardModel
 
+        c = self.cfg["final"]["compare"]
         warmup = sorted(usable(read_json(self.run / "stages" / "warmup.json")["records"], self.metric),
                         key=lambda r: (r[self.metric], r["arch_hash"]))
         median = warmup[(len(warmup) - 1) // 2]
-        if median["arch_hash"] == champion_hash:
-            return None
-        metrics, _ = retrain(self.run, self.cfg, median["genotype"], train, teachers, name="final-baseline")
-        tracker.record({**metrics, "arch_hash": median["arch_hash"], "genotype": median["genotype"],
-                        "seed": self.cfg["seed"]})
-        return {"arch_hash": median["arch_hash"], "warmup": {self.metric: median[self.metric]},
-                "measured_test": {**metrics_of(metrics), "epochs": metrics.get("epochs")}}
+        roles = {"champion": champion["genotype"], "median warmup architecture": median["genotype"]}
+        if c["standard"] is not None:
+            model = StandardModel.from_dict(c["standard"])
+            roles[f"standard: {model.arch_hash}"] = model.to_json()
+        genotypes = list(dict.fromkeys(architecture_json(g) for g in roles.values()))
+        records = self.evaluate(Stage("compare", "compare", 0, train, genotypes=genotypes, seeds=list(c["seeds"]),
+                                      teachers=teachers))
+        keys = (self.metric, "id_acc")
+        rows = []
+        for role, genotype in roles.items():
+            mine = sorted((r for r in records if r["arch_hash"] == arch_hash_of(genotype)), key=lambda r: r["seed"])
+            rows.append({"role": role, "arch_hash": arch_hash_of(genotype),
+                         "params": next((r["params"] for r in mine if r.get("params")), None),
+                         "values": {k: [r.get(k) for r in mine] for k in keys}, "seeds": [r["seed"] for r in mine]})
+        return {"seeds": list(c["seeds"]), "metric": self.metric, "rows": rows}
 
     def execute(self) -> dict:
         warmup = self.warmup()

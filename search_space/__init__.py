@@ -8,6 +8,7 @@ network builder, the predictors or the evolution.
 from .lazy_exports import lazy_exports
 
 _SUBMODULES = {
+    "architecture": ("architecture_json", "arch_hash_of", "build_model", "describe_architecture", "parse_architecture"),
     "encoding": ("encode", "encode_many", "encoding_length"),
     "genotype": ("CELLS_PER_STAGE", "DEFAULT_K", "NUM_STAGES", "Cell", "Genotype", "default_ops"),
     "network": ("DCSODNet", "build_network", "count_flops", "count_params", "describe"),
@@ -16,5 +17,6 @@ _SUBMODULES = {
     "predictor": ("PREDICTORS", "Predictor", "make_predictor", "register_predictor", "validate"),
     "size": ("space_size",),
     "space": ("MUTATIONS", "SearchSpace"),
+    "standard_models": ("STANDARD_MODELS", "StandardModel"),
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _SUBMODULES, globals())

@@ -58,32 +58,21 @@ class CellModule(nn.Module):
         return torch.relu(x + out if self.residual else out)
 
 
-class DCSODNet(nn.Module):
-    """The network of a genotype. ``forward(x)`` -> logits ``(N, num_classes)``;
-    ``forward(x, return_features=True)`` -> ``(logits, features)`` with features ``(N, feature_dim)``."""
+class PooledClassifier(nn.Module):
+    """``body`` (NCHW -> ``feature_dim`` channels) -> global average pooling -> linear classifier: the head and the
+    ``forward`` contract every network of the project shares. ``forward(x)`` -> logits ``(N, num_classes)``;
+    ``forward(x, return_features=True)`` -> ``(logits, features)`` with the penultimate features
+    ``(N, feature_dim)``. Inputs: ``(N, in_channels, H, W)`` with ``H, W >= MIN_SIZE``, else a one-line ValueError."""
 
     MIN_SIZE = 8
 
-    def __init__(self, genotype: Genotype, num_classes: int = 10, in_channels: int = 3, width: int = 32):
+    def __init__(self, body: nn.Module, feature_dim: int, num_classes: int, in_channels: int):
         super().__init__()
-        if num_classes < 1 or in_channels < 1 or width < 1:
-            raise ValueError(
-                "num_classes, in_channels, width: expected positive integers, "
-                f"got {num_classes}, {in_channels}, {width}"
-            )
-        self.genotype = genotype
         self.in_channels = in_channels
-        layers: list[nn.Module] = [*_conv_bn(in_channels, width, 3), nn.ReLU(inplace=True)]
-        channels = width
-        for stage, cell in enumerate(genotype.cells):
-            if stage > 0:
-                layers += [*_conv_bn(channels, 2 * channels, 3, stride=2), nn.ReLU(inplace=True)]
-                channels *= 2
-            layers += [CellModule(cell, channels, genotype.residual) for _ in range(CELLS_PER_STAGE)]
-        self.body = nn.Sequential(*layers)
+        self.body = body
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.feature_dim = channels
-        self.classifier = nn.Linear(channels, num_classes)
+        self.feature_dim = feature_dim
+        self.classifier = nn.Linear(feature_dim, num_classes)
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
         if x.dim() != 4 or x.shape[1] != self.in_channels or min(x.shape[-2:]) < self.MIN_SIZE:
@@ -93,6 +82,26 @@ class DCSODNet(nn.Module):
         features = torch.flatten(self.pool(self.body(x)), 1)
         logits = self.classifier(features)
         return (logits, features) if return_features else logits
+
+
+class DCSODNet(PooledClassifier):
+    """The network of a genotype (a :class:`PooledClassifier` whose body is the stem and the cell stages)."""
+
+    def __init__(self, genotype: Genotype, num_classes: int = 10, in_channels: int = 3, width: int = 32):
+        if num_classes < 1 or in_channels < 1 or width < 1:
+            raise ValueError(
+                "num_classes, in_channels, width: expected positive integers, "
+                f"got {num_classes}, {in_channels}, {width}"
+            )
+        layers: list[nn.Module] = [*_conv_bn(in_channels, width, 3), nn.ReLU(inplace=True)]
+        channels = width
+        for stage, cell in enumerate(genotype.cells):
+            if stage > 0:
+                layers += [*_conv_bn(channels, 2 * channels, 3, stride=2), nn.ReLU(inplace=True)]
+                channels *= 2
+            layers += [CellModule(cell, channels, genotype.residual) for _ in range(CELLS_PER_STAGE)]
+        super().__init__(nn.Sequential(*layers), channels, num_classes, in_channels)
+        self.genotype = genotype
 
 
 def build_network(genotype: Genotype, num_classes: int = 10, in_channels: int = 3, width: int = 32) -> DCSODNet:
@@ -121,15 +130,9 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 32, 32))
 
 def describe(genotype: Genotype, num_classes: int = 10, in_channels: int = 3, input_size: int = 32,
              width: int = 32) -> dict:
-    """``arch_hash``, ``params`` and forward ``flops`` (batch 1, ``in_channels x input_size^2``) of a genotype."""
-    model = build_network(genotype, num_classes=num_classes, in_channels=in_channels, width=width)
-    return {
-        "arch_hash": genotype.arch_hash,
-        "k": genotype.k,
-        "params": count_params(model),
-        "flops": count_flops(model, (1, in_channels, input_size, input_size)),
-        "input_shape": [in_channels, input_size, input_size],
-        "num_classes": num_classes,
-        "width": width,
-        "live_operators": [len(c.live) - 1 for c in genotype.cells],
-    }
+    """:func:`search_space.architecture.describe_architecture` of a genotype, plus its ``k`` and the number of
+    live operators per cell."""
+    from .architecture import describe_architecture
+
+    return {**describe_architecture(genotype, num_classes, in_channels, input_size, width), "k": genotype.k,
+            "live_operators": [len(c.live) - 1 for c in genotype.cells]}

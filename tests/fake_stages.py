@@ -5,12 +5,13 @@ MLflow and registry calls replaced, so a test runs every stage's logic in millis
 run, with ``records`` set), ``retrained`` (``(genotype, train, teachers, name)`` of every final retrain) and
 ``dead`` (arch hashes whose training fails in every stage: no weights, NaN metric).
 """
+import hashlib
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from search_space import Genotype
+from search_space.architecture import arch_hash_of
 
 
 class FakeBundle:
@@ -38,7 +39,11 @@ class Calls:
 
 def value(arch_hash: str, iteration: int) -> float:
     """The fake measured metric of an architecture in an iteration."""
-    return float(np.random.default_rng([int(arch_hash[:8], 16), iteration]).uniform(0.5, 0.9))
+    try:
+        key = int(arch_hash[:8], 16)
+    except ValueError:  # a standard model's readable arch_hash
+        key = int(hashlib.sha256(arch_hash.encode()).hexdigest()[:8], 16)
+    return float(np.random.default_rng([key, iteration]).uniform(0.5, 0.9))
 
 
 def install(monkeypatch, dead=lambda h: h.startswith(("0", "1"))) -> Calls:
@@ -49,20 +54,22 @@ def install(monkeypatch, dead=lambda h: h.startswith(("0", "1"))) -> Calls:
 
     calls = Calls()
 
-    def run_stage(run, cfg, stage, experiment, tracking_uri):
+    def run_stage(run, cfg, stage, experiment, tracking_uri, tags=None):
         calls.stages.append(stage)
         genotypes = stage.genotypes
         if genotypes is None:  # a searcher stage: take its suggestions
             genotypes = [stage.searcher.suggest(f"t{i}")["genotype"] for i in range(stage.num_samples)]
         records = []
         for g in genotypes:
-            h = Genotype.from_json(g).arch_hash
+            h = arch_hash_of(g)
             failed = dead(h)
             if failed:
                 calls.dead.add(h)
-            records.append({"arch_hash": h, "genotype": g, "stage": stage.stage, "iteration": stage.iteration,
-                            "auroc_msp": math.nan if failed else value(h, stage.iteration),
-                            "checkpoint": None if failed else f"/ck/{h}"})
+            for seed in stage.seeds or [cfg["seed"]]:
+                records.append({"arch_hash": h, "genotype": g, "stage": stage.stage, "iteration": stage.iteration,
+                                "seed": seed, "auroc_msp": math.nan if failed else value(h, stage.iteration + seed),
+                                "id_acc": math.nan if failed else 0.9, "params": 1000,
+                                "checkpoint": None if failed else f"/ck/{h}"})
         stage.records = records
         return records, {"trials": len(records), "failed": sum(r["checkpoint"] is None for r in records)}
 

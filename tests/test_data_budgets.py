@@ -92,12 +92,13 @@ def test_search_stages_train_on_the_search_fraction_and_the_final_on_everything(
     flow.predictor(records)
     searched = flow.search(records, teachers)
     flow.final(records + searched, teachers)
-    assert [s.name for s in fake.stages] == ["warmup", "distill-1", "search"]
-    for stage in fake.stages:
+    assert [s.name for s in fake.stages] == ["warmup", "distill-1", "search", "compare"]
+    for stage in fake.stages[:3]:
         assert stage.train["train_fraction"] == 0.5, stage.name
         assert TrainConfig(**stage.train).eval_split == "val"
     (_, final, _, _), = fake.retrained
     assert final["train_fraction"] == 1.0 and final["train_on_val"] is True and final["eval_split"] == "test"
+    assert fake.stages[3].train == final  # report.md's comparison retrains exactly like the final model
     assert final["epochs"] == flow.cfg["final"]["epochs"] and TrainConfig(**final)  # a valid TrainConfig
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipelines.dcsod_settings import load_config
-from pipelines.report import _candidate_lines
+from pipelines.report import _candidate_lines, _compare_lines
 from pipelines.settings import ConfigError
 from pipelines.teachers import choose_teachers, usable
 from search_space import Genotype, encode_many, make_predictor
@@ -61,6 +61,36 @@ def test_champion_setting_chooses_what_is_retrained_and_both_are_reported(fake, 
     text = "\n".join(_candidate_lines(best, "auroc_msp"))
     assert best_measured["arch_hash"] in text and optimum["arch_hash"] in text
     assert f"`{chosen['arch_hash']}` |" in [line for line in text.splitlines() if line.endswith("| yes |")][0]
+
+
+def test_compare_retrains_champion_median_and_standard_once_per_seed(fake, tmp_path):
+    flow = fake_stages.make_flow(tmp_path, "final.compare.seeds=[0, 1, 2]",
+                                 "final.compare.standard={model: resnet, args: {depth: 8}}")
+    records, teachers = flow.distill(flow.warmup())
+    flow.predictor(records)
+    best = flow.final(records, teachers)
+    stage = fake.stages[-1]
+    ranked = sorted(usable(fake.stages[0].records, "auroc_msp"), key=lambda r: (r["auroc_msp"], r["arch_hash"]))
+    median = ranked[(len(ranked) - 1) // 2]
+    assert stage.name == "compare" and stage.seeds == [0, 1, 2] and stage.teachers is teachers
+    assert stage.genotypes == [best["genotype"] if isinstance(best["genotype"], str) else
+                               Genotype.from_dict(best["genotype"]).to_json(), median["genotype"],
+                               '{"args":{"depth":8},"model":"resnet"}']
+    assert stage.train == fake.retrained[0][1]  # exactly like the final model
+    rows = best["compare"]["rows"]
+    assert [r["role"] for r in rows] == ["champion", "median warmup architecture", "standard: resnet-depth8"]
+    assert all(r["seeds"] == [0, 1, 2] and len(r["values"]["auroc_msp"]) == 3 for r in rows)
+    text = "\n".join(_compare_lines(best))
+    assert "## Did the search help?" in text and text.count("±") >= 6 and "Welch p" in text
+    assert ("inside seed noise" in text) or ("beyond seed noise" in text)
+
+
+def test_compare_settings_are_checked():
+    for bad in ("final.compare.seeds=[1, 1]", "final.compare.standard={model: resnet, args: {depth: 9}}",
+                "final.compare.standard={model: vgg}"):
+        with pytest.raises(ConfigError, match="final.compare"):
+            load_config("ci", [bad])
+    assert load_config("ci", ["final.compare.seeds=[]"])["final"]["compare"]["seeds"] == []
 
 
 def test_champion_setting_is_checked():

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.experiment_methods import METHODS
 from search_space.ops import OPS
 from search_space.predictor import PREDICTORS, make_predictor
 from search_space.registry import Registry, RegistryError
+from search_space.standard_models import STANDARD_MODELS
 from trainables.beta_schedules import RAMPS, SCHEDULES, make_schedule
 from trainables.data import PROTOCOLS, make_protocol
 from trainables.losses import OBJECTIVES, make_objective
@@ -40,6 +42,8 @@ CASES = [
     (SCHEDULES, lambda name: ((10,), {})),
     (RAMPS, lambda name: ((0.5,), {})),
     (DATASETS, lambda name: ((None,), {}) if name == "toy" else None),
+    (METHODS, no_arguments),
+    (STANDARD_MODELS, lambda name: ((), {})),
 ]
 VALID_ARGUMENTS = {registry.kind: valid for registry, valid in CASES}
 VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)

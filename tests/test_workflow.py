@@ -22,7 +22,7 @@ class FakeBundle:
 def fake(monkeypatch, tmp_path):
     calls = []
 
-    def run_stage(run, cfg, stage, experiment, tracking_uri):
+    def run_stage(run, cfg, stage, experiment, tracking_uri, tags=None):
         calls.append(stage)
         records = []
         for g in stage.genotypes:
@@ -99,7 +99,7 @@ def test_predictor_stage_writes_metrics(fake, tmp_path):
 
 
 def test_a_stage_where_every_candidate_failed_stops_with_a_clear_error(monkeypatch, tmp_path):
-    def all_fail(run, cfg, stage, experiment, tracking_uri):
+    def all_fail(run, cfg, stage, experiment, tracking_uri, tags=None):
         records = [{"arch_hash": Genotype.from_json(g).arch_hash, "genotype": g, "auroc_msp": math.nan,
                     "checkpoint": None, "error": "diverged: training loss became nan"} for g in stage.genotypes]
         return records, {"trials": len(records), "failed": len(records)}
@@ -126,24 +126,6 @@ def test_a_failed_stage_runs_again_once_the_cause_is_fixed(fake, monkeypatch, tm
     monkeypatch.setattr(workflow, "run_stage", fixed)  # space freed, the same command again
     records = make(tmp_path).warmup()
     assert any(r["checkpoint"] for r in records) and flow.run.__class__.open(tmp_path / "run", flow.cfg).done("warmup")
-
-
-def test_baseline_retrains_the_lower_median_warmup_architecture(fake, monkeypatch, tmp_path):
-    import pipelines.final
-
-    flow = make(tmp_path, "final.baseline=true")
-    warmup = flow.warmup()
-    ranked = sorted(workflow.usable(warmup, "auroc_msp"), key=lambda r: (r["auroc_msp"], r["arch_hash"]))
-    median = ranked[(len(ranked) - 1) // 2]
-    trained, recorded = [], []
-    monkeypatch.setattr(pipelines.final, "retrain", lambda run, cfg, genotype, train, teachers, name="final":
-                        trained.append((genotype, name)) or ({"auroc_msp": 0.7, "id_acc": 0.5, "epochs": 2}, {}))
-    tracker = type("Tracker", (), {"record": lambda self, result: recorded.append(result)})()
-    out = flow.baseline(tracker, {"epochs": 2}, None, champion_hash=ranked[-1]["arch_hash"])
-    assert trained == [(median["genotype"], "final-baseline")]
-    assert recorded[0]["arch_hash"] == median["arch_hash"] and out["measured_test"]["auroc_msp"] == 0.7
-    assert flow.baseline(tracker, {"epochs": 2}, None, champion_hash=median["arch_hash"]) is None
-    assert len(trained) == 1  # the champion itself is not retrained twice
 
 
 def test_space_wiring_setting_reaches_every_trained_genotype(fake, tmp_path):

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from search_space import Genotype, build_network
+from search_space import Genotype, StandardModel, architecture_json, build_model, count_flops, parse_architecture
 
 from .augment import normalise, random_crop_flip
 from .data import Protocol
@@ -208,16 +208,16 @@ class TeacherCache:
 
 
 def _as_model(candidate, protocol: Protocol, width: int) -> tuple[nn.Module, str | None, str | None]:
-    """Genotype, genotype JSON, or an nn.Module -> (model, arch_hash, genotype JSON)."""
-    if isinstance(candidate, str):
-        candidate = Genotype.from_json(candidate)
-    if isinstance(candidate, Genotype):
-        model = build_network(candidate, num_classes=protocol.num_classes, in_channels=protocol.in_channels,
-                              width=width)
-        return model, candidate.arch_hash, candidate.to_json()
+    """An architecture (Genotype, StandardModel or either's JSON/dict) or an nn.Module -> (model, arch_hash,
+    architecture JSON); the last two are None for a module."""
     if isinstance(candidate, nn.Module):
         return candidate, None, None
-    raise ValueError(f"candidate: expected a Genotype, genotype JSON or nn.Module, got {type(candidate).__name__}")
+    if not isinstance(candidate, (str, dict, Genotype, StandardModel)):
+        raise ValueError("candidate: expected a Genotype, StandardModel, architecture JSON or nn.Module, "
+                         f"got {type(candidate).__name__}")
+    arch = parse_architecture(candidate)
+    model = build_model(arch, num_classes=protocol.num_classes, in_channels=protocol.in_channels, width=width)
+    return model, arch.arch_hash, architecture_json(arch)
 
 
 class CandidateTraining:
@@ -366,7 +366,9 @@ def train_candidate(candidate, data: Protocol | DeviceData, config: TrainConfig 
     model into the gradient-synchronising one (e.g. ``ray.train.torch.prepare_model``). Every rank evaluates.
     Returns metrics (``id_acc``, ``auroc_<score>``, ``aupr_in_<score>``, ``aupr_out_<score>``,
     ``fpr95_<score>``), ``train_seconds``, ``eval_seconds``, ``final_loss`` (mean loss of the last epoch),
-    ``epochs``, ``precision`` (``bf16``/``fp32``, as autocast ran), ``params``, ``arch_hash``, ``genotype`` and
+    ``epochs``, ``precision`` (``bf16``/``fp32``, as autocast ran), ``params``, ``flops`` (forward, one image, a
+    multiply-add counts 2), ``aux_images`` (auxiliary outlier images the objective drew from; 0 without),
+    ``arch_hash``, ``genotype`` and
     ``state_dict`` (trained weights on the CPU).
     Raises :class:`DivergedError` if the loss becomes non-finite.
     """
@@ -384,6 +386,9 @@ def train_candidate(candidate, data: Protocol | DeviceData, config: TrainConfig 
         "epochs": config.epochs,
         "precision": "bf16" if run.bf16 else "fp32",
         "params": sum(p.numel() for p in run.model.parameters()),
+        "flops": count_flops(run.model, (1, data.protocol.in_channels, data.protocol.image_size,
+                                         data.protocol.image_size)),
+        "aux_images": len(data.aux) if run.use_aux else 0,
         "arch_hash": run.arch_hash,
         "genotype": run.genotype,
         "state_dict": {k: v.detach().cpu() for k, v in run.model.state_dict().items()},

@@ -6,14 +6,15 @@ worker (a per-process cache keyed by protocol, options and device), not once per
 ensemble is handed over with ``tune.with_parameters(candidate_trainable, teachers=bundle)``, which puts it
 into the Ray object store once for all trials.
 
-``config`` keys: ``genotype`` (JSON), ``protocol`` (name), ``protocol_options`` (dict), ``train`` (dict of
-:class:`trainables.TrainConfig` fields), ``seed``, ``stage``, ``iteration``, ``checkpoint`` (bool: also report the
-trained weights as a Tune checkpoint holding ``weights.pt``, a CPU state dict; the pipeline loads teachers from
-them). The result holds the metrics of :func:`trainables.train_candidate` (without weights) plus ``arch_hash``,
-``genotype``, ``seed``, ``stage``, ``iteration``, ``data_seconds`` (protocol load on a cold worker, 0 when cached),
-``trainable_seconds`` (wall time inside the trainable), ``started_at``/``finished_at`` (Unix seconds) and
-``worker_pid`` (to measure the gaps between consecutive trials of one reused worker). A diverged run is reported,
-not raised, so Tune does not retry it: its metrics are NaN and ``error`` holds the reason.
+``config`` keys: ``genotype`` (the architecture's JSON: a genotype, or a standard model ``{"model": ...,
+"args": ...}``; see :mod:`search_space.architecture`), ``protocol`` (name), ``protocol_options`` (dict),
+``train`` (dict of :class:`trainables.TrainConfig` fields), ``seed``, ``stage``, ``iteration``, ``checkpoint``
+(bool: also report the trained weights as a Tune checkpoint holding ``weights.pt``, a CPU state dict; the
+pipeline loads teachers from them). The result holds the metrics of :func:`trainables.train_candidate` (without
+weights) plus ``arch_hash``, ``genotype``, ``seed``, ``stage``, ``iteration``, ``data_seconds`` (protocol load on a
+cold worker, 0 when cached), ``trainable_seconds`` (wall time inside the trainable), ``started_at``/``finished_at``
+(Unix seconds) and ``worker_pid`` (to measure the gaps between consecutive trials of one reused worker). A diverged
+run is reported, not raised, so Tune does not retry it: its metrics are NaN and ``error`` holds the reason.
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ _TEACHERS: dict[tuple, Any] = {}
 
 @dataclass
 class TeacherBundle:
-    """A teacher ensemble as plain data (genotype JSONs + CPU state dicts), cheap to put in the object store.
+    """A teacher ensemble as plain data (architecture JSONs + CPU state dicts), cheap to put in the object store.
     ``token`` is drawn once where the bundle is made and survives pickling: workers key their built models on it.
 
     Pickled, the weights travel as numpy arrays: Ray hands those out of its object store without a copy, so
@@ -86,11 +87,11 @@ class TeacherBundle:
         return _TEACHERS[key]
 
     def _build(self, num_classes: int, in_channels: int, device: torch.device) -> list[torch.nn.Module]:
-        from search_space import Genotype, build_network
+        from search_space import build_model
 
         models = []
         for i, g in enumerate(self.genotypes):
-            model = build_network(Genotype.from_json(g), num_classes, in_channels, self.width)
+            model = build_model(g, num_classes, in_channels, self.width)
             model.load_state_dict(self.weights(i))
             models.append(model.to(device).eval())
         return models
@@ -143,9 +144,9 @@ def candidate_trainable(config: dict[str, Any], teachers: TeacherBundle | None =
         state_dict = result.pop("state_dict")
         error = None
     except DivergedError as err:
-        from search_space import Genotype
+        from search_space import arch_hash_of
 
-        result = {"arch_hash": Genotype.from_json(config["genotype"]).arch_hash, "id_acc": math.nan,
+        result = {"arch_hash": arch_hash_of(config["genotype"]), "id_acc": math.nan,
                   **{f"auroc_{s}": math.nan for s in train.scores}}
         error = f"diverged: {err}"
     metrics = {**result, **identity, "error": error, "data_seconds": data_seconds,
