@@ -48,8 +48,10 @@ HISTORY_COLUMNS: dict[str, Any] = {
 }
 KEY_COLUMNS = ("arch_hash", "stage", "iteration", "seed")
 REQUIRED_COLUMNS = (*KEY_COLUMNS, "genotype")
-#: History stages: the pipeline's, and the experiments' final-budget retrains without / with auxiliary outliers.
-STAGES = ("warmup", "distill", "search", "final", "retrain-plain", "retrain-outliers")
+#: History stages: the pipeline's (``compare``: report.md's per-seed comparison retrains), and the experiments'
+#: (``retrain-plain`` / ``retrain-outliers``: final-budget retrains without / with auxiliary outliers; ``retrain``:
+#: with the method's own objective; ``noise``: the noise study's trainings, iteration = objective index).
+STAGES = ("warmup", "distill", "search", "final", "compare", "retrain-plain", "retrain-outliers", "retrain", "noise")
 
 Key = tuple[str, str, int, int]
 

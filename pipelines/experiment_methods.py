@@ -117,21 +117,7 @@ class StandardArchitectures(Method):
         from search_space.standard_models import StandardModel
 
         models = [StandardModel.from_dict(spec) for spec in ctx.exp["standard"]]
-        return [Winner(self.name, standard_label(m), m.to_json(), m.arch_hash, math.nan, 0) for m in models]
-
-
-def standard_label(model) -> str:
-    """The paper's name of a standard model (``ResNet-110``, ``WRN-40-2``, ``DenseNet-BC-100-12``); any other
-    registered entry is named by its ``arch_hash``. A width other than the canonical 16 is appended."""
-    a = model.args
-    names = {"resnet": lambda: f"ResNet-{a['depth']}",
-             "wide_resnet": lambda: f"WRN-{a['depth']}-{a.get('widen', 4)}",
-             "densenet_bc": lambda: f"DenseNet-BC-{a['depth']}" + (f"-{a['growth']}" if "growth" in a else "")}
-    try:
-        label = names[model.name]()
-    except KeyError:
-        return model.arch_hash
-    return label + (f" (width {a['width']})" if "width" in a and a["width"] != 16 else "")
+        return [Winner(self.name, m.label, m.to_json(), m.arch_hash, math.nan, 0) for m in models]
 
 
 class SearcherMethod(Method):

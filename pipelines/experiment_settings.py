@@ -63,10 +63,49 @@ def validate_experiment(exp: dict) -> None:
     t = exp["table_4_2"]
     check(t["n"] is None or is_int(t["n"], 4), f"table_4_2.n: expected null or an integer >= 4, got {t['n']!r}")
     check(is_int(t["folds"], 2), f"table_4_2.folds: expected an integer >= 2, got {t['folds']!r}")
+    check(is_int(t["repeats"], 1), f"table_4_2.repeats: expected an integer >= 1, got {t['repeats']!r}")
     check(is_int(exp["bootstrap"], 100), f"bootstrap: expected an integer >= 100, got {exp['bootstrap']!r}")
+    _validate_studies(exp)
     s = exp["seconds_per_candidate"]
     check(s is None or (isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0),
           f"seconds_per_candidate: expected null or a positive number, got {s!r}")
+
+
+def _validate_studies(exp: dict) -> None:
+    """The sections of fig-4.3 (``noise``), table-4.3 (``ablation``) and fig-4.4 (``tradeoff``)."""
+    from trainables import OBJECTIVES, SCORES
+
+    n = exp["noise"]
+    check(is_int(n["architectures"], 2), f"noise.architectures: expected an integer >= 2, got {n['architectures']!r}")
+    check(isinstance(n["seeds"], list) and len(n["seeds"]) >= 2 and all(is_int(s, 0) for s in n["seeds"])
+          and len(set(n["seeds"])) == len(n["seeds"]),
+          f"noise.seeds: expected >= 2 distinct integers, got {n['seeds']!r}")
+    for key, registry in (("objectives", OBJECTIVES), ("scores", SCORES)):
+        values = n[key]
+        check(isinstance(values, list) and values and all(v in registry for v in values)
+              and len(set(values)) == len(values),
+              f"noise.{key}: expected distinct names out of {', '.join(registry)}, got {values!r}")
+    rows = exp["ablation"]["rows"]
+
+    def fraction(x) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 1
+
+    check(isinstance(rows, list) and rows and all(
+        isinstance(r, list) and len(r) == 3 and isinstance(r[0], (int, float)) and r[0] >= 0 and fraction(r[1])
+        and (r[2] is None or fraction(r[2])) for r in rows),
+        f"ablation.rows: expected a list of [lam >= 0, alpha in [0, 1], beta in [0, 1] or null], got {rows!r}")
+    ls = exp["landscape"]
+    check(set(ls) == {"steps", "span", "images"}, f"landscape: expected keys steps, span, images, got {sorted(ls)}")
+    check(is_int(ls["steps"], 3) and ls["steps"] % 2 == 1, f"landscape.steps: expected an odd integer >= 3, "
+          f"got {ls['steps']!r}")
+    check(isinstance(ls["span"], (int, float)) and not isinstance(ls["span"], bool) and ls["span"] > 0,
+          f"landscape.span: expected a positive number, got {ls['span']!r}")
+    check(is_int(ls["images"], 1), f"landscape.images: expected an integer >= 1, got {ls['images']!r}")
+    t = exp["tradeoff"]
+    check(t["budget"] is None or is_int(t["budget"], 4), f"tradeoff.budget: expected null or an integer >= 4, "
+          f"got {t['budget']!r}")
+    check(isinstance(t["iterations"], list) and t["iterations"] and all(is_int(i, 0) for i in t["iterations"]),
+          f"tradeoff.iterations: expected a list of integers >= 0, got {t['iterations']!r}")
 
 
 EXPERIMENT_PRESETS = PresetFile(Path(__file__).with_name("presets") / "experiments.yaml",
@@ -77,8 +116,8 @@ def load_experiment(preset: str, overrides: list[str] | None = None) -> tuple[di
     """``(experiment settings, DCSOD settings)`` of ``preset`` with ``overrides`` applied; keys under
     ``dcsod.`` change the shared DCSOD settings (validated like ``pipelines/dcsod.py``'s)."""
     exp = EXPERIMENT_PRESETS.load(preset, overrides)
-    check(set(exp["table_4_2"]) == {"n", "folds"},
-          f"table_4_2: expected keys n and folds, got {sorted(exp['table_4_2'])}")
+    check(set(exp["table_4_2"]) == {"n", "folds", "repeats"},
+          f"table_4_2: expected keys n, folds and repeats, got {sorted(exp['table_4_2'])}")
     names = DCSOD_PRESETS.names()
     check(exp["pipeline"] in names, f"pipeline: unknown DCSOD preset {exp['pipeline']!r}; valid: {', '.join(names)}")
     sets = [f"{key}={json.dumps(value)}" for key, value in flatten(exp["dcsod"]).items()]

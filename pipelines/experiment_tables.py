@@ -64,7 +64,8 @@ def summarise_4_1(frame: pd.DataFrame, has_outliers: bool) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _pm(mean: float, sd: float) -> str:
+def percent_pm(mean: float, sd: float) -> str:
+    """``"91.3 ± 0.6"``: a fraction's mean ± sd in percent (``–`` when undefined; no ``± sd`` from one value)."""
     if not math.isfinite(mean):
         return "–"
     return f"{100 * mean:.1f} ± {100 * sd:.1f}" if math.isfinite(sd) else f"{100 * mean:.1f}"
@@ -98,8 +99,9 @@ def verdict(summary: pd.DataFrame, frame: pd.DataFrame, column: str, stage: str,
 
     a, b = seeds(dcsod["label"]), seeds(rival["label"])
     diff = 100 * (dcsod[f"{column} mean"] - rival[f"{column} mean"])
-    head = (f"On {column}, DCSOD ({_pm(dcsod[f'{column} mean'], dcsod[f'{column} sd'])}) vs the best other row, "
-            f"{rival['label']} ({_pm(rival[f'{column} mean'], rival[f'{column} sd'])}): difference {diff:+.1f} points")
+    ours, theirs = (percent_pm(row[f"{column} mean"], row[f"{column} sd"]) for row in (dcsod, rival))
+    head = (f"On {column}, DCSOD ({ours}) vs the best other row, {rival['label']} ({theirs}): "
+            f"difference {diff:+.1f} points")
     if len(a) < 2 or len(b) < 2:
         return head + "; too few seeds for a test, so no conclusion."
     p = float(ttest_ind(a, b, equal_var=False).pvalue)
@@ -117,7 +119,7 @@ def write_table_4_1(out: Path, frame: pd.DataFrame, has_outliers: bool, header: 
              "| method | architecture | params | FLOPs | trainings | " + " | ".join(columns) + " | seeds |",
              "|---|---|---|---|---|" + "---|" * len(columns) + "---|"]
     for _, r in summary.iterrows():
-        cells = [_pm(r[f"{c} mean"], r[f"{c} sd"]) for c in columns]
+        cells = [percent_pm(r[f"{c} mean"], r[f"{c} sd"]) for c in columns]
         lines.append(f"| {r['label']} | `{r['arch_hash']}` | {_count(r['params'])} | {_count(r['flops'])} | "
                      f"{int(r['trainings']) if r['trainings'] else '–'} | " + " | ".join(cells)
                      + f" | {max(int(r[f'{c} n']) for c in columns)} |")

@@ -10,6 +10,11 @@ seed noise), ``table-4.1.parquet`` (every row and seed) and ``table-4.1.png``.
 labels — ID accuracy, CE-MSP, CE-OT, DCSOD-MSP, DCSOD-OT — with bootstrap intervals; ``table-4.2.md``,
 ``table-4.2.parquet``, ``table-4.2-predictions.parquet``, ``table-4.2.png``.
 
+``fig-4.3`` (the noise study: seed vs architecture spread per objective and score), ``table-4.3`` (the (λ, α, β)
+ablation) and ``fig-4.4`` (samples × distillation iterations at equal budget): see ``pipelines/noise_study.py`` and
+``pipelines/dcsod_variants.py``; ``fig-4.5`` (loss landscapes of the champion after CE and after distillation
+training) and ``fig-4.6`` (the champion's cells): ``pipelines/champion_figures.py``.
+
 Every method runs in its own run directory under ``--output`` (``methods/<name>`` or ``labels/<name>``), stage by
 stage through the same Ray Tune stages and candidate trainer as ``pipelines/dcsod.py``: a rerun after a crash
 or ``kill -9`` continues where it stopped and trains nothing twice. MLflow: experiment ``experiments-<dataset>``,
@@ -34,7 +39,7 @@ from pipelines.ray_session import check_resources, is_local, quiet_libraries, st
 from pipelines.rundir import RunDir, RunDirError
 from pipelines.settings import ConfigError, check
 
-COMMANDS = ("table-4.1", "table-4.2")
+COMMANDS = ("table-4.1", "table-4.2", "fig-4.3", "table-4.3", "fig-4.4", "fig-4.5", "fig-4.6")
 #: Table 4.2's label kinds: name -> (labels run, stage records, metric). ``plain``: trained without outliers
 #: (warmup with CE, distillation with λ = 0); ``outliers``: with them (outlier exposure, full eq. 4.11).
 LABELS_4_2 = {"ID-acc": ("plain", "warmup", "id_acc"), "CE-MSP": ("plain", "warmup", "auroc_msp"),
@@ -60,11 +65,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def planned_trainings(command: str, exp: dict, cfg: dict) -> tuple[int, int]:
     """``(candidate trainings, final-budget retrains)`` the command will run (a re-run trains only what is
     missing). Retrains are counted once per seed and variant (without / with outliers)."""
+    seeds = len(exp["seeds"])
     if command == "table-4.2":
         n = exp["table_4_2"]["n"] or cfg["warmup"]["n"]
         return 2 * search_budget({**cfg, "warmup": {**cfg["warmup"], "n": n}, "search": {"trials": 0}}), 0
+    if command == "fig-4.3":
+        s = exp["noise"]
+        teachers = cfg["warmup"]["n"] if "distill" in s["objectives"] else 0
+        return teachers + s["architectures"] * len(s["seeds"]) * len(s["objectives"]), 0
+    if command == "table-4.3":
+        rows = len(exp["ablation"]["rows"])
+        return cfg["warmup"]["n"] + rows * (search_budget(cfg) - cfg["warmup"]["n"]), rows * seeds
+    if command == "fig-4.4":
+        from pipelines.dcsod_variants import tradeoff_combinations
+
+        combos = tradeoff_combinations(exp, cfg)
+        warmups = sum(dict.fromkeys(n for n, _ in combos))
+        return warmups + sum(n * i + cfg["search"]["trials"] for n, i in combos), len(combos) * seeds
+    if command in ("fig-4.5", "fig-4.6"):
+        return search_budget(cfg), 2 if command == "fig-4.5" else 0
     rows = len(exp["methods"]) + len(exp["standard"])
-    return len(exp["methods"]) * search_budget(cfg), rows * len(exp["seeds"]) * 2
+    return len(exp["methods"]) * search_budget(cfg), rows * seeds * 2
 
 
 def estimate_line(command: str, exp: dict, cfg: dict) -> str:
@@ -85,8 +106,9 @@ def estimate_line(command: str, exp: dict, cfg: dict) -> str:
 def prepare(args: argparse.Namespace) -> tuple[dict, dict, Path, str]:
     """Validate everything that can be checked before Ray starts; nothing is written yet."""
     exp, cfg = load_experiment(args.preset, args.sets)
+    if args.command in ("table-4.2", "table-4.3"):
+        check(cfg["distill"]["iterations"] >= 1, f"{args.command} needs distill.iterations >= 1 (the DCSOD labels)")
     if args.command == "table-4.2":
-        check(cfg["distill"]["iterations"] >= 1, "table-4.2 needs distill.iterations >= 1 (the DCSOD labels)")
         n = exp["table_4_2"]["n"] or cfg["warmup"]["n"]
         check(n >= 2 * exp["table_4_2"]["folds"], f"table_4_2: n = {n} architectures are too few for "
               f"{exp['table_4_2']['folds']} folds (need n >= 2 x folds)")
@@ -159,7 +181,7 @@ def protocol_has_outliers(cfg: dict, records: list[dict]) -> bool:
     return aux is not None and len(aux) > 0
 
 
-def run_table_4_1(root: RunDir, exp: dict, cfg: dict, tracking: Tracking, tracking_uri: str) -> Path:
+def run_table_4_1(root: RunDir, exp: dict, cfg: dict, tracking: Tracking, tracking_uri: str):
     from pipelines.experiment_methods import METHODS, ExperimentContext
     from pipelines.experiment_tables import table_4_1_frame, write_table_4_1
     from pipelines.rundir import read_json
@@ -201,11 +223,10 @@ def run_table_4_1(root: RunDir, exp: dict, cfg: dict, tracking: Tracking, tracki
             for column in [c for c in summary.columns if c.endswith((" mean", " sd"))]:
                 what, stat = column.rsplit(" ", 1)
                 metrics[f"{prefix}{what.lower().replace('-', '_')}_{stat}"] = row[column]
-    return _finish(root, "table-4.1", tracking, ["table-4.1.md", "table-4.1.parquet", "table-4.1.png"],
-                   method_metrics)
+    return ["table-4.1.md", "table-4.1.parquet", "table-4.1.png"], method_metrics
 
 
-def run_table_4_2(root: RunDir, exp: dict, cfg: dict, tracking: Tracking, tracking_uri: str) -> Path:
+def run_table_4_2(root: RunDir, exp: dict, cfg: dict, tracking: Tracking, tracking_uri: str):
     import numpy as np
     import pandas as pd
 
@@ -213,7 +234,7 @@ def run_table_4_2(root: RunDir, exp: dict, cfg: dict, tracking: Tracking, tracki
     from pipelines.teachers import NoUsableCandidates, usable
     from pipelines.workflow import Workflow
     from search_space import Genotype, encode_many
-    from search_space.predictor_quality import out_of_fold, rank_correlation
+    from search_space.predictor_quality import cross_validated_correlation
 
     n = exp["table_4_2"]["n"] or cfg["warmup"]["n"]
     base = {**cfg, "warmup": {**cfg["warmup"], "n": n}, "search": {**cfg["search"], "trials": 0}}
@@ -240,8 +261,8 @@ def run_table_4_2(root: RunDir, exp: dict, cfg: dict, tracking: Tracking, tracki
     rows, predictions = [], []
     for kind in LABELS_4_2:
         y = np.array([labels[kind][h][1] for h in common], dtype=float)
-        predicted = out_of_fold(p["name"], X, y, folds=folds, seed=cfg["seed"], **p["args"])
-        q = rank_correlation(predicted, y, n_boot=exp["bootstrap"], seed=cfg["seed"])
+        q, predicted = cross_validated_correlation(p["name"], X, y, folds=folds, repeats=exp["table_4_2"]["repeats"],
+                                                   n_boot=exp["bootstrap"], seed=cfg["seed"], **p["args"])
         rows.append({"label": kind, **q})
         predictions += [{"label": kind, "arch_hash": h, "measured": float(m), "predicted": float(f)}
                         for h, m, f in zip(common, y, predicted)]
@@ -251,19 +272,29 @@ def run_table_4_2(root: RunDir, exp: dict, cfg: dict, tracking: Tracking, tracki
               "(outlier exposure: CE-OT; full distillation: DCSOD-OT), "
               f"{cfg['distill']['iterations']} distillation iteration(s). Predictor `{p['name']}`; every architecture "
               f"is predicted by a model fit on the other {folds - 1} of {folds} folds (the same folds for every "
-              f"label), so τ and ρ are over all {len(common)} held-out predictions; 95% percentile bootstrap "
-              f"intervals over {exp['bootstrap']} resamples. A τ whose interval spans 0 is not evidence of a ranking."]
+              f"label), so τ and ρ are over all {len(common)} held-out predictions; repeated over "
+              f"{exp['table_4_2']['repeats']} fold assignments (the mean is shown); 95% percentile intervals from "
+              f"{exp['bootstrap']} bootstrap resamples pooled over the repeats. A τ whose interval spans 0 is not "
+              "evidence of a ranking."]
     write_table_4_2(root.path, pd.DataFrame(rows), pd.DataFrame(predictions), header)
     metrics = {f"tau_{r['label'].lower().replace('-', '_')}": r["kendall_tau"] for r in rows}
-    return _finish(root, "table-4.2", tracking, ["table-4.2.md", "table-4.2.parquet", "table-4.2.png"],
-                   {"labels-outliers": metrics, "labels-plain": {}})
+    return ["table-4.2.md", "table-4.2.parquet", "table-4.2.png"], {"labels-outliers": metrics, "labels-plain": {}}
 
 
-def _finish(root: RunDir, command: str, tracking: Tracking, files: list[str], method_metrics: dict) -> Path:
-    if not root.done(command):
-        tracking.finish(root.path, files, method_metrics)
-        root.finish(command)
-    return root.path / files[0]
+def runner(command: str):
+    """The function that runs ``command``: ``(root, exp, cfg, tracking, tracking_uri) -> (files, method metrics)``."""
+    if command == "table-4.1":
+        return run_table_4_1
+    if command == "table-4.2":
+        return run_table_4_2
+    if command == "fig-4.3":
+        from pipelines.noise_study import run_fig_4_3
+
+        return run_fig_4_3
+    from pipelines import champion_figures, dcsod_variants
+
+    return {"table-4.3": dcsod_variants.run_table_4_3, "fig-4.4": dcsod_variants.run_fig_4_4,
+            "fig-4.5": champion_figures.run_fig_4_5, "fig-4.6": champion_figures.run_fig_4_6}[command]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,15 +319,17 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     tracking = Tracking(root, args.command, exp, cfg, tracking_uri)
-    runner = run_table_4_1 if args.command == "table-4.1" else run_table_4_2
     try:
-        table = runner(root, exp, cfg, tracking, tracking_uri)
+        files, metrics = runner(args.command)(root, exp, cfg, tracking, tracking_uri)
     except NoUsableCandidates as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    if not root.done(args.command):
+        tracking.finish(root.path, files, metrics)
+        root.finish(args.command)
     if "total_seconds" not in root.manifest:
         root.note(total_seconds=time.perf_counter() - start)
-    print(table.read_text(), end="")
+    print((root.path / files[0]).read_text(), end="")
     print(f"outputs in {root.path}; MLflow experiment {tracking.experiment} at {tracking_uri}")
     return 0
 

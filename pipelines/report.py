@@ -2,7 +2,8 @@
 
 Plots: ``predicted_vs_measured.png`` (predictor on its held-out 15 % and on the search proposals, with Kendall
 τ), ``metric_by_stage.png`` (the ranking metric per stage and iteration), ``search_trajectory.png`` (each
-search trial's measured metric and the running best, against the best warm-start value).
+search trial's measured metric and the running best, against the best warm-start value), ``champion_cells.png``
+(the champion's three cells as DAGs, :func:`search_space.drawing.draw_genotype`).
 """
 from __future__ import annotations
 
@@ -185,6 +186,8 @@ def _compare_lines(best: dict) -> list[str]:
 
 def write_report(run: RunDir, cfg: dict, best: dict) -> None:
     """Write the PNGs and ``report.md`` of a finished run."""
+    from search_space.drawing import draw_genotype
+
     from .dcsod_tracking import HistoryStore
 
     metric = cfg["metric"]
@@ -198,6 +201,7 @@ def write_report(run: RunDir, cfg: dict, best: dict) -> None:
     taus = plot_predicted_vs_measured(run, metric)
     plot_metric_by_stage(history, metric, run / "metric_by_stage.png")
     plot_search_trajectory(run, metric, warm_best)
+    draw_genotype(best["genotype"], run / "champion_cells.png", title="champion")
 
     pred = read_json(run / "predictor" / "metrics.json")
     warmup = history[history.stage == "warmup"][metric].dropna()
@@ -216,6 +220,13 @@ def write_report(run: RunDir, cfg: dict, best: dict) -> None:
         f"{_fmt(float(warmup.median()) if len(warmup) else None)}, "
         f"best {_fmt(float(warmup.max()) if len(warmup) else None)} (n={len(warmup)})",
         "",
+        "### The champion's cells", "",
+        "![champion cells](champion_cells.png)", "",
+        "One panel per stage (the stage repeats its cell three times): data flows left to right from "
+        "`input` (the previous cell's output); each box applies its operator to the concatenation of the arrows "
+        "entering it, every box without an outgoing arrow feeds `output` (concatenated, projected by a 1x1 "
+        "convolution, plus the input with the residual wiring), and vertices unreachable from the input are "
+        "pruned and not drawn.", "",
         *_compare_lines(best),
         *_candidate_lines(best, metric),
         "## Predictor", "",

@@ -226,8 +226,25 @@ class Workflow:
                                         extra_tags={"dcsod.run_dir": str(self.run.path)})
         result = {**metrics, "arch_hash": champion["arch_hash"], "genotype": champion["genotype"],
                   "seed": self.cfg["seed"]}
-        run_id = tracker.record(result, before_finish=lambda rid: log_model(
-            rid, model, example_images(info), self.tracking_uri, source_dirs()))
+
+        def before_finish(rid: str) -> None:
+            log_model(rid, model, example_images(info), self.tracking_uri, source_dirs())
+            try:  # the champion's cells next to its model (artifact champion_cells.png); never fails the run
+                import tempfile
+
+                from mlflow import MlflowClient
+
+                from search_space.drawing import draw_genotype
+
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = draw_genotype(champion["genotype"], Path(tmp) / "champion_cells.png", title="champion")
+                    MlflowClient(self.tracking_uri).log_artifact(rid, str(path))
+            except Exception as err:
+                import logging
+
+                logging.getLogger(__name__).warning("champion_cells.png not logged to MLflow run %s: %s", rid, err)
+
+        run_id = tracker.record(result, before_finish=before_finish)
         tags = {"arch_hash": champion["arch_hash"], "genotype": champion["genotype"], "metric": self.metric}
         version = register_champion(self.experiment, run_id, tags, self.tracking_uri)
 
@@ -268,7 +285,7 @@ class Workflow:
         roles = {"champion": champion["genotype"], "median warmup architecture": median["genotype"]}
         if c["standard"] is not None:
             model = StandardModel.from_dict(c["standard"])
-            roles[f"standard: {model.arch_hash}"] = model.to_json()
+            roles[f"standard architecture {model.label}"] = model.to_json()
         genotypes = list(dict.fromkeys(architecture_json(g) for g in roles.values()))
         records = self.evaluate(Stage("compare", "compare", 0, train, genotypes=genotypes, seeds=list(c["seeds"]),
                                       teachers=teachers))

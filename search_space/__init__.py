@@ -9,6 +9,7 @@ from .lazy_exports import lazy_exports
 
 _SUBMODULES = {
     "architecture": ("architecture_json", "arch_hash_of", "build_model", "describe_architecture", "parse_architecture"),
+    "drawing": ("draw_genotype",),
     "encoding": ("encode", "encode_many", "encoding_length"),
     "genotype": ("CELLS_PER_STAGE", "DEFAULT_K", "NUM_STAGES", "Cell", "Genotype", "default_ops"),
     "network": ("DCSODNet", "build_network", "count_flops", "count_params", "describe"),

@@ -93,3 +93,36 @@ def correlation_text(q: dict, statistic: str = "kendall_tau") -> str:
     if q.get(low) is None or not math.isfinite(q[low]):
         return f"{symbol} {value:.2f} (n={q['n']})"
     return f"{symbol} {value:.2f} (95% CI {q[low]:.2f} to {q[high]:.2f}, n={q['n']})"
+
+
+def cross_validated_correlation(predictor: str, X: np.ndarray, y: np.ndarray, folds: int = 5, repeats: int = 5,
+                                n_boot: int = 1000, confidence: float = 0.95, seed: int = 0,
+                                **predictor_args) -> tuple[dict, np.ndarray]:
+    """Kendall τ and Pearson ρ of :func:`out_of_fold` predictions against ``y``, over ``repeats`` fold
+    assignments (fold and predictor seeds ``seed + r``). Returns ``(q, predictions)``: ``q`` has the keys of
+    :func:`rank_correlation` (point values: the mean over repeats) plus ``repeats``; ``predictions`` (N,) are
+    the mean out-of-fold predictions. The interval pools ``n_boot / repeats`` bootstrap resamples of every
+    repeat, so it covers both the sampling of architectures and the arbitrary fold assignment (out-of-fold
+    predictions of one fold share a model, so a bootstrap of a single assignment would be too narrow)."""
+    runs = [out_of_fold(predictor, X, y, folds=folds, seed=seed + r, **predictor_args) for r in range(repeats)]
+    per_repeat = [rank_correlation(p, y, n_boot=max(1, n_boot // repeats), confidence=confidence, seed=seed + r)
+                  for r, p in enumerate(runs)]
+    q = {"n": len(y), "repeats": repeats}
+    for stat in ("kendall_tau", "pearson_rho"):
+        values = [v[stat] for v in per_repeat if math.isfinite(v[stat])]
+        q[stat] = float(np.mean(values)) if values else math.nan
+    tail = 100 * (1 - confidence) / 2
+    pred_runs = [np.asarray(p, dtype=float) for p in runs]
+    rng = np.random.default_rng(seed)
+    q.update(tau_low=math.nan, tau_high=math.nan, rho_low=math.nan, rho_high=math.nan)
+    if len(y) >= MIN_PAIRS:
+        samples = []
+        for p in pred_runs:
+            for idx in rng.integers(0, len(y), size=(max(1, n_boot // repeats), len(y))):
+                samples.append(_tau_rho(p[idx], np.asarray(y, dtype=float)[idx]))
+        samples = np.array(samples)
+        for column, (low, high) in ((0, ("tau_low", "tau_high")), (1, ("rho_low", "rho_high"))):
+            values = samples[:, column][np.isfinite(samples[:, column])]
+            if len(values):
+                q[low], q[high] = (float(v) for v in np.percentile(values, [tail, 100 - tail]))
+    return q, np.mean(pred_runs, axis=0)

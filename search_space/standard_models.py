@@ -255,6 +255,22 @@ class StandardModel:
         parts = [self.name] + [f"{k}{json.dumps(v).strip(chr(34))}" for k, v in self.args.items()]
         return re.sub(r"[^A-Za-z0-9._+-]", "_", "-".join(parts))
 
+    @property
+    def label(self) -> str:
+        """The paper's name (``ResNet-110``, ``WRN-40-2``, ``DenseNet-BC-100-12``) from the entry's defaults and
+        args, `` (width w)`` appended off the canonical 16 when ``args`` fixes it; another entry: its arch_hash."""
+        import inspect
+
+        entry = STANDARD_MODELS.get(self.name)
+        defaults = {k: p.default for k, p in inspect.signature(entry).parameters.items()} if entry else {}
+        a = {**defaults, **self.args}
+        names = {"resnet": lambda: f"ResNet-{a['depth']}", "wide_resnet": lambda: f"WRN-{a['depth']}-{a['widen']}",
+                 "densenet_bc": lambda: f"DenseNet-BC-{a['depth']}" + (f"-{a['growth']}" if a.get("growth") else "")}
+        if self.name not in names:
+            return self.arch_hash
+        width = self.args.get("width")
+        return names[self.name]() + (f" (width {width})" if width not in (None, 16) else "")
+
     def build(self, num_classes: int = 10, in_channels: int = 3, width: int = 16) -> nn.Module:
         """The network; ``width`` (the shared scale, see the module docstring) unless ``args`` fixes it."""
         args = {k: v for k, v in self.args.items() if k != "width"}

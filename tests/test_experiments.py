@@ -1,8 +1,10 @@
-"""``pipelines/experiments.py``: settings, budgets and estimates; Table 4.1 and Table 4.2 at the ``ci`` preset end to
-end on the local Ray (every method, every column, resumable: a rerun trains nothing and adds no MLflow run)."""
+"""``pipelines/experiments.py``: settings, budgets and estimates; every command at the ``ci`` preset end to end on the
+local Ray (Table 4.1: every method, every column, resumable after kill -9; the studies with reduced --set lists)."""
+import json
 import math
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -113,7 +115,7 @@ def test_table_4_2_ci(ray_local, tmp_path):
     assert experiments.main(["table-4.2", "--preset", "ci", *FAST, "--output", str(out), "--tracking-uri", uri]) == 0
     summary = pd.read_parquet(out / "table-4.2.parquet")
     assert list(summary["label"]) == ["ID-acc", "CE-MSP", "CE-OT", "DCSOD-MSP", "DCSOD-OT"]
-    assert (summary["n"] == 16).all()
+    assert (summary["n"] == 16).all() and (summary["repeats"] == 3).all()
     for _, r in summary.iterrows():
         for stat, low, high in (("kendall_tau", "tau_low", "tau_high"), ("pearson_rho", "rho_low", "rho_high")):
             if math.isfinite(r[stat]):
@@ -127,3 +129,127 @@ def test_table_4_2_ci(ray_local, tmp_path):
     plain = pd.read_parquet(out / "labels" / "plain" / "history.parquet")
     outliers = pd.read_parquet(out / "labels" / "outliers" / "history.parquet")
     assert set(plain["arch_hash"]) == set(outliers["arch_hash"])  # the same architectures, labelled both ways
+
+
+def test_table_4_1_resumes_after_kill_9_without_training_twice(tmp_path):
+    """kill -9 of the driver right after the random search finished, then the same command: the search is read
+    back (its 14 rows and MLflow runs stay single), the retrains run, and every MLflow key exists once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from servers import kill_session
+
+    root = Path(__file__).resolve().parent.parent
+    out, uri = tmp_path / "t41", f"sqlite:///{tmp_path}/mlflow.db"
+    cmd = [sys.executable, str(root / "pipelines" / "experiments.py"), "table-4.1", "--preset", "ci", "--set",
+           "methods=[random]", "--set", "standard=[{model: resnet, args: {depth: 8}}]", "--output", str(out),
+           "--tracking-uri", uri, "--no-dashboard"]
+    env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "OMP_NUM_THREADS": "1"}
+    env.pop("RAY_ADDRESS", None)
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    manifest = out / "methods" / "random" / "manifest.json"
+    deadline = time.monotonic() + 600
+    try:
+        while "search" not in (json.loads(manifest.read_text())["stages"] if manifest.exists() else {}):
+            assert first.poll() is None and time.monotonic() < deadline, "the first run ended before the kill"
+            time.sleep(0.5)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(30)
+    finally:
+        kill_session(first.pid)
+    assert not (out / "table-4.1.md").exists()
+    searched = out / "methods" / "random" / "stages" / "search.json"
+    written = searched.stat().st_mtime_ns
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    assert searched.stat().st_mtime_ns == written  # the finished search was read back, not run again
+    frame = pd.read_parquet(out / "table-4.1.parquet")
+    assert len(frame) == 2 * 3 * 2 and set(frame["label"]) == {"ResNet-8", "random search"}
+    history = pd.read_parquet(out / "methods" / "random" / "history.parquet")
+    assert (history["stage"] == "search").sum() == 14
+    assert not history.duplicated(["arch_hash", "stage", "iteration", "seed"]).any()
+    runs = mlflow_runs(uri, "experiments-digits")
+    keys = runs["tags.dcsod.key"].dropna()
+    assert keys.is_unique and len(keys) == 3 + 14 + 2 * 3 * 2  # command and 2 method runs, search, retrains
+
+
+def run_ci(command: str, tmp_path, *sets: str):
+    out, uri = tmp_path / command, f"sqlite:///{tmp_path}/mlflow.db"
+    args = [command, "--preset", "ci", *FAST, *[x for s in sets for x in ("--set", s)], "--output", str(out),
+            "--tracking-uri", uri]
+    assert experiments.main(args) == 0
+    return out, args
+
+
+def test_fig_4_3_noise_study_ci(ray_local, tmp_path):
+    out, args = run_ci("fig-4.3", tmp_path, "noise.objectives=[ce, distill]", "noise.scores=[msp, maha]",
+                       "noise.architectures=3")
+    frame = pd.read_parquet(out / "fig-4.3.parquet")
+    assert len(frame) == 2 * 2 * 3 * 3  # objectives x scores x architectures x seeds
+    assert frame.groupby(["objective", "score"])["arch_hash"].nunique().eq(3).all()
+    md = (out / "fig-4.3.md").read_text()
+    for objective in ("ce", "distill"):
+        for score in ("msp", "maha", "id_acc"):
+            row = next(line for line in md.splitlines() if line.startswith(f"| {objective} | {score} |"))
+            sd_seed, sd_arch, ratio = (float(c) for c in row.strip("|").split("|")[2:5])
+            assert sd_seed >= 0 and sd_arch >= 0 and ratio >= 0
+    assert (out / "fig-4.3.png").stat().st_size > 1000
+    teachers = out / "methods" / "noise" / "stages" / "teachers-noise.json"
+    assert teachers.exists()  # distillation's teachers: chosen from the warmup
+
+
+def test_noise_statistics_separate_seed_and_architecture_spread():
+    from pipelines.noise_study import noise_statistics
+
+    rng = np.random.default_rng(0)
+    arch = np.linspace(0.6, 0.9, 12)[:, None]
+    clean = noise_statistics(arch + rng.normal(0, 0.005, (12, 5)), n_boot=100)
+    noisy = noise_statistics(arch + rng.normal(0, 0.2, (12, 5)), n_boot=100)
+    assert clean["ratio"] < 0.1 and clean["seed_tau"] > 0.8 and clean["tau_low"] > 0.5
+    assert noisy["ratio"] > 1 and noisy["seed_tau"] < clean["seed_tau"]
+    assert clean["sd_seed"] == pytest.approx(0.005, rel=0.35) and clean["sd_arch"] == pytest.approx(arch.std(ddof=1),
+                                                                                                   rel=0.05)
+
+
+def test_table_4_3_ablation_ci(ray_local, tmp_path):
+    out, _ = run_ci("table-4.3", tmp_path, "ablation.rows=[[0, 0, null], [0.5, 0.5, 0.2]]", "seeds=[0, 1]")
+    md = (out / "table-4.3.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| 0")]
+    assert [r.split("|")[1:4] for r in rows] == [[" 0 ", " 0 ", " – "], [" 0.5 ", " 0.5 ", " 0.2 "]]
+    assert all("(n=" in r and "±" in r for r in rows)
+    frame = pd.read_parquet(out / "table-4.3.parquet")
+    assert len(frame) == 2 * 2 and set(frame["seed"]) == {0, 1}
+    second = out / "methods" / "ablation-lam0.5-alpha0.5-beta0.2"
+    assert json.loads((second / "manifest.json").read_text())["stages"]["warmup"]["shared_from"]
+    distill = json.loads((second / "stages" / "distill-1.json").read_text())["records"]
+    assert distill and all(r["stage"] == "distill" for r in distill)
+
+
+def test_fig_4_4_tradeoff_ci(ray_local, tmp_path):
+    out, _ = run_ci("fig-4.4", tmp_path, "seeds=[0, 1]")
+    md = (out / "fig-4.4.md").read_text()
+    combos = [tuple(int(c) for c in line.strip("|").split("|")[:2]) for line in md.splitlines()
+              if re.match(r"\| \d+ \| \d+ \|", line)]
+    assert combos == [(12, 0), (6, 1), (6, 0)]  # N(1+I) = 12 for I = 0, 1; then N = 6 with I = 0
+    assert (out / "fig-4.4.png").stat().st_size > 1000 and len(pd.read_parquet(out / "fig-4.4.parquet")) == 3 * 2
+
+
+def test_fig_4_5_and_fig_4_6_ci(ray_local, tmp_path):
+    out, args = run_ci("fig-4.5", tmp_path, "landscape={steps: 5, span: 1.0, images: 128}")
+    frame = pd.read_parquet(out / "fig-4.5.parquet")
+    assert list(frame["training"]) == ["cross-entropy", "distillation"]
+    assert np.isfinite(frame[["sharpness", "center_loss"]].to_numpy()).all()
+    surface = json.loads((out / "landscape-distillation.json").read_text())
+    assert np.array(surface["surface"]).shape == (5, 5)
+    before = (out / "landscape-cross-entropy.json").stat().st_mtime_ns
+    assert experiments.main(args) == 0 and (out / "landscape-cross-entropy.json").stat().st_mtime_ns == before
+    out6, _ = run_ci("fig-4.6", tmp_path)
+    md = (out6 / "fig-4.6.md").read_text()
+    assert "![champion cells](fig-4.6.png)" in md and (out6 / "fig-4.6.png").stat().st_size > 1000
+    genotype = json.loads(md.split("```json\n")[1].split("\n```")[0])
+    from search_space import Genotype
+
+    assert Genotype.from_dict(genotype).arch_hash in md

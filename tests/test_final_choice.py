@@ -78,7 +78,7 @@ def test_compare_retrains_champion_median_and_standard_once_per_seed(fake, tmp_p
                                '{"args":{"depth":8},"model":"resnet"}']
     assert stage.train == fake.retrained[0][1]  # exactly like the final model
     rows = best["compare"]["rows"]
-    assert [r["role"] for r in rows] == ["champion", "median warmup architecture", "standard: resnet-depth8"]
+    assert [r["role"] for r in rows] == ["champion", "median warmup architecture", "standard architecture ResNet-8"]
     assert all(r["seeds"] == [0, 1, 2] and len(r["values"]["auroc_msp"]) == 3 for r in rows)
     text = "\n".join(_compare_lines(best))
     assert "## Did the search help?" in text and text.count("±") >= 6 and "Welch p" in text
