@@ -30,7 +30,7 @@ pytest.importorskip("mlflow")
 ROOT = Path(__file__).resolve().parent.parent
 SETS = ["--preset", "ci", "--set", "max_concurrent=1"]
 EXPECTED_FILES = ["history.parquet", "predictor/metrics.json", "best.json", "report.md", "manifest.json",
-                  "predicted_vs_measured.png", "metric_by_stage.png", "search_trajectory.png"]
+                  "champion_cells.png", "predicted_vs_measured.png", "metric_by_stage.png", "search_trajectory.png"]
 
 
 def cli(name: str) -> str:
