@@ -8,7 +8,6 @@ search trial's measured metric and the running best, against the best warm-start
 from __future__ import annotations
 
 import math
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +51,9 @@ def plot_predicted_vs_measured(run: RunDir, metric: str) -> dict:
                label=f"held-out 15%: {correlation_text(taus['validation'])}")
     search = [r for r in _stage_records(run, "search") if r.get(metric) is not None and math.isfinite(r[metric])]
     if search:
-        with open(run / "predictor" / "predictor.pkl", "rb") as f:
-            predictor = pickle.load(f)
+        from search_space.predictor import load_predictor
+
+        predictor = load_predictor(run / "predictor" / "predictor.npz")
         predicted = predictor.predict(encode_many([Genotype.from_json(r["genotype"]) for r in search]))
         measured = [r[metric] for r in search]
         taus["search"] = rank_correlation(predicted, measured)

@@ -12,22 +12,24 @@ same choices an uninterrupted one would.
 """
 from __future__ import annotations
 
-import pickle
 import time
 from pathlib import Path
 
 import numpy as np
 
 from search_space import Genotype, SearchSpace, encode_many, make_predictor, validate
-from search_space.predictor import split_indices
+from search_space.predictor import load_predictor, split_indices
 from search_space.predictor_quality import rank_correlation
 from trainables import TrainConfig
 
 from .dcsod_settings import dataset_name, distill_args
 from .dcsod_tracking import metrics_of
-from .rundir import RunDir, atomic_write, read_json, write_json
+from .rundir import RunDir, read_json, write_json
 from .teachers import NoUsableCandidates, choose_teachers, load_bundle, usable
 from .tune_stage import Stage, run_stage
+
+#: The predictor stage's fitted model (``Predictor.save``: arrays and JSON, no pickle).
+PREDICTOR_FILE = "predictor.npz"
 
 
 class Workflow:
@@ -145,11 +147,14 @@ class Workflow:
     def predictor(self, final_records: list[dict]) -> dict:
         """Validate the predictor on the final iteration's pairs (85/15) and fit one on all of them."""
         out = self.run / "predictor"
-        if self.run.done("predictor"):
-            return read_json(out / "metrics.json")
         genotypes, y = self.pairs(final_records)
         p = self.cfg["predictor"]
         X = encode_many(genotypes)
+        if self.run.done("predictor"):
+            if not (out / PREDICTOR_FILE).exists():  # a run directory from before predictor.npz: its
+                # predictor.pkl is never unpickled (it could run code); the same seeded fit is made again
+                make_predictor(p["name"], **p["args"]).fit(X, y, seed=self.cfg["seed"]).save(out / PREDICTOR_FILE)
+            return read_json(out / "metrics.json")
         fitted, metrics = validate(p["name"], X, y, seed=self.cfg["seed"], **p["args"])
         full = make_predictor(p["name"], **p["args"])
         full.fit(X, y, seed=self.cfg["seed"])
@@ -162,7 +167,8 @@ class Workflow:
                   for k in ("tau_low", "tau_high", "rho_low", "rho_high")}
         metrics = {**metrics, **bounds,
                    "predictor": p["name"], "metric": self.metric, "validation": validation}
-        atomic_write(out / "predictor.pkl", lambda tmp: Path(tmp).write_bytes(pickle.dumps(full)))
+        out.mkdir(parents=True, exist_ok=True)
+        full.save(out / PREDICTOR_FILE)
         write_json(out / "metrics.json", metrics)
         self.run.finish("predictor", kendall_tau=metrics["kendall_tau"], pearson_rho=metrics["pearson_rho"])
         return metrics
@@ -186,7 +192,7 @@ class Workflow:
     def champions(self, candidates: list[dict]) -> dict[str, dict]:
         """The two candidates for the final retrain, among the *usable* candidates (trained, finite metric: dead
         ones are dropped) of the final distill iteration and the search stage, each with its ``predicted``
-        metric (the ``predictor`` stage's model, ``predictor/predictor.pkl``, fit on the final iteration's pairs):
+        metric (the ``predictor`` stage's model, ``predictor/predictor.npz``, fit on the final iteration's pairs):
 
         - ``measured``: the highest measured metric (the search budget's validation split);
         - ``predicted``: the highest predicted metric, the predictor's optimum among the architectures that were
@@ -197,8 +203,7 @@ class Workflow:
                                                      key=lambda r: (r[self.metric], r["arch_hash"]))}.values())
         if not ok:
             raise NoUsableCandidates(f"no candidate finished with a finite {self.metric}; nothing to retrain")
-        with open(self.run / "predictor" / "predictor.pkl", "rb") as f:
-            predictor = pickle.load(f)
+        predictor = load_predictor(self.run / "predictor" / PREDICTOR_FILE)
         predicted = predictor.predict(encode_many([Genotype.from_json(r["genotype"]) for r in ok]))
         ok = [{**r, "predicted": float(p)} for r, p in zip(ok, predicted)]
         return {"measured": min(ok, key=lambda r: (-r[self.metric], r["arch_hash"])),

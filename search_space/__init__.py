@@ -15,7 +15,7 @@ _SUBMODULES = {
     "network": ("DCSODNet", "build_network", "count_flops", "count_params", "describe"),
     "evolution": ("evolve", "run_evolution"),
     "ops": ("OPS", "op_names", "register_op"),
-    "predictor": ("PREDICTORS", "Predictor", "make_predictor", "register_predictor", "validate"),
+    "predictor": ("PREDICTORS", "Predictor", "load_predictor", "make_predictor", "register_predictor", "validate"),
     "size": ("space_size",),
     "space": ("MUTATIONS", "SearchSpace"),
     "standard_models": ("STANDARD_MODELS", "StandardModel"),

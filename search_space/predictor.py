@@ -3,7 +3,10 @@
 Conventions: ``X`` is ``encode_many(genotypes)``, shape ``(N, D)`` (D = 120 for k = 6); ``y`` has shape
 ``(N,)`` and higher is better (e.g. OOD AUROC). Predictors standardise ``y`` internally and predict on
 its original scale, as float64 of shape ``(M,)``. Fitting is deterministic given ``seed`` (on CPU) and
-touches no global random state. Fitted predictors pickle (plain numpy arrays inside).
+touches no global random state. A fitted predictor is saved as data, never as a pickle:
+:meth:`Predictor.save` writes an ``.npz`` (its arrays plus its name, hyperparameters and target scaling as JSON)
+and :func:`load_predictor` reads it with ``allow_pickle=False``, so a crafted file in a run directory cannot run
+code when a rerun reads it back.
 
 >>> p = make_predictor("mlp", epochs=50)                         # doctest: +SKIP
 >>> p, metrics = validate(p, X, y)  # 85/15 split -> kendall_tau, pearson_rho, n_train, n_val
@@ -14,7 +17,11 @@ from __future__ import annotations
 import contextlib
 import inspect
 import itertools
+import json
+import os
+import tempfile
 import warnings
+import zipfile
 
 import numpy as np
 import torch
@@ -103,6 +110,33 @@ class Predictor:
     def _predict(self, X: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def _arrays(self) -> dict[str, np.ndarray]:
+        """The fitted state as named numpy arrays (what :meth:`save` stores besides the hyperparameters)."""
+        raise NotImplementedError
+
+    def _set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted predictor to ``path`` (``.npz``, atomically: temporary file, fsync, rename)."""
+        if getattr(self, "n_features_", None) is None:
+            raise RuntimeError(f"predictor {self.name!r}: call fit() before save()")
+        meta = {"name": self.name, "kwargs": {k: getattr(self, k) for k in self.valid_kwargs()},
+                "y_mean_": self.y_mean_, "y_scale_": self.y_scale_, "n_features_": self.n_features_}
+        arrays = {f"array_{k}": v for k, v in self._arrays().items()}
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp.npz")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.valid_kwargs())
         return f"{type(self).__name__}({args})"
@@ -183,6 +217,12 @@ class MLP(Predictor):
                 opt.step()
         self.weights_ = [w.detach().numpy().copy() for w in weights]
 
+    def _arrays(self):
+        return {f"w{i}": w for i, w in enumerate(self.weights_)}
+
+    def _set_arrays(self, arrays):
+        self.weights_ = [np.asarray(arrays[f"w{i}"], dtype=np.float32) for i in range(len(arrays))]
+
     def _members(self, X: np.ndarray, chunk: int = 16384) -> np.ndarray:
         """Standardised predictions of each member, shape (S, M)."""
         weights = [torch.from_numpy(w) for w in self.weights_]
@@ -237,10 +277,34 @@ class RidgePredictor(Predictor):
     def _fit(self, X, z, seed):
         from sklearn.linear_model import Ridge
 
-        self.model_ = Ridge(alpha=self.alpha).fit(X, z)
+        model = Ridge(alpha=self.alpha).fit(X, z)
+        self.coef_, self.intercept_ = np.asarray(model.coef_, dtype=np.float64), float(model.intercept_)
 
     def _predict(self, X):
-        return self.model_.predict(X)
+        return X.astype(np.float64) @ self.coef_ + self.intercept_
+
+    def _arrays(self):
+        return {"coef": self.coef_, "intercept": np.array(self.intercept_)}
+
+    def _set_arrays(self, arrays):
+        self.coef_, self.intercept_ = np.asarray(arrays["coef"], dtype=np.float64), float(arrays["intercept"])
+
+
+def load_predictor(path: str | os.PathLike) -> Predictor:
+    """A predictor written by :meth:`Predictor.save` (read with ``allow_pickle=False``); a one-line
+    ``ValueError`` for anything else (a pickle, another format, a truncated file, an unknown predictor)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            arrays = {k.removeprefix("array_"): data[k] for k in data.files if k.startswith("array_")}
+        predictor = make_predictor(meta["name"], **meta["kwargs"])
+        predictor._set_arrays(arrays)
+        predictor.y_mean_, predictor.y_scale_ = float(meta["y_mean_"]), float(meta["y_scale_"])
+        predictor.n_features_ = int(meta["n_features_"])
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:  # JSON errors too
+        text = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{os.fspath(path)}: not a saved predictor ({text})") from None
+    return predictor
 
 
 def _nan_safe(value) -> float:

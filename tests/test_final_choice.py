@@ -12,7 +12,7 @@ from pipelines.dcsod_settings import load_config
 from pipelines.report import _candidate_lines, _compare_lines
 from pipelines.settings import ConfigError
 from pipelines.teachers import choose_teachers, usable
-from search_space import Genotype, encode_many, make_predictor
+from search_space import Genotype, encode_many, load_predictor, make_predictor
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def reversed_predictor(flow, records):
     ok = usable(records, "auroc_msp")
     X = encode_many([Genotype.from_json(r["genotype"]) for r in ok])
     predictor = make_predictor("ridge", alpha=0.01).fit(X, -np.array([r["auroc_msp"] for r in ok]))
-    (flow.run / "predictor" / "predictor.pkl").write_bytes(pickle.dumps(predictor))
+    predictor.save(flow.run / "predictor" / "predictor.npz")
     return predictor
 
 
@@ -83,6 +83,30 @@ def test_compare_retrains_champion_median_and_standard_once_per_seed(fake, tmp_p
     text = "\n".join(_compare_lines(best))
     assert "## Did the search help?" in text and text.count("±") >= 6 and "Welch p" in text
     assert ("inside seed noise" in text) or ("beyond seed noise" in text)
+
+
+def test_a_planted_predictor_pickle_is_never_loaded(fake, tmp_path):
+    """A run directory from before predictor.npz (or a crafted file) holds predictor.pkl: a rerun refits the
+    same seeded model into predictor.npz and never unpickles the file."""
+    flow = fake_stages.make_flow(tmp_path)
+    records, teachers = flow.distill(flow.warmup())
+    flow.predictor(records)
+    saved = flow.run / "predictor" / "predictor.npz"
+    expected = load_predictor(saved).predict(encode_many([Genotype.from_json(r["genotype"]) for r in records]))
+    saved.unlink()
+    marker = tmp_path / "ran"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (flow.run / "predictor" / "predictor.pkl").write_bytes(pickle.dumps(Exploit()))
+    flow = fake_stages.make_flow(tmp_path)  # the same command again
+    flow.predictor(records)
+    flow.champions(records)
+    assert not marker.exists()
+    got = load_predictor(saved).predict(encode_many([Genotype.from_json(r["genotype"]) for r in records]))
+    assert np.allclose(got, expected)
 
 
 def test_compare_settings_are_checked():

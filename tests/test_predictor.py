@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from search_space import SearchSpace, encode_many
-from search_space.predictor import PREDICTORS, Predictor, make_predictor, pairwise_hinge, validate
+from search_space.predictor import PREDICTORS, Predictor, load_predictor, make_predictor, pairwise_hinge, validate
 
 TAU_MIN = 0.6  # validation Kendall tau every predictor must reach on the synthetic target
 FAST = {"mlp": {"epochs": 60}, "mlp-ensemble": {"n_members": 3, "epochs": 60}}  # keep the suite quick
@@ -62,6 +62,35 @@ def test_pickle_round_trip(name, small):
     q = pickle.loads(pickle.dumps(p))
     assert np.array_equal(p.predict(X), q.predict(X))
     pickle.loads(pickle.dumps(fast(name)))  # unfitted too
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_save_load_round_trip_without_pickle(name, small, tmp_path):
+    X, y = small
+    p = fast(name).fit(X, y, seed=2)
+    p.save(tmp_path / "p.npz")
+    q = load_predictor(tmp_path / "p.npz")
+    assert type(q) is type(p) and repr(q) == repr(p)
+    assert np.array_equal(p.predict(X), q.predict(X))
+    with pytest.raises(RuntimeError, match="fit"):
+        fast(name).save(tmp_path / "unfitted.npz")
+
+
+def test_load_predictor_refuses_pickles_and_garbage(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (tmp_path / "evil.npz").write_bytes(pickle.dumps(Exploit()))
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object))
+    (tmp_path / "empty.npz").write_bytes(b"")
+    for name in ("evil.npz", "objects.npy", "empty.npz", "missing.npz"):
+        with pytest.raises(ValueError, match="not a saved predictor") as err:
+            load_predictor(tmp_path / name)
+        assert "\n" not in str(err.value)
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from pipelines.dcsod_settings import distill_args, load_config
-from search_space import SearchSpace, encode_many, make_predictor
+from search_space import SearchSpace, encode_many, load_predictor, make_predictor
 from trainables.losses import make_objective
 
 B, B_OUT, C, T = 16, 24, 6, 20.0
@@ -86,7 +86,6 @@ def fake(monkeypatch):
 
 
 def test_the_preset_rank_weight_reaches_the_predictor_stage(fake, tmp_path):
-    import pickle
 
     fitted = {}
     for w in (0.0, 1.0):
@@ -94,7 +93,7 @@ def test_the_preset_rank_weight_reaches_the_predictor_stage(fake, tmp_path):
                                      f"predictor.args={{epochs: 20, rank_weight: {w}}}", name=f"run{w}")
         records, _ = flow.distill(flow.warmup())
         flow.predictor(records)
-        fitted[w] = pickle.loads((flow.run / "predictor" / "predictor.pkl").read_bytes())
+        fitted[w] = load_predictor(flow.run / "predictor" / "predictor.npz")
         assert fitted[w].rank_weight == w
     X = encode_many(SearchSpace().sample_many(10, seed=3))
     assert not np.allclose(fitted[0.0].predict(X), fitted[1.0].predict(X))
