@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -76,6 +77,11 @@ def no_run_urls():
             os.environ.pop(name, None)
         else:
             os.environ[name] = saved
+
+
+#: A traceback's ``ExceptionType: message`` line (``ValueError: ...``, ``ray.exceptions.RayTaskError(X): ...``).
+EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Exit|Interrupt|Failure|Warning)"
+                            r"(?:\([\w.]+\))?: ")
 
 
 class MLflowRecorder:
@@ -151,26 +157,11 @@ class MLflowRecorder:
 
     @staticmethod
     def error_message(trial) -> str:
-        """One line: ``ExceptionType: message`` of a Tune trial's last error.
-
-        Read from the trial's local error files (written just before ``on_trial_error``); the copies in
-        Tune's storage path are synced later, so ``trial.get_pickled_error()`` may not find them yet.
-        """
-        exc = None
-        path = getattr(trial, "pickled_error_file", None)
-        if path and os.path.exists(path):
-            try:
-                import cloudpickle
-
-                with open(path, "rb") as f:
-                    exc = cloudpickle.load(f)
-            except Exception:  # an unreadable pickle of any kind: fall back to the text file
-                exc = None
-        if exc is not None:
-            cause = getattr(exc, "cause", None) or exc
-            lines = [ln for ln in str(cause).splitlines() if ln.strip()]
-            return one_line(f"{type(cause).__name__}: {lines[0] if lines else ''}")
+        """One line: ``ExceptionType: message`` of a Tune trial's last error, the last line of the trial's local
+        error text file (written just before ``on_trial_error``; the copies in Tune's storage path are synced
+        later). Tune's pickled error file is never read: unpickling a file from a run directory could run code."""
         path = getattr(trial, "error_file", None)
         text = Path(path).read_text(errors="replace") if path and os.path.exists(path) else ""
-        lines = [ln for ln in text.splitlines() if ln.strip()]
-        return one_line(lines[-1]) if lines else "unknown error"
+        lines = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
+        raised = [ln for ln in lines if EXCEPTION_LINE.match(ln)]  # the innermost raise comes last
+        return one_line(raised[-1] if raised else lines[-1]) if lines else "unknown error"

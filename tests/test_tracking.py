@@ -346,3 +346,27 @@ def test_record_with_before_finish_completes_after_a_crash(services, tmp_path):
     assert runs[0].data.metrics["auroc_msp"] == pytest.approx(0.8)
     assert cb.record(result, before_finish=crash) == run_id  # recorded: nothing runs again
     assert len(HistoryStore(tmp_path / "history.parquet").read()) == 1
+
+
+def test_error_message_reads_the_text_file_and_never_the_pickle(tmp_path):
+    """A trial's error comes from Tune's text error file (the innermost ``Type: message`` line); the pickled
+    error file next to it is never loaded, so a crafted one cannot run code."""
+    import pickle
+
+    from pipelines.mlflow_runs import MLflowRecorder
+
+    marker = tmp_path / "ran"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (tmp_path / "error.pkl").write_bytes(pickle.dumps(Exploit()))
+    (tmp_path / "error.txt").write_text(
+        "Failure # 1 (occurred at 2026-11-30_05-13-36)\nray::ImplicitFunc.train() (pid=1)\n"
+        '  File "x.py", line 3, in f\n    raise ValueError("diverged at epoch 3\\nnote: (a second line)")\n'
+        "ValueError: diverged at epoch 3\nnote: (a second line)\n")
+    trial = SimpleNamespace(pickled_error_file=str(tmp_path / "error.pkl"), error_file=str(tmp_path / "error.txt"))
+    assert MLflowRecorder.error_message(trial) == "ValueError: diverged at epoch 3"
+    assert not marker.exists()
+    assert MLflowRecorder.error_message(SimpleNamespace(error_file=None)) == "unknown error"
