@@ -11,6 +11,7 @@ restores it: finished trials are kept, unfinished ones rerun, searcher state inc
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -136,6 +137,12 @@ def run_stage(run: RunDir, cfg: dict, stage: Stage, experiment: str, tracking_ur
     param_space = base if stage.genotypes is None else {**base, "genotype": tune.grid_search(stage.genotypes)}
     # Restorable once Tune saved an experiment state: a driver killed between writing tuner.pkl and the first
     # state restarts the stage. The param space is given again because tuner.pkl does not hold it.
+    problem = unreadable_searcher_state(path, stage.searcher)
+    if problem is not None:  # Tune would log it and silently restart the experiment from one trial: start afresh
+        aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+        path.rename(aside)
+        print(f"warning: stage {stage.name}: {problem}; its Tune experiment was moved to {aside} and the stage "
+              "starts again (recorded trials keep their history rows and MLflow runs)", file=sys.stderr)
     if tune.Tuner.can_restore(str(path)) and any(path.glob("experiment_state-*.json")):
         tuner = tune.Tuner.restore(str(path), trainable=trainable, param_space=param_space, resume_unfinished=True,
                                    resume_errored=False, restart_errored=False)
@@ -184,6 +191,32 @@ def run_stage(run: RunDir, cfg: dict, stage: Stage, experiment: str, tracking_ur
              "overhead_seconds_per_trial": wall * slots / max(1, len(records)) - mean("trainable_seconds"),
              "gap_seconds_per_trial": between_trials(records)}
     return records, stats
+
+
+def unreadable_searcher_state(path, searcher) -> str | None:
+    """Why the searcher state that ``Tuner.restore`` would read in the experiment ``path`` cannot be read (a
+    pickled state of an older version, never unpickled; a corrupt or foreign JSON state), else None. Checked
+    on a copy of ``searcher``, the way Tune restores it (the newest ``CKPT_FILE_TMPL`` file)."""
+    import copy
+    import glob
+    import os
+
+    if searcher is None or not os.path.isdir(path):
+        return None
+    from search_space.searcher import legacy_state_error
+
+    legacy = legacy_state_error(path)
+    if legacy is not None:
+        return legacy
+    template = getattr(searcher, "CKPT_FILE_TMPL", None)
+    states = sorted(glob.glob(os.path.join(path, template.format("*")))) if template else []
+    if not states:
+        return None
+    try:
+        copy.deepcopy(searcher).restore(states[-1])
+    except ValueError as err:
+        return str(err)
+    return None
 
 
 def between_trials(records: list[dict]) -> float:

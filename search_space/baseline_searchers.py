@@ -17,11 +17,7 @@ Conventions shared by every :class:`GenotypeSearcher`:
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-import os
-import tempfile
 from typing import Any, ClassVar
 
 import numpy as np
@@ -29,29 +25,11 @@ from ray.tune.search import Searcher
 
 from .genotype import Genotype
 from .searcher import PredictorEvolutionSearcher
+from .searcher_state import STATE_FORMAT, read_json_state, state_header, write_json_atomic
+from .searcher_state import check_mode as _check_mode
+from .searcher_state import finite as _finite
+from .searcher_state import one_line as _one_line
 from .space import SearchSpace
-
-#: Version of the JSON state written by :meth:`GenotypeSearcher.save`.
-STATE_FORMAT = 1
-
-
-def _check_mode(mode: str | None) -> None:
-    if mode not in (None, "max", "min"):
-        raise ValueError(f"mode: expected 'max' or 'min', got {mode!r}")
-
-
-def _one_line(err: BaseException) -> str:
-    if isinstance(err, KeyError):
-        return f"missing field {err.args[0]!r}"
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"
-
-
-def _finite(value: Any) -> bool:
-    try:
-        return value is not None and math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
 
 
 class GenotypeSearcher(Searcher):
@@ -166,14 +144,7 @@ class GenotypeSearcher(Searcher):
     def get_state(self) -> dict[str, Any]:
         """The whole state as JSON-able values: genotypes as their JSON strings, the Generator's state dict."""
         return {
-            "format": STATE_FORMAT,
-            "searcher": type(self).__name__,
-            "metric": self._metric,
-            "mode": self._mode,
-            "space": dataclasses.asdict(self.space),
-            "settings": {name: getattr(self, name) for name in self.SETTINGS},
-            "max_concurrent": self.max_concurrent,
-            "rng": self.rng.bit_generator.state,
+            **state_header(self, {name: getattr(self, name) for name in self.SETTINGS}),
             "history": [[g.to_json(), value] for g, value in self.history],
             "pending": {trial_id: g.to_json() for trial_id, g in self.pending.items()},
         }
@@ -188,28 +159,11 @@ class GenotypeSearcher(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         """Write the state as JSON, atomically (a temporary file in the same directory, then ``os.replace``)."""
-        text = json.dumps(self.get_state(), allow_nan=False)
-        directory = os.path.dirname(os.path.abspath(checkpoint_path))
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(checkpoint_path)}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, checkpoint_path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_json_atomic(checkpoint_path, self.get_state())
 
     def restore(self, checkpoint_path: str) -> None:
         """Read a state written by :meth:`save` of the same class; anything else raises a one-line ``ValueError``."""
-        with open(checkpoint_path, "rb") as f:
-            raw = f.read()
-        try:
-            state = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{checkpoint_path}: not a JSON searcher state ({_one_line(err)})") from None
+        state = read_json_state(checkpoint_path)
         try:
             self._load_state(state)
         except (KeyError, TypeError, ValueError, AttributeError) as err:

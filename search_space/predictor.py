@@ -6,7 +6,8 @@ its original scale, as float64 of shape ``(M,)``. Fitting is deterministic given
 touches no global random state. A fitted predictor is saved as data, never as a pickle:
 :meth:`Predictor.save` writes an ``.npz`` (its arrays plus its name, hyperparameters and target scaling as JSON)
 and :func:`load_predictor` reads it with ``allow_pickle=False``, so a crafted file in a run directory cannot run
-code when a rerun reads it back.
+code when a rerun reads it back. :meth:`Predictor.to_state` gives the same content as JSON-able data (the arrays as
+flat lists of numbers; :func:`predictor_from_state` reads it back), which the searcher's JSON state embeds.
 
 >>> p = make_predictor("mlp", epochs=50)                         # doctest: +SKIP
 >>> p, metrics = validate(p, X, y)  # 85/15 split -> kendall_tau, pearson_rho, n_train, n_val
@@ -18,6 +19,7 @@ import contextlib
 import inspect
 import itertools
 import json
+import math
 import os
 import tempfile
 import warnings
@@ -117,12 +119,28 @@ class Predictor:
     def _set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         raise NotImplementedError
 
+    def _meta(self, action: str) -> dict:
+        """Name, hyperparameters and target scaling as JSON-able values (shared by :meth:`save` and
+        :meth:`to_state`)."""
+        if getattr(self, "n_features_", None) is None:
+            raise RuntimeError(f"predictor {self.name!r}: call fit() before {action}()")
+        return {"name": self.name, "kwargs": {k: getattr(self, k) for k in self.valid_kwargs()},
+                "y_mean_": float(self.y_mean_), "y_scale_": float(self.y_scale_), "n_features_": int(self.n_features_)}
+
+    def to_state(self) -> dict:
+        """The fitted predictor as JSON-able data: :meth:`save`'s metadata (``name``, ``kwargs``, ``y_mean_``,
+        ``y_scale_``, ``n_features_``) plus ``arrays``: each array of the fitted state as ``{"dtype", "shape",
+        "data"}`` with ``data`` the flat list of its values (Python floats hold float32 and float64 exactly, and
+        JSON writes them back exactly). :func:`predictor_from_state` reads it."""
+        state = self._meta("to_state")
+        arrays = {k: np.asarray(v) for k, v in self._arrays().items()}
+        state["arrays"] = {k: {"dtype": str(v.dtype), "shape": list(v.shape), "data": v.ravel().tolist()}
+                           for k, v in arrays.items()}
+        return state
+
     def save(self, path: str | os.PathLike) -> None:
         """Write the fitted predictor to ``path`` (``.npz``, atomically: temporary file, fsync, rename)."""
-        if getattr(self, "n_features_", None) is None:
-            raise RuntimeError(f"predictor {self.name!r}: call fit() before save()")
-        meta = {"name": self.name, "kwargs": {k: getattr(self, k) for k in self.valid_kwargs()},
-                "y_mean_": self.y_mean_, "y_scale_": self.y_scale_, "n_features_": self.n_features_}
+        meta = self._meta("save")
         arrays = {f"array_{k}": v for k, v in self._arrays().items()}
         directory = os.path.dirname(os.path.abspath(path))
         fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp.npz")
@@ -290,6 +308,42 @@ class RidgePredictor(Predictor):
         self.coef_, self.intercept_ = np.asarray(arrays["coef"], dtype=np.float64), float(arrays["intercept"])
 
 
+#: Array dtypes a saved predictor may hold (never ``object``: only numbers are data).
+_ARRAY_KINDS = "fiub"
+
+
+def _build(meta, arrays: dict[str, np.ndarray]) -> Predictor:
+    """A fitted predictor from :meth:`Predictor._meta`'s dict and its named arrays, checked by predicting one
+    all-zero row (arrays that do not fit ``n_features_`` fail here, not at the first real prediction)."""
+    if not isinstance(meta, dict) or not isinstance(meta["kwargs"], dict):
+        raise ValueError("expected a dict with 'name', 'kwargs' (a dict), 'y_mean_', 'y_scale_', 'n_features_'")
+    for k, v in arrays.items():
+        if v.dtype.kind not in _ARRAY_KINDS:
+            raise ValueError(f"array {k!r}: dtype {v.dtype} is not numeric")
+    predictor = make_predictor(meta["name"], **meta["kwargs"])
+    predictor._set_arrays(arrays)
+    predictor.y_mean_, predictor.y_scale_ = float(meta["y_mean_"]), float(meta["y_scale_"])
+    n_features = meta["n_features_"]
+    if isinstance(n_features, bool) or int(n_features) != n_features or n_features < 1:
+        raise ValueError(f"n_features_: expected a positive integer, got {n_features!r}")
+    predictor.n_features_ = int(n_features)
+    if not (math.isfinite(predictor.y_mean_) and math.isfinite(predictor.y_scale_) and predictor.y_scale_ > 0):
+        raise ValueError("y_mean_, y_scale_: expected finite numbers, y_scale_ > 0")
+    try:
+        predictor.predict(np.zeros((1, predictor.n_features_), dtype=np.float32))
+    except (RuntimeError, IndexError, ValueError, TypeError) as err:
+        raise ValueError(f"arrays do not make a {predictor.name!r} predictor of {predictor.n_features_} features "
+                         f"({type(err).__name__})") from None
+    return predictor
+
+
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, KeyError):
+        return f"missing field {err.args[0]!r}"
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
 def load_predictor(path: str | os.PathLike) -> Predictor:
     """A predictor written by :meth:`Predictor.save` (read with ``allow_pickle=False``); a one-line
     ``ValueError`` for anything else (a pickle, another format, a truncated file, an unknown predictor)."""
@@ -297,14 +351,39 @@ def load_predictor(path: str | os.PathLike) -> Predictor:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
             arrays = {k.removeprefix("array_"): data[k] for k in data.files if k.startswith("array_")}
-        predictor = make_predictor(meta["name"], **meta["kwargs"])
-        predictor._set_arrays(arrays)
-        predictor.y_mean_, predictor.y_scale_ = float(meta["y_mean_"]), float(meta["y_scale_"])
-        predictor.n_features_ = int(meta["n_features_"])
+        return _build(meta, arrays)
     except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:  # JSON errors too
-        text = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"{os.fspath(path)}: not a saved predictor ({text})") from None
-    return predictor
+        raise ValueError(f"{os.fspath(path)}: not a saved predictor ({_one_line(err)})") from None
+
+
+def _array_from_state(name: str, entry) -> np.ndarray:
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data"}:
+        raise ValueError(f"array {name!r}: expected a dict with 'dtype', 'shape' and 'data'")
+    dtype = np.dtype(entry["dtype"])
+    shape, data = entry["shape"], entry["data"]
+    if dtype.kind not in _ARRAY_KINDS:
+        raise ValueError(f"array {name!r}: dtype {dtype} is not numeric")
+    if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                              for n in shape):
+        raise ValueError(f"array {name!r}: shape must be a list of non-negative integers, got {shape!r}")
+    if not isinstance(data, list) or len(data) != math.prod(shape):
+        raise ValueError(f"array {name!r}: expected a list of {math.prod(shape)} values for shape {shape}")
+    raw = np.asarray(data) if data else np.empty(0)
+    if raw.ndim != 1 or raw.dtype.kind not in _ARRAY_KINDS:  # strings, None, nested lists: not numbers
+        raise ValueError(f"array {name!r}: data must be a flat list of numbers")
+    return raw.astype(dtype).reshape(shape)
+
+
+def predictor_from_state(state) -> Predictor:
+    """The fitted predictor :meth:`Predictor.to_state` describes; a one-line ``ValueError`` for anything
+    malformed (a missing field, an unknown predictor or argument, arrays that are not numbers or do not fit)."""
+    try:
+        if not isinstance(state, dict) or not isinstance(state["arrays"], dict):
+            raise ValueError("expected a dict with 'arrays' (a dict)")
+        arrays = {str(k): _array_from_state(k, v) for k, v in state["arrays"].items()}
+        return _build({k: v for k, v in state.items() if k != "arrays"}, arrays)
+    except (ValueError, KeyError, TypeError, OverflowError) as err:
+        raise ValueError(f"predictor state: {_one_line(err)}") from None
 
 
 def _nan_safe(value) -> float:

@@ -25,12 +25,23 @@ or a non-finite value) are ignored. The predictor is refit lazily, at the first 
 handed out in order. All randomness comes from one seeded ``numpy`` Generator held in the state, so
 ``save``/``restore`` (used by ``Tuner.restore``) continue with exactly the suggestions an uninterrupted
 searcher would have made.
+
+The searcher's state is plain JSON (``searcher-state-<session>.json`` in Tune's experiment directory), never a
+pickle, so reading it back cannot run code: :meth:`PredictorEvolutionSearcher.get_state` holds the
+settings, the Generator's state, every result, pending trial and queued proposal as genotype JSON, and the fitted
+predictor as data (:meth:`search_space.predictor.Predictor.to_state`). A pickle, a corrupt file or another
+searcher's state is refused with a one-line ``ValueError`` that leaves the searcher unchanged. Searchers of older
+versions wrote ``searcher-state-<session>.pkl``; such a file is never read: restoring a directory that holds only
+one raises a ``ValueError`` naming it (delete the stage's Tune directory to rerun the stage). Tune itself logs that
+error and restarts the experiment; :func:`legacy_state_error` lets a caller check a directory before
+``Tuner.restore``. (Tune's own files — ``tuner.pkl``, ``experiment_state-*.json``, ``search_gen_state-*.json`` —
+are cloudpickles that ``Tuner.restore`` loads; they are outside this module.)
 """
 from __future__ import annotations
 
+import glob
 import math
 import os
-import pickle
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -38,10 +49,16 @@ import numpy as np
 from ray.tune.search import Searcher
 
 from .encoding import encode_many
-from .evolution import REFERENCES, evolve
+from .evolution import REFERENCES, evolve, temperature_schedule
 from .genotype import Genotype
-from .predictor import make_predictor
+from .predictor import make_predictor, predictor_from_state
+from .searcher_state import STATE_FORMAT, check_mode, one_line, read_json_state, state_header, write_json_atomic
 from .space import SearchSpace
+
+#: The file name pickled states of older versions were saved under (never read; see the module docstring).
+LEGACY_CKPT_FILE_TMPL = "searcher-state-{}.pkl"
+_EVOLUTION_KEYS = ("population", "generations", "temperature", "final_temperature", "reference")
+_SETTINGS = ("predictor_name", "predictor_args", "min_results", "refit_every", "batch", "evolution_args")
 
 
 def load_pairs(source: str | os.PathLike | Iterable, metric: str) -> list[tuple[Genotype, float]]:
@@ -79,10 +96,13 @@ class PredictorEvolutionSearcher(Searcher):
             e^-1 ≈ 0.37 and d = 0.01 gives 0.82. ``reference="best"`` (the thesis's EA, default) compares a
             proposal with the best predicted architecture so far, ``"chain"`` with the chain's own state.
         warm_start: a ``history.parquet`` path or ``(genotype, value)`` pairs, known before the first trial.
+            Pairs are read at once (a one-shot iterable is fine); a path is read as soon as the metric is known.
         max_concurrent: at most this many pending suggestions (``None``: no limit; ``ConcurrencyLimiter``
             sets it through :meth:`set_max_concurrency`).
         seed: seeds every random choice.
     """
+
+    CKPT_FILE_TMPL = "searcher-state-{}.json"
 
     def __init__(self, metric: str | None = None, mode: str | None = None, *, space: SearchSpace | None = None,
                  predictor: str = "mlp", predictor_args: dict | None = None, min_results: int = 10,
@@ -113,6 +133,8 @@ class PredictorEvolutionSearcher(Searcher):
         self.predictor = None
         self.new_since_fit = 0
         self.n_fits = 0
+        if warm_start is not None and not isinstance(warm_start, (str, os.PathLike)):
+            warm_start = load_pairs(warm_start, metric)  # [(Genotype, float)]: storable in get_state until loaded
         self._warm_start = warm_start
         if warm_start is not None and metric is not None:
             self._load_warm_start()
@@ -155,7 +177,7 @@ class PredictorEvolutionSearcher(Searcher):
         if not error and value is not None and math.isfinite(float(value)):
             self.add_result(Genotype.from_json(parameters["genotype"]), float(value))
 
-    # --- state -------------------------------------------------------------------------------------
+    # --- results -----------------------------------------------------------------------------------
     def add_result(self, genotype: Genotype, value: float) -> None:
         """Record one (architecture, metric) pair; repeated architectures are averaged for the predictor."""
         h = genotype.arch_hash
@@ -163,19 +185,123 @@ class PredictorEvolutionSearcher(Searcher):
         self.results.setdefault(h, []).append(value)
         self.new_since_fit += 1
 
+    # --- state (JSON only) -------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        """The whole state as JSON-able values: genotypes as their JSON strings, the Generator's state dict, the
+        fitted predictor as :meth:`~search_space.predictor.Predictor.to_state`. A warm start not loaded yet (no
+        metric was known) is kept as it is: ``{"path": ...}`` or ``{"pairs": [[genotype JSON, value], ...]}``."""
+        if self._warm_start is None:
+            warm_start = None
+        elif isinstance(self._warm_start, (str, os.PathLike)):
+            warm_start = {"path": os.fspath(self._warm_start)}
+        else:
+            warm_start = {"pairs": [[g.to_json(), value] for g, value in self._warm_start]}
+        settings = {"predictor_name": self.predictor_name, "predictor_args": self.predictor_args,
+                    "min_results": self.min_results, "refit_every": self.refit_every, "batch": self.batch,
+                    "evolution_args": self.evolution_args}
+        return {
+            **state_header(self, settings),
+            "results": {h: list(values) for h, values in self.results.items()},
+            "genotypes": {h: g.to_json() for h, g in self.genotypes.items()},
+            "pending": {trial_id: g.to_json() for trial_id, g in self.pending.items()},
+            "queue": [g.to_json() for g in self.queue],
+            "predictor": None if self.predictor is None else self.predictor.to_state(),
+            "new_since_fit": self.new_since_fit,
+            "n_fits": self.n_fits,
+            "warm_start": warm_start,
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        """Load :meth:`get_state`'s dict. Everything is checked before anything is assigned: a state of another
+        class or a malformed one raises a one-line ``ValueError`` and leaves this searcher unchanged."""
+        self.__dict__.update(self._parse_state(state, f"{type(self).__name__} state"))
 
     def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.get_state(), f)
+        """Write :meth:`get_state` as JSON, atomically (a temporary file in the same directory, fsync,
+        ``os.replace``)."""
+        write_json_atomic(checkpoint_path, self.get_state())
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.set_state(pickle.load(f))
+        """Read a state written by :meth:`save` of this class (JSON only, never unpickled); anything else — a
+        pickle, a corrupt file, another searcher's state — raises a one-line ``ValueError`` naming the file and
+        leaves this searcher unchanged."""
+        state = read_json_state(checkpoint_path)
+        self.__dict__.update(self._parse_state(state, os.fspath(checkpoint_path)))
+
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        """Tune's restore (``Tuner.restore``): the newest ``searcher-state-*.json`` in ``checkpoint_dir``. A directory
+        holding only a pickled state of an older version raises a one-line ``ValueError`` naming that file (never
+        read; see :func:`legacy_state_error`)."""
+        error = legacy_state_error(checkpoint_dir)
+        if error:
+            raise ValueError(error)
+        super().restore_from_dir(checkpoint_dir)
+
+    def _parse_state(self, state: Any, where: str) -> dict[str, Any]:
+        """The attributes ``state`` sets, all checked; any problem is a one-line ``ValueError`` ``where: ...``."""
+        try:
+            return self._parse_state_fields(state)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as err:
+            raise ValueError(f"{where}: {one_line(err)}") from None
+
+    def _parse_state_fields(self, state: Any) -> dict[str, Any]:
+        if not isinstance(state, dict) or "searcher" not in state:
+            raise ValueError("not a searcher state (a JSON object with 'format' and 'searcher')")
+        if state["searcher"] != type(self).__name__:
+            raise ValueError(f"state written by {state['searcher']}, cannot restore a {type(self).__name__}")
+        if state["format"] != STATE_FORMAT:
+            raise ValueError(f"state format {state['format']!r}, this version reads {STATE_FORMAT}")
+        metric, mode = state["metric"], state["mode"]
+        if metric is not None and not isinstance(metric, str):
+            raise ValueError(f"metric: expected a string or null, got {metric!r}")
+        check_mode(mode)
+        out: dict[str, Any] = {"_metric": metric, "_mode": mode, "space": SearchSpace(**state["space"])}
+        out.update(_parse_settings(state["settings"]))
+        max_concurrent = state["max_concurrent"]
+        if max_concurrent is not None and not (_is_int(max_concurrent) and max_concurrent >= 1):
+            raise ValueError(f"max_concurrent: expected null or an integer >= 1, got {max_concurrent!r}")
+        out["max_concurrent"] = max_concurrent
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state["rng"]
+        out["rng"] = rng
+        results = {}
+        for h, values in _dict(state["results"], "results").items():
+            if not isinstance(values, list) or not values or not all(_is_number(v) and math.isfinite(v)
+                                                                     for v in values):
+                raise ValueError(f"results[{h!r}]: expected a non-empty list of finite numbers")
+            results[h] = [float(v) for v in values]
+        genotypes = {h: Genotype.from_json(g) for h, g in _dict(state["genotypes"], "genotypes").items()}
+        for h, g in genotypes.items():
+            if g.arch_hash != h:
+                raise ValueError(f"genotypes[{h!r}]: the genotype's arch_hash is {g.arch_hash}")
+        if set(genotypes) != set(results):
+            raise ValueError("results and genotypes: expected the same arch_hash keys")
+        out.update(results=results, genotypes=genotypes)
+        out["pending"] = {trial_id: Genotype.from_json(g) for trial_id, g in _dict(state["pending"], "pending").items()}
+        if not isinstance(state["queue"], list):
+            raise ValueError("queue: expected a list")
+        out["queue"] = [Genotype.from_json(g) for g in state["queue"]]
+        k = out["space"].k
+        if any(g.k != k for g in [*genotypes.values(), *out["pending"].values(), *out["queue"]]):
+            raise ValueError(f"genotypes, pending, queue: expected genotypes of the space's k={k}")
+        out["predictor"] = None if state["predictor"] is None else predictor_from_state(state["predictor"])
+        for name in ("new_since_fit", "n_fits"):
+            if not (_is_int(state[name]) and state[name] >= 0):
+                raise ValueError(f"{name}: expected an integer >= 0, got {state[name]!r}")
+            out[name] = state[name]
+        warm = state["warm_start"]
+        if warm is None:
+            out["_warm_start"] = None
+        elif isinstance(warm, dict) and set(warm) == {"path"} and isinstance(warm["path"], str):
+            out["_warm_start"] = warm["path"]
+        elif isinstance(warm, dict) and set(warm) == {"pairs"} and isinstance(warm["pairs"], list):
+            pairs = [(Genotype.from_json(g), value) for g, value in warm["pairs"]]
+            if not all(_is_number(v) and math.isfinite(v) for _, v in pairs):
+                raise ValueError("warm_start: expected finite metric values")
+            out["_warm_start"] = [(g, float(v)) for g, v in pairs]
+        else:
+            raise ValueError('warm_start: expected null, {"path": ...} or {"pairs": [...]}')
+        return out
 
     # --- proposals ---------------------------------------------------------------------------------
     def _load_warm_start(self) -> None:
@@ -220,3 +346,60 @@ class PredictorEvolutionSearcher(Searcher):
                      exclude=self._seen(), init=best_first[: self.evolution_args["population"]],
                      seed=self.rng, **self.evolution_args)
         self.queue = [g for g, _ in top]
+
+
+def legacy_state_error(experiment_dir: str | os.PathLike) -> str | None:
+    """A one-line message naming the pickled searcher state (``searcher-state-*.pkl``, written by versions before
+    the JSON state) in ``experiment_dir`` if it holds one and no JSON state, else None. Such a file is never read.
+
+    Tune 2.60 catches an exception raised while it restores a searcher (``TuneController.resume``), logs it and
+    *restarts* the experiment, so a caller that must not restart silently checks the experiment directory with
+    this function before ``Tuner.restore``."""
+    directory = os.fspath(experiment_dir)
+    if glob.glob(os.path.join(directory, PredictorEvolutionSearcher.CKPT_FILE_TMPL.format("*"))):
+        return None
+    legacy = sorted(glob.glob(os.path.join(directory, LEGACY_CKPT_FILE_TMPL.format("*"))))
+    if not legacy:
+        return None
+    return (f"{legacy[-1]}: a pickled searcher state of an older version, never read (unpickling can run code); "
+            f"this Tune experiment cannot be resumed: delete {directory} to rerun it")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _dict(value: Any, name: str) -> dict:
+    if not isinstance(value, dict):
+        raise ValueError(f"{name}: expected a JSON object")
+    return value
+
+
+def _parse_settings(settings: Any) -> dict[str, Any]:
+    """The constructor settings of a saved state, checked as the constructor checks them."""
+    if not isinstance(settings, dict) or set(settings) != set(_SETTINGS):
+        raise ValueError(f"settings: expected the keys {', '.join(_SETTINGS)}")
+    name, args = settings["predictor_name"], _dict(settings["predictor_args"], "settings.predictor_args")
+    make_predictor(name, **args)  # a one-line RegistryError (a ValueError) on a bad name or argument
+    for key, low in (("min_results", 2), ("refit_every", 1), ("batch", 1)):
+        if not (_is_int(settings[key]) and settings[key] >= low):
+            raise ValueError(f"settings.{key}: expected an integer >= {low}, got {settings[key]!r}")
+    evo = _dict(settings["evolution_args"], "settings.evolution_args")
+    if set(evo) != set(_EVOLUTION_KEYS):
+        raise ValueError(f"settings.evolution_args: expected the keys {', '.join(_EVOLUTION_KEYS)}")
+    if not (_is_int(evo["population"]) and evo["population"] >= 1 and _is_int(evo["generations"])
+            and evo["generations"] >= 0):
+        raise ValueError("settings.evolution_args: population >= 1 and generations >= 0 must be integers")
+    if not _is_number(evo["temperature"]) or not (evo["final_temperature"] is None
+                                                  or _is_number(evo["final_temperature"])):
+        raise ValueError("settings.evolution_args: temperature and final_temperature must be numbers")
+    temperature_schedule(evo["temperature"], evo["final_temperature"], evo["generations"])
+    if evo["reference"] not in REFERENCES:
+        raise ValueError(f"settings.evolution_args.reference: expected one of {', '.join(REFERENCES)}, "
+                         f"got {evo['reference']!r}")
+    return {"predictor_name": name, "predictor_args": dict(args), "min_results": settings["min_results"],
+            "refit_every": settings["refit_every"], "batch": settings["batch"], "evolution_args": dict(evo)}

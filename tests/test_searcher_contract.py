@@ -1,5 +1,6 @@
 """The contract every genotype searcher in ``SEARCHER_CLASSES`` keeps, driven by hand through the Searcher hooks
-and inside a real Tuner; then what is specific to the baselines (JSON state, aging evolution)."""
+and inside a real Tuner (JSON state included: no searcher ever unpickles); then what is specific to the baselines
+(aging evolution)."""
 import inspect
 import json
 import math
@@ -17,6 +18,7 @@ from search_space.baseline_searchers import (
     RandomSearcher,
     RegularizedEvolutionSearcher,
 )
+from search_space.searcher import legacy_state_error
 
 METRIC = "auroc_msp"
 #: Small, fast settings per searcher name; a name missing here is built with its defaults.
@@ -25,7 +27,7 @@ SMALL = {
     "predictor-evolution": dict(min_results=4, refit_every=2, predictor="ridge", population=8, generations=3),
 }
 ALL = sorted(SEARCHER_CLASSES)
-JSON_STATE = ["random", "regularized-evolution"]
+JSON_STATE = ALL  # every searcher saves and restores plain JSON, never a pickle
 
 
 def make(name, seed=0, mode="max", **overrides):
@@ -115,8 +117,7 @@ def test_save_restore_continues_identically(name, tmp_path):
     a.suggest("pending")  # a trial in flight at checkpoint time
     path = tmp_path / "searcher-state"
     a.save(str(path))
-    if name in JSON_STATE:
-        assert json.loads(path.read_text())["searcher"] == type(a).__name__
+    assert json.loads(path.read_text())["searcher"] == type(a).__name__
     b = make(name, seed=123)
     b.restore(str(path))
     for s in (a, b):
@@ -157,29 +158,78 @@ def test_real_tuner_run_with_errored_trials(name, ray_cluster, tmp_path):
     assert [m for m, _ in measured] == pytest.approx([o for _, o in measured], abs=1e-6)
 
 
-# --- the baselines: JSON state ----------------------------------------------------------------------
+# --- JSON state ------------------------------------------------------------------------------------
+class Exploit:
+    """Unpickling it creates the file ``marker``: proof that a pickle was loaded."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
 @pytest.mark.parametrize("name", JSON_STATE)
 def test_restore_rejects_pickle_other_class_and_corrupt_states(name, tmp_path):
     s = make(name)
     drive(s, 5)
     pickled = tmp_path / "state.pkl"
     pickled.write_bytes(pickle.dumps(s.get_state()))
-    other_name = next(n for n in JSON_STATE if n != name)
-    other = tmp_path / "other.json"
-    make(other_name).save(str(other))
+    others = []
+    for i, other_name in enumerate(n for n in JSON_STATE if n != name):
+        others.append(tmp_path / f"other{i}.json")
+        make(other_name).save(str(others[-1]))
     corrupt = tmp_path / "corrupt.json"
-    corrupt.write_text(json.dumps({**s.get_state(), "history": [["{}", 0.5]]}))
+    corrupt.write_text(json.dumps({**s.get_state(), "pending": {"t0": "{}"}}))
     truncated = tmp_path / "truncated.json"
     s.save(str(truncated))
     truncated.write_text(truncated.read_text()[:-20])
     fresh = make(name, seed=99)
     expected = fresh.get_state()
-    for path, message in [(pickled, "not a JSON searcher state"), (other, "state written by"),
+    for path, message in [(pickled, "not a JSON searcher state"), *((o, "state written by") for o in others),
                           (corrupt, "cells"), (truncated, "not a JSON searcher state")]:
         with pytest.raises(ValueError, match=message) as info:
             fresh.restore(str(path))
-        assert "\n" not in str(info.value)
+        assert "\n" not in str(info.value) and str(info.value).startswith(str(path))
     assert fresh.get_state() == expected, "a rejected state changes nothing"
+
+
+@pytest.mark.parametrize("name", JSON_STATE)
+def test_a_planted_exploit_pickle_is_never_executed(name, tmp_path):
+    marker = tmp_path / "exploit-ran"
+    planted = tmp_path / "run"
+    planted.mkdir()
+    payload = pickle.dumps(Exploit(marker))
+    (planted / "searcher-state-2024-01-01_00-00-00.json").write_bytes(payload)  # the name Tune globs for
+    (planted / "searcher-state-2024-01-01_00-00-00.pkl").write_bytes(payload)  # older versions' name
+    (tmp_path / "evil.pkl").write_bytes(payload)
+    fresh = make(name, seed=5)
+    expected = fresh.get_state()
+    for restore, arg in [(fresh.restore, tmp_path / "evil.pkl"), (fresh.restore_from_dir, planted)]:
+        with pytest.raises(ValueError, match="not a JSON searcher state") as info:
+            restore(str(arg))
+        assert "\n" not in str(info.value)
+    assert not marker.exists(), "the pickle was loaded"
+    assert fresh.get_state() == expected
+
+
+def test_an_old_pickled_predictor_evolution_state_is_refused_by_name(tmp_path):
+    """Before JSON states, PredictorEvolutionSearcher pickled to ``searcher-state-<session>.pkl``: a run directory
+    holding only such a file is refused with the file's name, never unpickled."""
+    marker = tmp_path / "exploit-ran"
+    old = tmp_path / "searcher-state-2024-01-01_00-00-00.pkl"
+    old.write_bytes(pickle.dumps(Exploit(marker)))
+    fresh = make("predictor-evolution")
+    expected = fresh.get_state()
+    with pytest.raises(ValueError, match="pickled searcher state of an older version") as info:
+        fresh.restore_from_dir(str(tmp_path))
+    assert str(info.value).startswith(str(old)) and "\n" not in str(info.value)
+    assert legacy_state_error(tmp_path) == str(info.value)
+    assert not marker.exists() and fresh.get_state() == expected
+    fresh.save_to_dir(str(tmp_path), "2024-01-02_00-00-00")  # a JSON state next to it wins
+    assert legacy_state_error(tmp_path) is None
+    fresh.restore_from_dir(str(tmp_path))
+    assert not marker.exists() and fresh.get_state() == expected
 
 
 @pytest.mark.parametrize("name", JSON_STATE)
@@ -188,7 +238,7 @@ def test_tune_checkpoint_files_are_json(name, tmp_path):
     drive(a, 6)
     a.save_to_dir(str(tmp_path), "session")
     (path,) = tmp_path.glob("searcher-state-*")
-    assert path.suffix == ".json" and json.loads(path.read_text())["history"]
+    assert path.suffix == ".json" and json.loads(path.read_text())["searcher"] == type(a).__name__
     b = make(name, seed=2)
     b.restore_from_dir(str(tmp_path))
     assert b.get_state() == a.get_state()
@@ -251,3 +301,27 @@ def test_docstring_example_runs_in_a_real_tuner(cls, ray_cluster, tmp_path, monk
     scope = {}
     exec(compile(code, f"{cls.__name__}_example", "exec"), scope)
     assert len(json.loads(scope["best"].config["genotype"])["cells"]) == 3
+
+
+def test_stage_restore_refuses_unreadable_searcher_states(tmp_path):
+    """pipelines.tune_stage checks the state Tune would restore: Tune itself logs a failed searcher restore and
+    silently restarts the experiment, so an unreadable state must be caught before ``Tuner.restore``."""
+    from pipelines.tune_stage import unreadable_searcher_state
+    from search_space.searcher import PredictorEvolutionSearcher
+
+    searcher = PredictorEvolutionSearcher(metric="auroc_msp", mode="max", min_results=4, predictor="ridge")
+    assert unreadable_searcher_state(tmp_path / "missing", searcher) is None
+    assert unreadable_searcher_state(tmp_path, None) is None
+    good = tmp_path / "good"
+    good.mkdir()
+    searcher.save(str(good / searcher.CKPT_FILE_TMPL.format("2026-01-01_00-00-00")))
+    assert unreadable_searcher_state(good, searcher) is None
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "searcher-state-2026-01-01_00-00-00.pkl").write_bytes(pickle.dumps({"any": "thing"}))
+    assert "pickled searcher state" in unreadable_searcher_state(legacy, searcher)
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / searcher.CKPT_FILE_TMPL.format("2026-01-01_00-00-00")).write_text('{"format": 1, "searcher": "X"')
+    message = unreadable_searcher_state(corrupt, searcher)
+    assert message and "\n" not in message
