@@ -134,9 +134,13 @@ def test_outputs_follow_the_contract(job_run):
         assert (out / name).is_file(), name
     df = history(out)
     assert len(keys(df)) == len(set(keys(df)))
-    assert set(df.stage) == {"warmup", "distill", "search", "final"}
+    assert set(df.stage) == {"warmup", "distill", "search", "final", "compare"}
     assert (df.stage == "warmup").sum() == 6 and (df.stage == "distill").sum() == 6
     assert (df.stage == "search").sum() == 2 and (df.stage == "final").sum() == 1
+    compare = df[df.stage == "compare"]  # champion, median warmup architecture, ResNet-8; seeds 0 and 1
+    assert set(compare.seed) == {0, 1} and len(compare) == 2 * compare.arch_hash.nunique()
+    assert {"resnet-depth8", df[df.stage == "final"].arch_hash.iloc[0]} <= set(compare.arch_hash)
+    assert "## Did the search help?" in (out / "report.md").read_text()
     for col in ("auroc_msp", "auroc_energy", "auroc_maha", "fpr95_msp", "id_acc"):
         assert df[col].between(0, 1).all(), col
     predictor = json.loads((out / "predictor" / "metrics.json").read_text())
@@ -149,7 +153,7 @@ def test_outputs_follow_the_contract(job_run):
     assert len(runs) == len(df)
     assert sorted(r.info.run_id for r in runs) == sorted(df.mlflow_run_id)
     manifest = json.loads((out / "manifest.json").read_text())
-    assert list(manifest["stages"]) == ["warmup", "distill-1", "predictor", "search", "final"]
+    assert list(manifest["stages"]) == ["warmup", "distill-1", "predictor", "search", "compare", "final"]
     assert any((out / "tune" / "warmup").rglob("events.out.tfevents*")), "no TensorBoard files"
 
 
