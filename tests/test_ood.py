@@ -228,6 +228,17 @@ def test_odin_without_perturbation_is_tempered_msp(toy):
     assert (make_score("odin", temperature=10.0, epsilon=0.05).score(model, id_x) > want).all()
 
 
+def test_odin_input_gradients_in_sub_batches_are_exact(toy):
+    """The perturbation is taken in sub-batches to bound memory; in eval mode that changes no score."""
+    model, *_, id_x, _, _ = toy
+    whole = make_score("odin", temperature=10.0, epsilon=0.05)
+    whole.grad_batch = len(id_x)
+    split = make_score("odin", temperature=10.0, epsilon=0.05)
+    split.grad_batch = 7  # uneven: the last sub-batch is partial
+    assert len(id_x) % 7
+    np.testing.assert_allclose(split.score(model, id_x), whole.score(model, id_x), rtol=1e-6)
+
+
 # ------------------------------------------------------------------------------------------ evaluate_ood
 
 
