@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from pipelines.dcsod_settings import check_data, dataset_name, load_config, preset_names
 from pipelines.mlflow_runs import TrackingUnavailable, check_tracking_uri
 from pipelines.ray_session import check_resources, is_local, quiet_libraries, start_ray
-from pipelines.rundir import RunDir, RunDirError
+from pipelines.rundir import RunDir, RunDirError, stop_reason
 from pipelines.settings import ConfigError
 
 
@@ -82,14 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RunDirError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from pipelines.teachers import NoUsableCandidates
     from pipelines.workflow import Workflow
 
     start = time.perf_counter()
     try:
         best = Workflow(run, cfg, tracking_uri).execute()
-    except NoUsableCandidates as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:
+        reason = stop_reason(err)
+        if reason is None:
+            raise
+        print(f"error: {reason}", file=sys.stderr)
         return 1
     if "total_seconds" not in run.manifest:
         run.note(total_seconds=time.perf_counter() - start)

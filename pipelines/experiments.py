@@ -36,7 +36,7 @@ from pipelines.dcsod_settings import dataset_name
 from pipelines.experiment_settings import load_experiment, preset_names, search_budget
 from pipelines.mlflow_runs import TrackingUnavailable, check_tracking_uri
 from pipelines.ray_session import check_resources, is_local, quiet_libraries, start_ray
-from pipelines.rundir import RunDir, RunDirError
+from pipelines.rundir import RunDir, RunDirError, stop_reason
 from pipelines.settings import ConfigError, check
 
 COMMANDS = ("table-4.1", "table-4.2", "fig-4.3", "table-4.3", "fig-4.4", "fig-4.5", "fig-4.6")
@@ -316,14 +316,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RunDirError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from pipelines.teachers import NoUsableCandidates
 
     start = time.perf_counter()
     tracking = Tracking(root, args.command, exp, cfg, tracking_uri)
     try:
         files, metrics = runner(args.command)(root, exp, cfg, tracking, tracking_uri)
-    except NoUsableCandidates as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:
+        reason = stop_reason(err)
+        if reason is None:
+            raise
+        print(f"error: {reason}", file=sys.stderr)
         return 1
     if not root.done(args.command):
         tracking.finish(root.path, files, metrics)

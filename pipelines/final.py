@@ -67,8 +67,11 @@ def retrain(run: RunDir, cfg: dict, genotype: str, train: dict, teachers: Teache
     out = run.path / name
     if (out / "result.json").exists() and (out / "weights.pt").exists():
         return read_json(out / "result.json"), torch.load(out / "weights.pt", map_location="cpu", weights_only=True)
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+
+    from .ray_session import error_line
+    from .tune_stage import StageInterrupted
 
     use_gpu = cfg["resources"]["gpu"] > 0
     per_worker = {"CPU": cfg["resources"]["cpu"], **({"GPU": 1} if use_gpu else {})}
@@ -79,11 +82,18 @@ def retrain(run: RunDir, cfg: dict, genotype: str, train: dict, teachers: Teache
                            "teachers": teachers},
         scaling_config=ScalingConfig(num_workers=cfg["final"]["workers"], use_gpu=use_gpu,
                                      resources_per_worker=per_worker),
-        run_config=RunConfig(name=name, storage_path=str(run.path / "tune")),
+        # a lost worker (node gone, OOM-killed) restarts the retrain on the workers left, up to max_failures times
+        run_config=RunConfig(name=name, storage_path=str(run.path / "tune"),
+                             failure_config=FailureConfig(max_failures=cfg["max_failures"])),
     )
-    result = trainer.fit()
-    if result.error is not None:
-        raise RuntimeError(f"final retrain failed: {result.error}")
+    try:
+        result = trainer.fit()
+        error = result.error
+    except Exception as err:  # Ray Train raises (rather than returns) the error once retries are spent
+        error = err
+    if error is not None:
+        raise StageInterrupted(f"retrain {name}: Ray Train stopped: {error_line(error)}; finished stages are kept, "
+                               "rerun the same command to resume")
     metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float, str, type(None)))}
     state_dict = load_weights(result.checkpoint)
     with result.checkpoint.as_directory() as path:

@@ -52,9 +52,19 @@ def check_resources(need: dict[str, float], local: bool, what: str = "a trial",
 
 
 def quiet_libraries() -> None:
-    """Keep the console to progress bars and the summary: Tune's per-stage 'results here' / TensorBoard hints
-    point at session folders (the run's TensorBoard files are under <output>/tune), MLflow's pickle notice is
-    expected (the model is a Python module)."""
+    """Keep the console to progress bars and the summary: no traceback per failed trial (its reason is one
+    line on the console and in MLflow, the traceback in Tune's error file); Tune's per-stage 'results here' /
+    TensorBoard hints point at session folders (the run's TensorBoard files are under <output>/tune), MLflow's
+    pickle notice is expected (the model is a Python module)."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0 (no tables)
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # one line per failed trial (StageProgress)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+
+
+def error_line(err: BaseException) -> str:
+    """``Type: first non-empty line of the message`` of ``err``, or of the exception a Ray task raised
+    (Ray's errors carry whole tracebacks in their text)."""
+    err = getattr(err, "cause", None) or err
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__

@@ -11,8 +11,11 @@ so a crash at any moment leaves either the old or the new manifest, never a part
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import socket
 import tempfile
 import time
 import uuid
@@ -24,10 +27,31 @@ from .settings import fingerprint
 
 MANIFEST = "manifest.json"
 RUN_UID_FILE = ".run_uid"
+LOCK_FILE = ".lock"
+_held_locks: dict[Path, int] = {}  # run directory -> the descriptor holding its lock in this process
 
 
 class RunDirError(ValueError):
     """The directory holds a different run (other settings) or an unreadable manifest."""
+
+
+class RunStopped(RuntimeError):
+    """The run cannot go on now, for a reason its one-line message states; everything finished so far is kept
+    and rerunning the same command resumes. Commands print the message and exit with status 1."""
+
+
+def stop_reason(err: BaseException) -> str | None:
+    """The one line a command prints for ``err`` when it means "the run cannot go on now; rerunning resumes":
+    a :class:`RunStopped`, or the disk filling up under the driver (its files or a SQLite MLflow store);
+    None for anything else (a bug: its traceback is shown)."""
+    if isinstance(err, RunStopped):
+        return str(err)
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {err.filename}" if err.filename else ""
+        return f"the disk is full ({err.strerror}{where}); free space and rerun the same command to resume"
+    if "database or disk is full" in str(err):
+        return "the disk holding the MLflow store is full; free space and rerun the same command to resume"
+    return None
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -84,6 +108,31 @@ def run_uid(directory: str | os.PathLike) -> str:
     return path.read_text().strip()
 
 
+def hold_lock(directory: str | os.PathLike) -> None:
+    """Hold the exclusive lock of the run directory ``directory`` for the rest of this process, or raise a
+    one-line :class:`RunDirError` naming the process that holds it (two jobs must never write one run).
+
+    An advisory ``flock`` on ``DIR/.lock``: the kernel drops it when the holding process ends, however it ends
+    (``kill -9`` included), so a crashed run never leaves it stuck. Reentrant within a process. Shared file
+    systems: ``flock`` holds across NFSv4 clients; on file systems without it the lock only guards one machine."""
+    path = Path(directory).resolve()
+    if path in _held_locks:
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise RunDirError(f"{path} is in use by a running job ({holder}); wait for it to end or stop it, "
+                          "or choose another --output") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}"
+              .encode(), 0)
+    _held_locks[path] = fd
+
+
 def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
@@ -103,9 +152,14 @@ class RunDir:
     def open(cls, path: str | os.PathLike, config: dict, create: bool = True) -> RunDir | None:
         """Open ``path`` for ``config``: a new directory is created with a fresh manifest; an existing run
         must have been started with the same settings (else :class:`RunDirError` naming the first differing key).
-        ``create=False`` only checks: it returns None instead of creating anything."""
+        ``create=False`` only checks: it returns None instead of creating anything. Either way an existing
+        directory is locked for this process (:func:`hold_lock`): a second job on it is refused."""
         path = Path(path).resolve()
+        if path.exists() and not path.is_dir():
+            raise RunDirError(f"{path} is a file, not a run directory; choose another --output")
         manifest_path = path / MANIFEST
+        if create or path.exists():
+            hold_lock(path)
         if manifest_path.exists():
             try:
                 manifest = read_json(manifest_path)

@@ -12,9 +12,10 @@ import numpy as np
 from trainables.tune_trainable import TeacherBundle, load_weights
 
 from .dcsod_settings import parse_count
+from .rundir import RunStopped
 
 
-class NoUsableCandidates(RuntimeError):
+class NoUsableCandidates(RunStopped):
     """Every candidate of a stage failed (or none reported the metric): the workflow cannot go on."""
 
 

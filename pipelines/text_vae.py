@@ -60,8 +60,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import pandas as pd
 
 from pipelines.mlflow_runs import TrackingUnavailable, check_tracking_uri, one_line
-from pipelines.ray_session import check_resources, is_local, quiet_libraries, start_ray
-from pipelines.rundir import RunDir, RunDirError, atomic_write
+from pipelines.ray_session import check_resources, error_line, is_local, quiet_libraries, start_ray
+from pipelines.rundir import RunDir, RunDirError, atomic_write, stop_reason
 from pipelines.settings import ConfigError, PresetFile, check, is_int
 
 REPO = Path(__file__).resolve().parents[1]
@@ -417,7 +417,13 @@ def main(argv: list[str] | None = None) -> int:
         def recorder() -> TextVAERecorder:
             return TextVAERecorder(run.path, experiment, args.search, p.tracking_uri, extra_tags=tags, total=total)
 
-        grid = run_sweep(run, cfg, args.search, p.data_dir, recorder())
+        try:
+            grid = run_sweep(run, cfg, args.search, p.data_dir, recorder())
+        except Exception as err:  # Tune itself stopped (disk full, lost node): finished trials are kept
+            reason = stop_reason(err) or (f"Ray Tune stopped: {error_line(err)}; finished configurations are kept, "
+                                          "rerun the same command to resume")
+            print(f"error: {reason}", file=sys.stderr)
+            return 1
         # Rows the callback could not record (a trial that finished while a previous driver was killed) come
         # from Tune's own results; a fresh recorder reads the table as the (possibly restored) callback left it.
         recorder().reconcile(grid)

@@ -22,7 +22,9 @@ from ray.tune import Callback
 from trainables.tune_trainable import TeacherBundle, candidate_trainable
 
 from .dcsod_tracking import MLflowHistoryCallback, metrics_of
-from .rundir import RunDir
+from .mlflow_runs import MLflowRecorder
+from .ray_session import error_line
+from .rundir import RunDir, RunStopped
 
 #: Result keys kept per evaluation besides the metrics.
 RECORD_KEYS = ("arch_hash", "genotype", "seed", "stage", "iteration", "error", "trainable_seconds", "data_seconds",
@@ -57,7 +59,7 @@ class Stage:
 
 
 class StageProgress(Callback):
-    """A tqdm bar per stage: completed (and failed) trials, best metric so far."""
+    """A tqdm bar per stage: completed (and failed) trials, best metric so far; one line per failed trial."""
 
     def __init__(self, desc: str, total: int, metric: str) -> None:
         self.desc, self.total, self.metric = desc, total, metric
@@ -83,6 +85,9 @@ class StageProgress(Callback):
         self._tick()
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        # Tune's own per-failure traceback is off (quiet_libraries); one line here, the rest in MLflow
+        self._open().write(f"warning: {self.desc}: trial {trial.trial_id} failed after "
+                           f"{trial.num_failures} attempt(s): {MLflowRecorder.error_message(trial)}", file=sys.stderr)
         self._tick()
 
     def _tick(self) -> None:
@@ -145,7 +150,7 @@ def run_stage(run: RunDir, cfg: dict, stage: Stage, experiment: str, tracking_ur
               "starts again (recorded trials keep their history rows and MLflow runs)", file=sys.stderr)
     if tune.Tuner.can_restore(str(path)) and any(path.glob("experiment_state-*.json")):
         tuner = tune.Tuner.restore(str(path), trainable=trainable, param_space=param_space, resume_unfinished=True,
-                                   resume_errored=False, restart_errored=False)
+                                   resume_errored=False, restart_errored=True)
     else:
         if stage.genotypes is not None:
             tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=cfg["max_concurrent"], reuse_actors=True,
@@ -165,7 +170,11 @@ def run_stage(run: RunDir, cfg: dict, stage: Stage, experiment: str, tracking_ur
             # last periodic snapshot rerun on restore; the tracking callback records them once.
             failure_config=tune.FailureConfig(max_failures=cfg["max_failures"]))
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    except Exception as err:  # Tune itself stopped (disk full, lost node, lost driver state): not a trial's fault
+        raise StageInterrupted(f"stage {stage.name}: Ray Tune stopped: {error_line(err)}; finished trials are kept, "
+                               "rerun the same command to resume") from err
     wall = time.perf_counter() - start
 
     records = []
@@ -174,11 +183,16 @@ def run_stage(run: RunDir, cfg: dict, stage: Stage, experiment: str, tracking_ur
         record = {**{k: metrics.get(k) for k in RECORD_KEYS}, **metrics_of(metrics)}
         record["genotype"] = record["genotype"] or (result.config or {}).get("genotype")
         if result.error is not None:
-            first_line = str(result.error).splitlines()[0] if str(result.error) else ""
-            record["error"] = f"{type(result.error).__name__}: {first_line}"
+            record["error"] = error_line(result.error)
         ok = result.checkpoint is not None and not record["error"]
         record["checkpoint"] = result.checkpoint.path if ok else None
         records.append(record)
+    full = [r for r, result in zip(records, grid) if result.error is not None
+            and any(mark in str(result.error) for mark in DISK_FULL)]
+    if full:  # not the candidates' fault: the stage stays unfinished, its failed trials rerun on resume
+        raise StageInterrupted(f"stage {stage.name}: {len(full)} of {len(records)} trials failed because the disk "
+                               f"is full ({full[0]['error']}); free space under {run.path} and rerun the same "
+                               "command to resume")
     done = [r for r in records if r["checkpoint"]]
     slots = max(1, min(cfg["max_concurrent"], len(records)))
 
@@ -191,6 +205,13 @@ def run_stage(run: RunDir, cfg: dict, stage: Stage, experiment: str, tracking_ur
              "overhead_seconds_per_trial": wall * slots / max(1, len(records)) - mean("trainable_seconds"),
              "gap_seconds_per_trial": between_trials(records)}
     return records, stats
+
+
+class StageInterrupted(RunStopped):
+    """Ray Tune or Ray Train stopped a stage from outside its trials (e.g. the disk filled, a node was lost)."""
+
+
+DISK_FULL = ("[Errno 28]", "No space left on device", "[Errno 122]", "Disk quota exceeded")
 
 
 def unreadable_searcher_state(path, searcher) -> str | None:
