@@ -20,6 +20,11 @@ from .settings import ConfigError, PresetFile, check, is_int
 ALGORITHMS = ("alg2", "alg3")
 REFERENCES = ("best", "chain")  # search.reference: what a mutated candidate is compared with
 CHAMPIONS = ("measured", "predicted")  # final.champion: which architecture the final stage retrains
+#: Parameters the largest architecture of the space may have (10x the thesis's largest, K = 6 at width 32 with
+#: searched operators: 2.4e7). A dense k = 60 cell at width 32 has 8.7e8: refused before anything starts.
+MAX_PARAMS = 250_000_000
+#: Architectures the predictor needs: validated on a split of at least 2 for fitting and 2 held out.
+MIN_PREDICTOR_PAIRS = 4
 #: TrainConfig fields the workflow sets per stage, not ``train``: field -> where to set it instead.
 STAGE_FIELDS = {"train_fraction": "set search_fraction (the final retrain uses all images)",
                 "train_on_val": "set final.train_on_val", "eval_split": "val for the search stages, test for the final"}
@@ -79,10 +84,19 @@ def validate(cfg: dict) -> None:
     check(isinstance(cfg["distill"]["t_squared"], bool),
           f"distill.t_squared: expected true or false, got {cfg['distill']['t_squared']!r}")
     try:
-        TrainConfig().replace(**cfg["train"])
-        SearchSpace(**cfg["space"])
+        train = TrainConfig().replace(**cfg["train"])
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"train/space: {err}") from None
+        raise ConfigError(f"train.{err}" if not str(err).startswith("config:") else f"train: {err}") from None
+    try:
+        space = SearchSpace(**cfg["space"])
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"space: {err}") from None
+    from search_space.size import largest_network_params
+
+    largest = largest_network_params(space.k, train.width, space.search_ops, space.residual)
+    check(largest <= MAX_PARAMS, f"space.k={space.k} at train.width={train.width}: the largest architecture of the "
+          f"space has {largest:.2g} parameters, more than the {MAX_PARAMS:.0e} any candidate may have; lower "
+          "space.k or train.width")
     check(cfg["predictor"]["name"] in PREDICTORS,
            f"predictor.name: unknown {cfg['predictor']['name']!r}; valid: {', '.join(PREDICTORS)}")
     try:
@@ -94,7 +108,8 @@ def validate(cfg: dict) -> None:
           f"distill.algorithm: expected one of {', '.join(ALGORITHMS)}, got {d['algorithm']!r}")
     check(d["teacher_mode"] in ("online", "cached"),
           f"distill.teacher_mode: expected online or cached, got {d['teacher_mode']!r}")
-    for name, value, low in [("warmup.n", cfg["warmup"]["n"], 2), ("distill.iterations", d["iterations"], 0),
+    for name, value, low in [("warmup.n", cfg["warmup"]["n"], MIN_PREDICTOR_PAIRS),
+                             ("distill.iterations", d["iterations"], 0),
                              ("distill.q", d["q"], 1), ("search.trials", cfg["search"]["trials"], 0),
                              ("search.min_results", cfg["search"]["min_results"], 2),
                              ("search.refit_every", cfg["search"]["refit_every"], 1),

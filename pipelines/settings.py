@@ -22,9 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from trainables.overrides import ConfigError, parse_overrides
+from trainables.overrides import ConfigError, load_yaml, parse_overrides
 
 __all__ = ["ConfigError", "PresetFile", "check", "fingerprint", "flatten", "is_int", "parse_overrides"]
 
@@ -72,7 +70,7 @@ class PresetFile:
 
     def _read(self) -> dict:
         with open(self.path) as f:
-            return yaml.safe_load(f)
+            return load_yaml(f.read())
 
     def names(self) -> list[str]:
         return list(self._read()["presets"])

@@ -22,7 +22,7 @@ from search_space.predictor import load_predictor, split_indices
 from search_space.predictor_quality import rank_correlation
 from trainables import TrainConfig
 
-from .dcsod_settings import dataset_name, distill_args
+from .dcsod_settings import MIN_PREDICTOR_PAIRS, dataset_name, distill_args
 from .dcsod_tracking import metrics_of
 from .rundir import RunDir, read_json, write_json
 from .teachers import NoUsableCandidates, choose_teachers, load_bundle, usable
@@ -155,6 +155,10 @@ class Workflow:
                 # predictor.pkl is never unpickled (it could run code); the same seeded fit is made again
                 make_predictor(p["name"], **p["args"]).fit(X, y, seed=self.cfg["seed"]).save(out / PREDICTOR_FILE)
             return read_json(out / "metrics.json")
+        if len(y) < MIN_PREDICTOR_PAIRS:
+            raise NoUsableCandidates(f"predictor: only {len(y)} architectures of the last distillation finished "
+                                     f"with a finite {self.metric}; it needs {MIN_PREDICTOR_PAIRS} (see the FAILED "
+                                     "runs in MLflow)")
         fitted, metrics = validate(p["name"], X, y, seed=self.cfg["seed"], **p["args"])
         full = make_predictor(p["name"], **p["args"])
         full.fit(X, y, seed=self.cfg["seed"])

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from math import comb, prod
 
-from .genotype import NUM_STAGES, default_ops
-from .ops import op_names
+from .genotype import NUM_STAGES, Cell, Genotype, default_ops
+from .ops import OPS, op_names
 
 
 def pruned_cells(k: int, n_op_choices: int = 1) -> int:
@@ -53,3 +53,23 @@ def space_size(k: int, search_ops: bool = False) -> dict:
         "distinct_networks": cells**NUM_STAGES,
         "distinct_networks_exact": exact,
     }
+
+
+def largest_network_params(k: int, width: int, search_ops: bool = False, residual: bool = True,
+                           num_classes: int = 10, in_channels: int = 3) -> int:
+    """Parameters of the largest network the space holds at ``width``: every cell fully connected, and with
+    ``search_ops`` every vertex the operator with the most parameters. Built on PyTorch's meta device, so
+    no memory is allocated even for a space whose networks could never be trained."""
+    import torch
+
+    from .network import build_network, count_params
+
+    ops = default_ops(k)
+    if search_ops:
+        with torch.device("meta"):
+            biggest = max(op_names(), key=lambda name: count_params(OPS[name](width, width)))
+        ops = (biggest,) * (k - 1)
+    cell = Cell.create(ops, [(j, i) for i in range(1, k) for j in range(i)])
+    with torch.device("meta"):
+        model = build_network(Genotype((cell,) * NUM_STAGES, residual), num_classes, in_channels, width)
+    return count_params(model)

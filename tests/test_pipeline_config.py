@@ -38,6 +38,12 @@ def test_overrides_are_yaml_and_nested():
     (["protocol_options.colour=1"], "valid: seed"),
     (["distill.algorithm=alg9"], "alg2, alg3"),
     (["warmup.n=1"], "warmup.n"),
+    (["warmup.n=3"], "warmup.n: expected an integer >= 4"),
+    (["train.lr=1e6"], "train.lr: expected a positive number <= 10, got 1000000.0"),
+    (["train.lr=abc"], "train.lr: expected a positive number"),
+    (["train.epochs=2.5"], "train.epochs: expected an integer >= 1"),
+    (["space.k=60", "train.width=32"], "8.7e+08 parameters"),
+    (["space.k=1"], "space: k: expected an integer >= 2"),
     (["warmup.n=three"], "warmup.n"),
     (["distill.top=0"], "at least one teacher"),
     (["predictor.name=forest"], "valid:"),
@@ -62,6 +68,12 @@ def test_bad_settings_are_one_line_errors(sets, fragment):
                                   ["metric=aupr_out_energy"], ["metric=id_acc"]])
 def test_any_higher_is_better_metric_of_the_configured_scores_can_rank(sets):
     assert load_config("ci", sets)["metric"] == sets[0].split("=")[1]
+
+
+def test_numbers_are_read_as_yaml_1_2_writes_them():
+    """PyYAML alone reads ``1e-3`` as a string; settings read it (and ``1e6``) as floats."""
+    cfg = load_config("ci", ["train.lr=1e-3", "distill.temperature=2e0"])
+    assert cfg["train"]["lr"] == 0.001 and cfg["distill"]["temperature"] == 2.0
 
 
 def test_unknown_preset_lists_the_valid_ones():

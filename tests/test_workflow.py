@@ -98,6 +98,15 @@ def test_predictor_stage_writes_metrics(fake, tmp_path):
     assert len(saved["validation"]) == saved["n_val"]
 
 
+def test_too_few_usable_architectures_for_the_predictor_is_one_line(fake, tmp_path):
+    flow = make(tmp_path, "distill.iterations=1", "warmup.n=4")
+    records, _ = flow.distill(flow.warmup())
+    kept = [r for r in records if r.get("checkpoint")][:3]
+    with pytest.raises(workflow.NoUsableCandidates, match=r"^predictor: only 3 architectures .* it needs 4"):
+        flow.predictor(kept)
+    assert not flow.run.done("predictor")
+
+
 def test_a_stage_where_every_candidate_failed_stops_with_a_clear_error(monkeypatch, tmp_path):
     def all_fail(run, cfg, stage, experiment, tracking_uri, tags=None):
         records = [{"arch_hash": Genotype.from_json(g).arch_hash, "genotype": g, "auroc_msp": math.nan,

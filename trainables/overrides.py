@@ -15,6 +15,21 @@ import yaml
 _KEY = re.compile(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*")
 
 
+class SettingsLoader(yaml.SafeLoader):
+    """YAML as settings are written: PyYAML follows YAML 1.1, where ``1e-3`` and ``1e6`` (no dot) are strings;
+    here, as in YAML 1.2 and JSON, they are floats (``lr: 1e-3`` means 0.001)."""
+
+
+SettingsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str):
+    """``text`` parsed with :class:`SettingsLoader` (safe: plain data only)."""
+    return yaml.load(text, Loader=SettingsLoader)
+
+
 class ConfigError(ValueError):
     """Bad preset name, ``--set`` key or value; the message is one line listing the valid choices."""
 
@@ -30,7 +45,7 @@ def parse_overrides(pairs: list[str]) -> dict:
         if not sep or not _KEY.fullmatch(key):
             raise ConfigError(f"--set: expected key.sub=value, got {pair!r}")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = load_yaml(raw) if raw.strip() else ""
         except yaml.YAMLError:
             raise ConfigError(f"--set {key}: cannot parse {raw!r} as a YAML value") from None
         node = nested

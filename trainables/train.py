@@ -75,17 +75,24 @@ class TrainConfig:
     train_on_val: bool = False
 
     def __post_init__(self) -> None:
+        def number(name: str) -> bool:  # not a bool, not a string such as '1e6x'
+            value = getattr(self, name)
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        def integer(name: str) -> bool:
+            return number(name) and isinstance(getattr(self, name), int)
+
         checks = [
-            (self.epochs >= 1, "epochs", "an integer >= 1"),
-            (self.batch_size >= 1, "batch_size", "an integer >= 1"),
-            (self.lr > 0, "lr", "a positive number"),
+            (integer("epochs") and self.epochs >= 1, "epochs", "an integer >= 1"),
+            (integer("batch_size") and self.batch_size >= 1, "batch_size", "an integer >= 1"),
+            (number("lr") and 0 < self.lr <= 10, "lr", "a positive number <= 10"),
             (self.schedule in ("cosine", "constant"), "schedule", "cosine or constant"),
             (self.precision in ("auto", "fp32", "bf16"), "precision", "auto, fp32 or bf16"),
             (self.teacher_mode in ("online", "cached"), "teacher_mode", "online or cached"),
             (self.compile_mode in COMPILE_MODES, "compile_mode", ", ".join(COMPILE_MODES)),
             (self.eval_split in ("val", "test"), "eval_split", "val or test"),
-            (self.width >= 1, "width", "an integer >= 1"),
-            (0 < self.train_fraction <= 1, "train_fraction", "a fraction in (0, 1]"),
+            (integer("width") and self.width >= 1, "width", "an integer >= 1"),
+            (number("train_fraction") and 0 < self.train_fraction <= 1, "train_fraction", "a fraction in (0, 1]"),
             (not self.train_on_val or self.eval_split == "test", "train_on_val",
              "false unless eval_split is test (a model that trained on the validation images is scored on test)"),
         ]
