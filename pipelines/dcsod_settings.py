@@ -147,11 +147,19 @@ def validate(cfg: dict) -> None:
 
 
 def check_data(cfg: dict) -> None:
-    """The protocol's local data files exist (``path``, ``aux_path``, ``test_path``): checked by the driver before
-    Ray starts, so a typo is one line, not a failure in every trial."""
+    """The protocol's local data (``path``, ``aux_path``, ``test_path``) exists and reads as an ImageFolder
+    (a readable zip, no empty class folder, every image's header readable; :mod:`trainables.image_folder`):
+    checked by the driver before Ray starts, so bad data is one line, not a failure in every trial."""
+    from trainables.image_folder import ImageFolderFiles
+
     for name in ("path", "aux_path", "test_path"):
         value = cfg["protocol_options"].get(name)
         check(value is None or Path(value).exists(), f"protocol_options.{name}: no such file or directory: {value!r}")
+        if value is not None and (Path(value).is_dir() or Path(value).suffix.lower() == ".zip"):
+            try:
+                ImageFolderFiles(value).check()
+            except ValueError as err:
+                raise ConfigError(f"protocol_options.{name}: {str(err).removeprefix('path: ')}") from None
 
 
 DCSOD_PRESETS = PresetFile(Path(__file__).with_name("presets") / "dcsod.yaml", validate=validate,

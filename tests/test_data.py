@@ -97,6 +97,75 @@ def test_image_folder_sizes_and_errors(tmp_path):
         load_image_folder(tmp_path / "empty")
 
 
+def _zip(folder: Path, target: Path, empty_dirs=()) -> Path:
+    with zipfile.ZipFile(target, "w") as z:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                z.write(f, f.relative_to(folder).as_posix())
+        for d in empty_dirs:
+            z.writestr(f"{d}/", "")
+    return target
+
+
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_bad_image_folders_are_one_line_naming_the_file(tmp_path, as_zip):
+    from trainables.image_folder import ImageFolderFiles
+
+    def prepared(name):
+        root = tmp_path / name
+        _write_folder(root, split=None)
+        return root
+
+    def check(root, empty_dirs=()):
+        path = _zip(root, tmp_path / f"{root.name}.zip", empty_dirs) if as_zip else root
+        return path, lambda: ImageFolderFiles(path).check()
+
+    # a non-image file is skipped with one warning, and the data loads
+    root = prepared("notes")
+    (root / "cat" / "README.txt").write_text("labels by hand")
+    path, run = check(root)
+    with pytest.warns(UserWarning, match=r"skipped 1 file\(s\) that are not images.*README.txt"):
+        run()
+    with pytest.warns(UserWarning):
+        assert load_image_folder(path).images.shape == (12, 3, 8, 8)
+    # an image file that is not an image: one line naming it, from the check and from the loader
+    root = prepared("corrupt")
+    (root / "dog" / "9.png").write_bytes(b"not a png at all")
+    path, run = check(root)
+    for call in (run, lambda: load_image_folder(path)):
+        with pytest.raises(ValueError, match=r"dog/9.png is not a readable image") as err:
+            call()
+        assert "\n" not in str(err.value)
+    # an empty class folder would shift the labels of every class after it
+    root = prepared("empty")
+    if not as_zip:
+        (root / "bee").mkdir()
+    path, run = check(root, empty_dirs=("bee",))
+    for call in (run, lambda: load_image_folder(path)):
+        with pytest.raises(ValueError, match=r"folder .*bee.* holds no images"):
+            call()
+
+
+def test_truncated_and_corrupt_zips_are_one_line(tmp_path):
+    from trainables.image_folder import ImageFolderFiles
+
+    _write_folder(tmp_path / "d", split=None)
+    data = _zip(tmp_path / "d", tmp_path / "d.zip").read_bytes()
+    (tmp_path / "cut.zip").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"cut.zip' is not a readable zip file"):
+        ImageFolderFiles(tmp_path / "cut.zip").check()
+    with pytest.raises(ValueError, match=r"cut.zip' is not a readable zip file"):
+        load_image_folder(tmp_path / "cut.zip")
+    with zipfile.ZipFile(tmp_path / "d.zip") as z:  # flip one byte inside the first member's stored data
+        info = z.infolist()[0]
+    flipped = bytearray(data)
+    at = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra) + 5
+    flipped[at] ^= 0xFF
+    (tmp_path / "flip.zip").write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match=r"flip.zip.*(corrupt|not a readable)"):
+        ImageFolderFiles(tmp_path / "flip.zip").check()
+
+
 @pytest.mark.skipif(not CIFAR_ZIP.exists(), reason=f"{CIFAR_ZIP} not present (set DCSOD_DATA_DIR)")
 def test_cifar10_split_from_zip():
     p = make_protocol("cifar10-split", path=str(CIFAR_ZIP), train_limit=20000)

@@ -126,3 +126,30 @@ def test_disk_full_stops_with_one_line_then_the_same_command_resumes(small_tmpfs
     assert len(finished) == len(history), "history rows and FINISHED MLflow runs differ"
     assert len(client.search_model_versions("name='dcsod-digits'")) == 1
 
+
+
+@pytest.mark.parametrize("damage", ["truncated zip", "empty class folder"])
+def test_bad_data_is_one_line_before_ray_starts(tmp_path, damage):
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    zpath = tmp_path / "cifar.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for name in ("airplane", "automobile"):
+            buf = tmp_path / "img.png"
+            Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(buf)
+            z.write(buf, f"train/{name}/0.png")
+        if damage == "empty class folder":
+            z.writestr("train/bird/", "")
+    if damage == "truncated zip":
+        zpath.write_bytes(zpath.read_bytes()[:200])
+    done = subprocess.run([*DCSOD, "--preset", "cifar10-split", "--set", f"protocol_options.path={zpath}",
+                           "--output", str(tmp_path / "out")], cwd=tmp_path, env=env(), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: protocol_options.path: "), done.stderr
+    assert ("not a readable zip file" if damage == "truncated zip" else "bird' holds no images") in lines[0]
+    assert not (tmp_path / "out").exists()

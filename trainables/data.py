@@ -26,9 +26,7 @@ training with ``TrainConfig.train_fraction < 1`` uses (the search stages: 50 %, 
 """
 from __future__ import annotations
 
-import io
 import os
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +35,8 @@ import numpy as np
 import torch
 
 from search_space.registry import Registry
+
+from .image_folder import ImageFolderFiles
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,6 @@ def load_torchvision_cifar(name: str, root: str | os.PathLike, train: bool, down
                           tuple(ds.classes))
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
 def load_image_folder(path: str | os.PathLike, split: str | None = None, image_size: int | None = None,
@@ -101,18 +100,11 @@ def load_image_folder(path: str | os.PathLike, split: str | None = None, image_s
     from PIL import Image
 
     path = Path(path)
-    if not path.exists():
-        raise ValueError(f"path: no such file or directory: {str(path)!r}")
-    if path.suffix == ".zip":
-        archive = zipfile.ZipFile(path)
-        names = [n for n in archive.namelist() if n.lower().endswith(IMAGE_SUFFIXES)]
-        read = archive.read
-    else:
-        names = [str(p.relative_to(path)) for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
-
-        def read(name: str) -> bytes:
-            return (path / name).read_bytes()
-
+    folder = ImageFolderFiles(path)
+    if folder.empty_folders:
+        folder.check()  # raises: names the empty folder
+    folder.warn_skipped()
+    names = folder.images
     parts = [Path(n).parts for n in names]
     if split is not None:
         parts = [p for p in parts if len(p) == 3 and p[0] == split]
@@ -127,7 +119,10 @@ def load_image_folder(path: str | os.PathLike, split: str | None = None, image_s
     mode = "L" if grayscale else "RGB"
     images = []
     for p in parts:
-        img = Image.open(io.BytesIO(read("/".join(p)))).convert(mode)
+        try:
+            img = folder.open_image("/".join(p)).convert(mode)
+        except OSError as err:  # a header that reads but pixels that do not (a truncated file)
+            raise ValueError(f"path: {folder.where('/'.join(p))} is not a readable image ({err})") from None
         if image_size is not None and img.size != (image_size, image_size):
             img = img.resize((image_size, image_size), Image.BILINEAR)
         images.append(np.asarray(img))
