@@ -137,3 +137,16 @@ def kill_session(sid: int) -> None:
             fields = stat.read_text().rsplit(")", 1)[1].split()
             if int(fields[3]) == sid:
                 os.kill(int(stat.parent.name), signal.SIGKILL)
+
+
+def session_processes(sid: int, title: str) -> list[int]:
+    """Pids of session ``sid`` whose command line starts with ``title`` (e.g. ``ray::ImplicitFunc.train``, the
+    process title of a Ray Tune trial's actor while it trains)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if int(fields[3]) == sid and cmdline.startswith(title):
+                pids.append(int(stat.parent.name))
+    return pids

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from servers import free_port, kill_session
+from servers import free_port, kill_session, session_processes
 
 pytest.importorskip("ray")
 pytest.importorskip("mlflow")
@@ -254,6 +254,39 @@ def test_kill_minus_9_in_every_stage_then_the_same_command_completes(job_run, tm
     tags = [r.data.tags.get("dcsod.key") for r in runs]
     assert len(tags) == len(set(tags)) == len(resumed), "duplicate or missing MLflow runs"
     assert len(MlflowClient(uri).search_model_versions("name='dcsod-digits'")) == 1
+
+
+def test_a_trial_worker_killed_with_sigkill_is_retried_and_nothing_is_lost(job_run, tmp_path):
+    """A Ray worker process that is training a warmup trial gets SIGKILL: Tune retries the trial
+    (``max_failures``), the job completes with the uninterrupted job's rows, and no trial is recorded FAILED."""
+    reference, _, job, _ = job_run
+    assert job.returncode == 0
+    out, uri = tmp_path / "out", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = [sys.executable, str(ROOT / "pipelines" / "dcsod.py"), *SETS, "--output", str(out), "--address", "local",
+           "--no-dashboard", "--tracking-uri", uri]
+    with open(tmp_path / "run.log", "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=base_env(), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        deadline, victim = time.monotonic() + 600, None
+        while victim is None:
+            assert proc.poll() is None, "the job ended before a worker could be killed"
+            assert time.monotonic() < deadline, "no training worker within 600 s"
+            if stage_rows(out, "warmup") >= 1:
+                victim = next(iter(session_processes(proc.pid, "ray::ImplicitFunc.train")), None)
+            time.sleep(0.1)
+        os.kill(victim, signal.SIGKILL)
+        try:
+            proc.wait(900)
+        finally:
+            kill_session(proc.pid)
+    text = (tmp_path / "run.log").read_text(errors="replace")
+    assert proc.returncode == 0, text[-3000:]
+    assert "failed after" not in text  # no trial was given up
+    done = history(out)
+    assert keys(done) == keys(history(reference))
+    runs = mlflow_runs(uri)
+    assert not [r for r in runs if r.info.status == "FAILED"]
+    assert len([r for r in runs if r.info.status == "FINISHED" and r.data.tags.get("dcsod.key")]) == len(done)
 
 
 def test_second_run_directory_in_the_same_store_gets_its_own_runs_and_champion(job_run, tmp_path):
