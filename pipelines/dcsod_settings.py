@@ -23,6 +23,8 @@ CHAMPIONS = ("measured", "predicted")  # final.champion: which architecture the 
 #: Parameters the largest architecture of the space may have (10x the thesis's largest, K = 6 at width 32 with
 #: searched operators: 2.4e7). A dense k = 60 cell at width 32 has 8.7e8: refused before anything starts.
 MAX_PARAMS = 250_000_000
+#: The largest SGD learning rate a run may set (the presets use 0.05-0.1).
+MAX_LR = 10.0
 #: Architectures the predictor needs: validated on a split of at least 2 for fitting and 2 held out.
 MIN_PREDICTOR_PAIRS = 4
 #: TrainConfig fields the workflow sets per stage, not ``train``: field -> where to set it instead.
@@ -87,6 +89,8 @@ def validate(cfg: dict) -> None:
         train = TrainConfig().replace(**cfg["train"])
     except (TypeError, ValueError) as err:
         raise ConfigError(f"train.{err}" if not str(err).startswith("config:") else f"train: {err}") from None
+    check(train.lr <= MAX_LR, f"train.lr: expected a positive number <= {MAX_LR:g} (SGD with a larger rate diverges "
+          f"for every network of the space), got {train.lr!r}")
     try:
         space = SearchSpace(**cfg["space"])
     except (TypeError, ValueError) as err:

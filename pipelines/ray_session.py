@@ -65,6 +65,11 @@ def quiet_libraries() -> None:
 def error_line(err: BaseException) -> str:
     """``Type: first non-empty line of the message`` of ``err``, or of the exception a Ray task raised
     (Ray's errors carry whole tracebacks in their text)."""
+    from .mlflow_runs import EXCEPTION_LINE
+
     err = getattr(err, "cause", None) or err
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if lines and lines[0].startswith("Traceback"):  # Tune wraps a callback's traceback text in a TuneError
+        raised = [line for line in lines if EXCEPTION_LINE.match(line)]  # the innermost raise comes last
+        return " ".join(raised[-1].split())[:500] if raised else type(err).__name__
     return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__

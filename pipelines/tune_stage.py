@@ -159,10 +159,8 @@ def run_stage(run: RunDir, cfg: dict, stage: Stage, experiment: str, tracking_ur
             tune_config = tune.TuneConfig(search_alg=stage.searcher, num_samples=stage.num_samples,
                                           max_concurrent_trials=cfg["max_concurrent"], reuse_actors=True,
                                           trial_name_creator=trial_name, trial_dirname_creator=trial_name)
-        callbacks = [MLflowHistoryCallback(run.path, experiment, stage.stage, stage.iteration, tracking_uri,
-                                           extra_tags={"dcsod.run_dir": str(run.path), **(tags or {})},
-                                           log_genotype_artifact=False),
-                     StageProgress(stage.name, stage.size, cfg["metric"])]
+        callbacks = [recorder(run, stage, experiment, tracking_uri, tags), StageProgress(stage.name, stage.size,
+                                                                                        cfg["metric"])]
         run_config = tune.RunConfig(
             name=stage.name, storage_path=str(storage), callbacks=callbacks, verbose=0,
             # No CheckpointConfig(num_to_keep): each trial checkpoints once, and num_to_keep would force an
@@ -176,6 +174,13 @@ def run_stage(run: RunDir, cfg: dict, stage: Stage, experiment: str, tracking_ur
         raise StageInterrupted(f"stage {stage.name}: Ray Tune stopped: {error_line(err)}; finished trials are kept, "
                                "rerun the same command to resume") from err
     wall = time.perf_counter() - start
+    # Trials that finished while the callback could not record them (the tracking server was down, the driver
+    # was killed between Tune's snapshot and the callback) are TERMINATED in Tune's state: record them once now.
+    late = recorder(run, stage, experiment, tracking_uri, tags)
+    for result in grid:
+        metrics = result.metrics or {}
+        if result.error is None and result.checkpoint is not None and not metrics.get("error"):
+            late.record(metrics, result.config or {}, str(metrics.get("trial_id", "")))
 
     records = []
     for result in grid:
@@ -205,6 +210,13 @@ def run_stage(run: RunDir, cfg: dict, stage: Stage, experiment: str, tracking_ur
              "overhead_seconds_per_trial": wall * slots / max(1, len(records)) - mean("trainable_seconds"),
              "gap_seconds_per_trial": between_trials(records)}
     return records, stats
+
+
+def recorder(run: RunDir, stage: Stage, experiment: str, tracking_uri: str, tags: dict | None):
+    """The stage's :class:`MLflowHistoryCallback` (history rows + MLflow runs of its trials)."""
+    return MLflowHistoryCallback(run.path, experiment, stage.stage, stage.iteration, tracking_uri,
+                                 extra_tags={"dcsod.run_dir": str(run.path), **(tags or {})},
+                                 log_genotype_artifact=False)
 
 
 class StageInterrupted(RunStopped):

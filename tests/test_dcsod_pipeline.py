@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from servers import free_port, kill_session, session_processes
+from servers import MlflowServer, free_port, kill_session, session_processes
 
 pytest.importorskip("ray")
 pytest.importorskip("mlflow")
@@ -287,6 +287,57 @@ def test_a_trial_worker_killed_with_sigkill_is_retried_and_nothing_is_lost(job_r
     runs = mlflow_runs(uri)
     assert not [r for r in runs if r.info.status == "FAILED"]
     assert len([r for r in runs if r.info.status == "FINISHED" and r.data.tags.get("dcsod.key")]) == len(done)
+
+
+def test_tracking_server_down_mid_run_stops_cleanly_and_the_rerun_records_every_row_once(job_run, tmp_path):
+    """The MLflow server dies during the warmup: the job stops with one line; while it is down the same command
+    is refused before Ray starts; once it is back (same store) the rerun completes, and MLflow holds exactly one
+    FINISHED run per history row, the rows being the uninterrupted job's. The client's HTTP retries are
+    shortened (MLFLOW_HTTP_REQUEST_*) to keep the test bounded."""
+    reference, _, job, _ = job_run
+    assert job.returncode == 0
+    server = MlflowServer(tmp_path / "mlflow").start().wait()
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "pipelines" / "dcsod.py"), *SETS, "--output", str(out), "--address", "local",
+           "--no-dashboard", "--tracking-uri", server.uri]
+    env = base_env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="1", MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1",
+                   MLFLOW_HTTP_REQUEST_TIMEOUT="10")
+    try:
+        with open(tmp_path / "first.log", "wb") as log:
+            proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+            deadline = time.monotonic() + 600
+            while stage_rows(out, "warmup") < 2:
+                assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "no warmup rows within 600 s"
+                time.sleep(0.1)
+            server.stop()
+            try:
+                proc.wait(600)
+            finally:
+                kill_session(proc.pid)
+        text = (tmp_path / "first.log").read_text(errors="replace")
+        assert proc.returncode == 1, text[-3000:]
+        last = [line for line in text.splitlines() if line.startswith("error:")][-1]
+        assert "rerun the same command" in last and "Traceback" not in text[text.index(last):], text[-3000:]
+
+        down = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert down.returncode == 2 and "error: " in down.stderr and "Started a local Ray" not in down.stderr
+    finally:
+        server.stop()
+    back = MlflowServer(tmp_path / "mlflow")
+    back.port, back.uri = server.port, server.uri  # the same server address and store
+    back.start().wait()
+    try:
+        again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+        done = history(out)
+        assert keys(done) == keys(history(reference))
+        runs = [r for r in mlflow_runs(server.uri) if r.info.status == "FINISHED" and r.data.tags.get("dcsod.key")]
+        assert sorted(r.data.tags["dcsod.key"] for r in runs) == sorted(set(r.data.tags["dcsod.key"] for r in runs))
+        assert len(runs) == len(done), "history rows and FINISHED MLflow runs differ"
+    finally:
+        back.stop()
 
 
 def test_second_run_directory_in_the_same_store_gets_its_own_runs_and_champion(job_run, tmp_path):

@@ -39,7 +39,7 @@ def test_overrides_are_yaml_and_nested():
     (["distill.algorithm=alg9"], "alg2, alg3"),
     (["warmup.n=1"], "warmup.n"),
     (["warmup.n=3"], "warmup.n: expected an integer >= 4"),
-    (["train.lr=1e6"], "train.lr: expected a positive number <= 10, got 1000000.0"),
+    (["train.lr=1e6"], "train.lr: expected a positive number <= 10 (SGD with a larger rate diverges"),
     (["train.lr=abc"], "train.lr: expected a positive number"),
     (["train.epochs=2.5"], "train.epochs: expected an integer >= 1"),
     (["space.k=60", "train.width=32"], "8.7e+08 parameters"),
@@ -231,3 +231,18 @@ def test_a_stage_is_restored_only_once_tune_saved_its_state_and_with_its_param_s
     kind, space = calls[0]
     assert kind == ("restore" if saved_state else "new") and len(calls) == 1
     assert space["stage"] == "warmup" and space["genotype"] == tune.grid_search(['{"g": 1}'])
+
+
+def test_error_line_names_the_innermost_exception():
+    import traceback
+
+    from ray.tune.error import TuneError
+
+    from pipelines.ray_session import error_line
+
+    try:
+        raise ConnectionError("the tracking server refused the connection")
+    except ConnectionError:
+        wrapped = TuneError(traceback.format_exc())  # how Tune reports a callback's exception
+    assert error_line(wrapped) == "ConnectionError: the tracking server refused the connection"
+    assert error_line(ValueError("first\nsecond")) == "ValueError: first"

@@ -85,7 +85,7 @@ class TrainConfig:
         checks = [
             (integer("epochs") and self.epochs >= 1, "epochs", "an integer >= 1"),
             (integer("batch_size") and self.batch_size >= 1, "batch_size", "an integer >= 1"),
-            (number("lr") and 0 < self.lr <= 10, "lr", "a positive number <= 10"),
+            (number("lr") and self.lr > 0, "lr", "a positive number"),
             (self.schedule in ("cosine", "constant"), "schedule", "cosine or constant"),
             (self.precision in ("auto", "fp32", "bf16"), "precision", "auto, fp32 or bf16"),
             (self.teacher_mode in ("online", "cached"), "teacher_mode", "online or cached"),
