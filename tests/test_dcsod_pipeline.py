@@ -133,6 +133,8 @@ def test_outputs_follow_the_contract(job_run):
     out, uri, job, _ = job_run
     for name in EXPECTED_FILES:
         assert (out / name).is_file(), name
+    writable = [str(p) for p in [out, *out.rglob("*")] if not p.is_symlink() and p.stat().st_mode & 0o002]
+    assert not writable, f"world-writable in the run directory: {writable[:5]}"
     df = history(out)
     assert len(keys(df)) == len(set(keys(df)))
     assert set(df.stage) == {"warmup", "distill", "search", "final", "compare"}

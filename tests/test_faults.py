@@ -153,3 +153,86 @@ def test_bad_data_is_one_line_before_ray_starts(tmp_path, damage):
     assert len(lines) == 1 and lines[0].startswith("error: protocol_options.path: "), done.stderr
     assert ("not a readable zip file" if damage == "truncated zip" else "bird' holds no images") in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def ray_node(env: dict, temp_dir: str, head_port: int | None = None, cpus: int = 1) -> subprocess.Popen:
+    """``ray start --block`` on 127.0.0.1 in its own session: the head (``head_port`` None) or a worker node
+    joining it; every port free (two raylets share this machine)."""
+    from servers import free_port
+
+    ray = str(Path(sys.executable).with_name("ray"))
+    cmd = [ray, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", str(cpus), "--disable-usage-stats"]
+    if head_port is None:
+        cmd += ["--head", "--port", str(free_port()), "--temp-dir", temp_dir, "--include-dashboard", "false",
+                "--ray-client-server-port", str(free_port())]
+    else:
+        cmd += ["--address", f"127.0.0.1:{head_port}"]
+    for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
+                 "--runtime-env-agent-port", "--node-manager-port", "--object-manager-port"):
+        cmd += [flag, str(free_port())]
+    log = open(Path(temp_dir) / f"node-{head_port or 'head'}.log", "ab")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc.port = int(cmd[cmd.index("--port") + 1]) if head_port is None else head_port
+    return proc
+
+
+def cluster_cpus(env: dict, port: int) -> float:
+    code = ("import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
+            "print(ray.cluster_resources().get('CPU', 0))")
+    done = subprocess.run([sys.executable, "-c", code, f"127.0.0.1:{port}"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    return float(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 and done.stdout.strip() else 0.0
+
+
+def test_a_worker_node_lost_mid_stage_its_trials_rerun_on_the_node_left(tmp_path):
+    """Two raylets on this machine (a head and a worker node, 1 CPU each, token authentication on); the job runs
+    two trials at a time; the worker node is killed (raylet and workers, SIGKILL) while it trains a warmup
+    trial. The job completes on the head: every history row once, one FINISHED MLflow run per row."""
+    pytest.importorskip("ray")
+    import secrets
+    import tempfile
+
+    import pandas as pd
+    from mlflow import MlflowClient
+    from servers import kill_session, session_processes
+
+    temp_dir = tempfile.mkdtemp(prefix="rayn", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
+    token = secrets.token_hex(32)
+    node_env = {**env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    head = ray_node(node_env, temp_dir)
+    worker = None
+    try:
+        deadline = time.monotonic() + 180
+        while cluster_cpus(node_env, head.port) < 1:
+            assert head.poll() is None and time.monotonic() < deadline, "the head did not start"
+            time.sleep(2)
+        worker = ray_node(node_env, temp_dir, head_port=head.port)
+        while cluster_cpus(node_env, head.port) < 2:
+            assert worker.poll() is None and time.monotonic() < deadline, "the worker node did not join"
+            time.sleep(2)
+        out, uri = tmp_path / "out", f"sqlite:///{tmp_path / 'mlflow.db'}"
+        cmd = [*DCSOD, "--preset", "ci", "--set", "max_concurrent=2", "--output", str(out), "--address",
+               f"127.0.0.1:{head.port}", "--tracking-uri", uri]
+        with open(tmp_path / "job.log", "wb") as log:
+            job = subprocess.Popen(cmd, cwd=tmp_path, env=node_env, stdout=log, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 600
+            while not session_processes(worker.pid, "ray::ImplicitFunc.train"):
+                assert job.poll() is None, (tmp_path / "job.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "no trial ran on the worker node within 600 s"
+                time.sleep(0.1)
+            kill_session(worker.pid)  # the node disappears: its raylet and its workers, SIGKILL
+            job.wait(900)
+        text = (tmp_path / "job.log").read_text(errors="replace")
+        assert job.returncode == 0, text[-3000:]
+        history = pd.read_parquet(out / "history.parquet")
+        keys = list(zip(history.arch_hash, history.stage, history.iteration, history.seed))
+        assert len(keys) == len(set(keys))
+        assert (history.stage == "warmup").sum() == 6 and (history.stage == "final").sum() == 1
+        client = MlflowClient(uri)
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=10_000,
+                                  filter_string="attributes.status = 'FINISHED' and tags.`dcsod.key` != ''")
+        assert len(runs) == len(history)
+    finally:
+        for proc in (worker, head):
+            if proc is not None:
+                kill_session(proc.pid)
