@@ -62,14 +62,18 @@ def quiet_libraries() -> None:
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
 
 
-def error_line(err: BaseException) -> str:
-    """``Type: first non-empty line of the message`` of ``err``, or of the exception a Ray task raised
-    (Ray's errors carry whole tracebacks in their text)."""
+def error_line(err: BaseException | str) -> str:
+    """``Type: first non-empty line of the message`` of ``err``, or of the exception a Ray task raised; for a
+    traceback text (Tune's ``Result.error`` may be the string ``Failure # 1 (occurred at …)`` + traceback, and
+    Tune wraps a callback's traceback in a ``TuneError``) the innermost ``Type: message`` line of it."""
     from .mlflow_runs import EXCEPTION_LINE
 
     err = getattr(err, "cause", None) or err
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    if lines and lines[0].startswith("Traceback"):  # Tune wraps a callback's traceback text in a TuneError
+    if isinstance(err, str) or (lines and lines[0].startswith(("Traceback", "Failure #"))):
         raised = [line for line in lines if EXCEPTION_LINE.match(line)]  # the innermost raise comes last
-        return " ".join(raised[-1].split())[:500] if raised else type(err).__name__
+        if lines and lines[0].startswith("Failure #"):  # Tune's header line says nothing about the cause
+            lines = lines[1:]
+        text = raised[-1] if raised else (lines[0] if lines else "unknown error")
+        return " ".join(text.split())[:500]
     return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__

@@ -236,3 +236,27 @@ def test_a_worker_node_lost_mid_stage_its_trials_rerun_on_the_node_left(tmp_path
         for proc in (worker, head):
             if proc is not None:
                 kill_session(proc.pid)
+
+
+def test_workers_killed_by_rays_memory_monitor_are_failed_trials_with_their_reason(tmp_path):
+    """Ray's memory monitor set to kill any worker that runs a task (threshold 1 % of this machine's memory):
+    every warmup trial's worker dies by OOM on each attempt. Each trial is retried (``max_failures``) and then
+    recorded FAILED in MLflow with Ray's out-of-memory reason; with no candidate left the job stops with one
+    line, the stage unfinished."""
+    pytest.importorskip("ray")
+    from mlflow import MlflowClient
+
+    out, uri = tmp_path / "out", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = [*DCSOD, "--preset", "ci", "--output", str(out), "--address", "local", "--no-dashboard",
+           "--tracking-uri", uri]
+    oom = {**env(), "RAY_memory_usage_threshold": "0.01", "RAY_memory_monitor_refresh_ms": "50"}
+    done = subprocess.run(cmd, cwd=tmp_path, env=oom, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-3000:]
+    line = error_lines(done.stderr)[-1]
+    assert line.startswith("error: stage warmup: every candidate failed") and "memory" in line.lower(), line
+    assert "Traceback" not in done.stderr[done.stderr.index(line):]
+    assert "warmup" not in json.loads((out / "manifest.json").read_text())["stages"]
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
+    failed = [r for r in runs if r.info.status == "FAILED"]
+    assert len(failed) == 6 and all("memory" in r.data.tags.get("error", "").lower() for r in failed)

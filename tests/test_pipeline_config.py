@@ -243,6 +243,12 @@ def test_error_line_names_the_innermost_exception():
     try:
         raise ConnectionError("the tracking server refused the connection")
     except ConnectionError:
-        wrapped = TuneError(traceback.format_exc())  # how Tune reports a callback's exception
+        text = traceback.format_exc()
+    wrapped = TuneError(text)  # how Tune reports a callback's exception
     assert error_line(wrapped) == "ConnectionError: the tracking server refused the connection"
     assert error_line(ValueError("first\nsecond")) == "ValueError: first"
+    tune_text = "Failure # 1 (occurred at 2026-11-30_07-38-38)\n" + text  # a Result.error as Tune may give it
+    assert error_line(tune_text) == "ConnectionError: the tracking server refused the connection"
+    oom = ("Failure # 1 (occurred at 2026-11-30_07-39-49)\n"
+           "1 worker(s) were killed due to the node running low on memory.")
+    assert error_line(oom) == "1 worker(s) were killed due to the node running low on memory."
