@@ -61,7 +61,7 @@ def prepare(args: argparse.Namespace) -> tuple[dict, Path, str]:
     output = Path(args.output or Path("runs") / args.preset)
     if args.resume and not (output / "manifest.json").exists():
         raise RunDirError(f"--resume: {output} holds no run to resume")
-    RunDir.open(output, cfg, create=False)  # an existing run must have the same settings
+    RunDir.open(output, cfg, create=False, tracking_uri=tracking_uri)  # same settings and store
     return cfg, output, tracking_uri
 
 
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         need = {"CPU": cfg["resources"]["cpu"], "GPU": cfg["resources"]["gpu"]}
         check_resources({k: v for k, v in need.items() if v > 0}, local=is_local(args.address),
                         hints={"GPU": "set resources.gpu=0 to train on CPUs", "CPU": "lower resources.cpu"})
-        run = RunDir.open(output, cfg)
+        run = RunDir.open(output, cfg, tracking_uri=tracking_uri)
     except (ConfigError, RunDirError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

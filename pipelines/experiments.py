@@ -114,7 +114,7 @@ def prepare(args: argparse.Namespace) -> tuple[dict, dict, Path, str]:
               f"{exp['table_4_2']['folds']} folds (need n >= 2 x folds)")
     tracking_uri = check_tracking_uri(args.tracking_uri)
     output = Path(args.output or Path("runs") / "experiments" / f"{args.command}-{args.preset}")
-    RunDir.open(output, run_settings(args.command, exp, cfg), create=False)
+    RunDir.open(output, run_settings(args.command, exp, cfg), create=False, tracking_uri=tracking_uri)
     return exp, cfg, output, tracking_uri
 
 
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         need = {"CPU": cfg["resources"]["cpu"], "GPU": cfg["resources"]["gpu"]}
         check_resources({k: v for k, v in need.items() if v > 0}, local=is_local(args.address),
                         hints={"GPU": "set dcsod.resources.gpu=0 to train on CPUs", "CPU": "lower dcsod.resources.cpu"})
-        root = RunDir.open(output, run_settings(args.command, exp, cfg))
+        root = RunDir.open(output, run_settings(args.command, exp, cfg), tracking_uri=tracking_uri)
     except (ConfigError, RunDirError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

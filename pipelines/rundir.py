@@ -149,11 +149,14 @@ class RunDir:
         self.manifest = manifest
 
     @classmethod
-    def open(cls, path: str | os.PathLike, config: dict, create: bool = True) -> RunDir | None:
+    def open(cls, path: str | os.PathLike, config: dict, create: bool = True,
+             tracking_uri: str | None = None) -> RunDir | None:
         """Open ``path`` for ``config``: a new directory is created with a fresh manifest; an existing run
         must have been started with the same settings (else :class:`RunDirError` naming the first differing key).
         ``create=False`` only checks: it returns None instead of creating anything. Either way an existing
-        directory is locked for this process (:func:`hold_lock`): a second job on it is refused."""
+        directory is locked for this process (:func:`hold_lock`): a second job on it is refused.
+        ``tracking_uri``: the MLflow store the run records into, kept in the manifest; a rerun must name the same
+        one (a restored Tune stage keeps the callbacks, and so the store, it was started with)."""
         path = Path(path).resolve()
         if path.exists() and not path.is_dir():
             raise RunDirError(f"{path} is a file, not a run directory; choose another --output")
@@ -170,13 +173,20 @@ class RunDir:
                                         json.loads(fingerprint(config)))
                 raise RunDirError(f"{path} holds a run with other settings (first difference: {key}); "
                                   "rerun with the same preset and --set values, or choose another --output")
-            return cls(path, manifest)
+            run = cls(path, manifest)
+            known = manifest.get("tracking_uri")
+            if tracking_uri is not None and known is not None and known != tracking_uri:
+                raise RunDirError(f"{path} records into the MLflow store {known}; rerun with --tracking-uri "
+                                  f"{known} (or MLFLOW_TRACKING_URI), or choose another --output")
+            if tracking_uri is not None and known is None and create:
+                run.note(tracking_uri=tracking_uri)
+            return run
         if path.exists() and any(p for p in path.iterdir() if not p.name.startswith(".")):
             raise RunDirError(f"{path} exists, is not empty and has no {MANIFEST}; choose another --output")
         if not create:
             return None
         run = cls(path, {"version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "uid": run_uid(path),
-                         "config": config, "stages": {}})
+                         "config": config, "stages": {}, **({"tracking_uri": tracking_uri} if tracking_uri else {})})
         run._save()
         return run
 

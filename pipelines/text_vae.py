@@ -372,7 +372,7 @@ def prepare(args: argparse.Namespace) -> Prepared:
     settings = {**cfg, "search": args.search, "data_dir": str(data_dir) if data_dir else None}
     if args.resume and not (output / "manifest.json").exists():
         raise RunDirError(f"--resume: {output} holds no run to resume")
-    RunDir.open(output, settings, create=False)  # an existing run must have the same settings
+    RunDir.open(output, settings, create=False, tracking_uri=tracking_uri)  # same settings and store
     try:
         data = load_text_data(cfg["dataset"], data_dir, **data_options(cfg))
     except (OSError, ValueError) as err:
@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg, experiment = p.cfg, f"text-vae-{p.cfg['dataset']}"
     start = time.perf_counter()
-    run = RunDir.open(p.output, p.settings, create=False)
+    run = RunDir.open(p.output, p.settings, create=False, tracking_uri=p.tracking_uri)
     if run is not None and run.done(SWEEP_STAGE):
         print(f"the sweep in {run.path} finished on {run.info(SWEEP_STAGE)['finished']}: nothing to train; "
               "rewriting the outputs from the stored rows")
@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
             check_resources(need, local=is_local(args.address), what=f"a configuration (workers={cfg['workers']})",
                             hints={"CPU": "lower workers or cpus_per_trial",
                                    "GPU": "lower workers or gpus_per_trial (0: train on CPUs)"})
-            run = RunDir.open(p.output, p.settings)
+            run = RunDir.open(p.output, p.settings, tracking_uri=p.tracking_uri)
         except (ConfigError, RunDirError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

@@ -252,3 +252,12 @@ def test_error_line_names_the_innermost_exception():
     oom = ("Failure # 1 (occurred at 2026-11-30_07-39-49)\n"
            "1 worker(s) were killed due to the node running low on memory.")
     assert error_line(oom) == "1 worker(s) were killed due to the node running low on memory."
+
+
+def test_a_run_keeps_the_tracking_store_it_started_with(tmp_path):
+    cfg = load_config("ci")
+    run = RunDir.open(tmp_path / "run", cfg, tracking_uri="sqlite:///a.db")
+    assert run.manifest["tracking_uri"] == "sqlite:///a.db"
+    assert RunDir.open(tmp_path / "run", cfg, tracking_uri="sqlite:///a.db").path == run.path
+    with pytest.raises(RunDirError, match=r"records into the MLflow store sqlite:///a.db; rerun with --tracking-uri"):
+        RunDir.open(tmp_path / "run", cfg, create=False, tracking_uri="http://127.0.0.1:5000")
