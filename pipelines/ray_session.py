@@ -31,6 +31,8 @@ def start_ray(address: str | None = None, dashboard: bool = True) -> None:
     kwargs = {"log_to_driver": False}
     if is_local(address):
         kwargs["include_dashboard"] = dashboard
+        # "local" starts a new Ray; None would join any cluster `ray start` left running on this machine
+        address = "local"
     ray.init(address=address, **kwargs)
 
 

@@ -261,3 +261,24 @@ def test_a_run_keeps_the_tracking_store_it_started_with(tmp_path):
     assert RunDir.open(tmp_path / "run", cfg, tracking_uri="sqlite:///a.db").path == run.path
     with pytest.raises(RunDirError, match=r"records into the MLflow store sqlite:///a.db; rerun with --tracking-uri"):
         RunDir.open(tmp_path / "run", cfg, create=False, tracking_uri="http://127.0.0.1:5000")
+
+
+@pytest.mark.parametrize("given, environ, expected", [(None, None, "local"), ("local", None, "local"),
+                                                      (None, "10.0.0.1:6379", "10.0.0.1:6379"),
+                                                      ("auto", "10.0.0.1:6379", "auto")])
+def test_only_the_named_cluster_is_joined(monkeypatch, given, environ, expected):
+    """Without --address or RAY_ADDRESS a pipeline starts its own Ray: ``ray.init(address=None)`` would join a
+    cluster that ``ray start`` left running on the machine."""
+    import ray
+
+    from pipelines import ray_session
+
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    if environ is None:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    else:
+        monkeypatch.setenv("RAY_ADDRESS", environ)
+    ray_session.start_ray(given, dashboard=False)
+    assert calls[0]["address"] == expected
