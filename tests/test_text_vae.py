@@ -234,6 +234,7 @@ def test_word_dropout_replaces_decoder_inputs_by_unk(toy_batch):
 # --- metrics with known answers -------------------------------------------------------------------
 def test_perplexity_and_iw_nll_known_values():
     assert perplexity(12 * math.log(7.0), 12) == pytest.approx(7.0)
+    assert perplexity(1e6, 10) == math.inf and math.isnan(perplexity(math.nan, 10))  # no OverflowError
     # linear Gaussian: p(z) = N(0,1), p(x|z) = N(z,1) => p(x) = N(0,2), posterior N(x/2, 1/2); with the exact
     # posterior as proposal every importance weight equals p(x), so IW-NLL = -log p(x) for any S and z
     x = torch.tensor([0.3, -1.2, 2.0])
