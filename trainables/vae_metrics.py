@@ -43,7 +43,7 @@ def perplexity(nll_nats: float, n_words: int) -> float:
     """exp(total NLL in nats / number of predicted tokens); ``inf`` past float range (a model that diverged
     without a NaN loss reports ``inf`` rather than crashing its trial with OverflowError)."""
     per_word = nll_nats / n_words
-    return math.exp(per_word) if per_word < 709.0 else math.inf
+    return math.inf if per_word >= 709.0 else math.exp(per_word)  # NaN stays NaN
 
 
 def log_mean_exp(x: torch.Tensor, dim: int) -> torch.Tensor:
