@@ -84,7 +84,7 @@ def retrain(run: RunDir, cfg: dict, genotype: str, train: dict, teachers: Teache
                                      resources_per_worker=per_worker),
         # a lost worker (node gone, OOM-killed) restarts the retrain on the workers left, up to max_failures times
         run_config=RunConfig(name=name, storage_path=str(run.path / "tune"),
-                             failure_config=FailureConfig(max_failures=cfg["max_failures"])),
+                             failure_config=FailureConfig(max_failures=cfg.get("max_failures", 0))),
     )
     try:
         result = trainer.fit()

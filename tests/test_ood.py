@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from trainables.ood import (
+    DETECTION_METRICS,
     SCORES,
     OODScore,
     aupr_in,
@@ -246,12 +247,13 @@ def test_evaluate_ood_returns_every_metric_in_unit_interval(toy):
     model, train_x, train_y, id_x, id_y, ood_x = toy
     scores = tuple(SCORES)
     out = evaluate_ood(model, id_x, id_y, ood_x, train_x, train_y, scores=scores, batch_size=16)
-    keys = {"id_acc"} | {f"{m}_{s}" for s in scores for m in ("auroc", "aupr_in", "aupr_out", "fpr95")}
+    kinds = ("auroc", "aupr_in", "aupr_out", "fpr95", "openood_aupr_in", "openood_aupr_out", "openood_fpr95")
+    keys = {"id_acc"} | {f"{m}_{s}" for s in scores for m in kinds}
     assert set(out) == keys
     assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in out.values())
     assert out["id_acc"] == 1.0 and out["auroc_msp"] > 0.9 and out["fpr95_maha"] < 0.1
     assert set(evaluate_ood(model, id_x, id_y, ood_x, train_x, train_y)) == {"id_acc"} | {
-        f"{m}_{s}" for s in ("msp", "energy", "maha") for m in ("auroc", "aupr_in", "aupr_out", "fpr95")}
+        f"{m}_{s}" for s in ("msp", "energy", "maha") for m in DETECTION_METRICS}
 
 
 @pytest.mark.parametrize("name", [n for n, cls in SCORES.items() if cls.from_outputs])
@@ -272,3 +274,27 @@ def test_shared_forward_path_equals_per_score_path(name, toy):
 def test_model_based_score_refuses_outputs():
     with pytest.raises(TypeError, match="needs the model"):
         make_score("odin").score_outputs(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+def test_fpr95_conventions_on_a_hand_computed_case():
+    """ID positive (``fpr95``): keep every ID sample (threshold 0.2) and all 4 OOD samples pass: 1.0. OpenOOD
+    (``openood_fpr95``, OOD positive): flag every OOD sample (conf <= 0.75) and 2 of 4 ID samples are flagged too."""
+    from trainables.ood import fpr95, openood_fpr95
+
+    id_s, ood_s = [0.9, 0.8, 0.7, 0.2], [0.75, 0.5, 0.4, 0.3]
+    assert fpr95(id_s, ood_s) == 1.0
+    assert openood_fpr95(id_s, ood_s) == 0.5
+
+
+def test_aupr_conventions_on_a_hand_computed_case():
+    """Ranking by score: ID 0.9, OOD 0.6, ID 0.4, OOD 0.1. ID positive: precision/recall points (1, 0.5),
+    (0.5, 0.5), (2/3, 1), (0.5, 1). Average precision = 0.5·1 + 0.5·2/3; OpenOOD's trapezoid = 0.5·1 (recall 0 to
+    0.5 at precision 1) + 0.5·(0.5 + 2/3)/2."""
+    from trainables.ood import openood_aupr_in, openood_aupr_out
+
+    id_s, ood_s = [0.9, 0.4], [0.6, 0.1]
+    assert aupr_in(id_s, ood_s) == pytest.approx(0.5 + 0.5 * 2 / 3)
+    assert openood_aupr_in(id_s, ood_s) == pytest.approx(0.5 + 0.5 * (0.5 + 2 / 3) / 2)
+    # OOD positive on negated scores: OOD 0.1 first, then ID 0.4, OOD 0.6, ID 0.9 -> the same shape
+    assert aupr_out(id_s, ood_s) == pytest.approx(0.5 + 0.5 * 2 / 3)
+    assert openood_aupr_out(id_s, ood_s) == pytest.approx(0.5 + 0.5 * (0.5 + 2 / 3) / 2)

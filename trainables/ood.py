@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial.distance import cdist
 from sklearn.covariance import EmpiricalCovariance
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from sklearn.metrics import auc as _trapezoid_area
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 from torch import nn
 
 from search_space.registry import Registry
@@ -58,12 +59,13 @@ def auroc(id_scores, ood_scores) -> float:
 
 
 def aupr_in(id_scores, ood_scores) -> float:
-    """Average precision with ID as the positive class."""
+    """Average precision with ID as the positive class (step-wise, sklearn's ``average_precision_score``;
+    :func:`openood_aupr_in` is the trapezoidal area OpenOOD reports)."""
     return float(average_precision_score(*_labels_scores(id_scores, ood_scores)))
 
 
 def aupr_out(id_scores, ood_scores) -> float:
-    """Average precision with OOD as the positive class (scores negated)."""
+    """Average precision with OOD as the positive class (scores negated; step-wise like :func:`aupr_in`)."""
     y, s = _labels_scores(id_scores, ood_scores)
     return float(average_precision_score(1 - y, -s))
 
@@ -77,14 +79,44 @@ def fpr_at_tpr(id_scores, ood_scores, tpr: float = 0.95) -> float:
 
 
 def fpr95(id_scores, ood_scores) -> float:
-    """:func:`fpr_at_tpr` at 95 % of ID samples kept."""
+    """:func:`fpr_at_tpr` at 95 % of ID samples kept: the fraction of OOD samples still accepted (ID positive,
+    the convention of Hendrycks & Gimpel and ODIN). :func:`openood_fpr95` is OpenOOD's OOD-positive variant."""
     return fpr_at_tpr(id_scores, ood_scores, 0.95)
 
 
+def openood_fpr95(id_scores, ood_scores) -> float:
+    """OpenOOD v1.5's FPR@95 (OOD positive): at the highest threshold that flags >= 95 % of OOD samples as OOD
+    (score below it), the fraction of ID samples flagged too. Differs from :func:`fpr95` on the same scores."""
+    y, s = _labels_scores(id_scores, ood_scores)
+    fprs, tprs, _ = roc_curve(1 - y, -s)
+    return float(fprs[np.argmax(tprs >= 0.95)])
+
+
+def _pr_area(positive: np.ndarray, scores: np.ndarray) -> float:
+    precision, recall, _ = precision_recall_curve(positive, scores)
+    return float(_trapezoid_area(recall, precision))
+
+
+def openood_aupr_in(id_scores, ood_scores) -> float:
+    """OpenOOD's AUPR-In: the trapezoidal area under the precision-recall curve, ID positive."""
+    y, s = _labels_scores(id_scores, ood_scores)
+    return _pr_area(y, s)
+
+
+def openood_aupr_out(id_scores, ood_scores) -> float:
+    """OpenOOD's AUPR-Out: the trapezoidal area under the precision-recall curve, OOD positive (scores negated)."""
+    y, s = _labels_scores(id_scores, ood_scores)
+    return _pr_area(1 - y, -s)
+
+
 #: The detection metrics computed for every configured score s, reported as ``<kind>_<s>`` (fractions in [0, 1]).
-DETECTION_METRICS: dict[str, Callable] = {"auroc": auroc, "aupr_in": aupr_in, "aupr_out": aupr_out, "fpr95": fpr95}
+#: ``auroc`` equals OpenOOD's AUROC; the ``openood_*`` kinds reproduce OpenOOD v1.5's AUPR (trapezoidal) and
+#: FPR@95 (OOD positive), for comparison with numbers reported by it.
+DETECTION_METRICS: dict[str, Callable] = {"auroc": auroc, "aupr_in": aupr_in, "aupr_out": aupr_out, "fpr95": fpr95,
+                                          "openood_aupr_in": openood_aupr_in, "openood_aupr_out": openood_aupr_out,
+                                          "openood_fpr95": openood_fpr95}
 #: Detection metrics for which lower is better; every other metric (and ``id_acc``) is higher = better.
-LOWER_IS_BETTER = ("fpr95",)
+LOWER_IS_BETTER = ("fpr95", "openood_fpr95")
 
 
 def metric_names(scores) -> list[str]:
