@@ -282,3 +282,11 @@ def test_only_the_named_cluster_is_joined(monkeypatch, given, environ, expected)
         monkeypatch.setenv("RAY_ADDRESS", environ)
     ray_session.start_ray(given, dashboard=False)
     assert calls[0]["address"] == expected
+
+
+def test_help_describes_stages_outputs_and_run_time():
+    proc = subprocess.run([sys.executable, str(ROOT / "pipelines" / "dcsod.py"), "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0
+    for fragment in ("1. `warmup`", "6. `compare`", "best.json", "exits 2 before anything is written", "Run time:"):
+        assert fragment in proc.stdout, fragment
