@@ -100,9 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if "total_seconds" not in run.manifest:
         run.note(total_seconds=time.perf_counter() - start)
+    model = best["model"]
+    alias = "@champion" if model.get("alias") else f"not @champion: {model.get('promotion')}"
     print(f"champion {best['arch_hash']}: test {cfg['metric']} {best['measured_test'][cfg['metric']]:.4f} "
-          f"(id_acc {best['measured_test']['id_acc']:.4f}); registered as {best['model']['name']} "
-          f"version {best['model']['version']} @champion")
+          f"(id_acc {best['measured_test']['id_acc']:.4f}); registered as {model['name']} "
+          f"version {model['version']} ({alias})")
     print(f"outputs in {run.path}: history.parquet, predictor/metrics.json, best.json, report.md, *.png; "
           f"MLflow experiment dcsod-{dataset_name(cfg)} at {tracking_uri}")
     return 0

@@ -20,6 +20,7 @@ from .settings import ConfigError, PresetFile, check, is_int
 ALGORITHMS = ("alg2", "alg3")
 REFERENCES = ("best", "chain")  # search.reference: what a mutated candidate is compared with
 CHAMPIONS = ("measured", "predicted")  # final.champion: which architecture the final stage retrains
+PROMOTE = ("if-better", "always")  # final.promote: when the registry alias @champion moves to a new model
 #: Parameters the largest architecture of the space may have (10x the thesis's largest, K = 6 at width 32 with
 #: searched operators: 2.4e7). A dense k = 60 cell at width 32 has 8.7e8: refused before anything starts.
 MAX_PARAMS = 250_000_000
@@ -70,6 +71,8 @@ def validate(cfg: dict) -> None:
           f"search.reference: expected one of {', '.join(REFERENCES)}, got {cfg['search']['reference']!r}")
     check(cfg["final"]["champion"] in CHAMPIONS,
           f"final.champion: expected one of {', '.join(CHAMPIONS)}, got {cfg['final']['champion']!r}")
+    check(cfg["final"]["promote"] in PROMOTE,
+          f"final.promote: expected one of {', '.join(PROMOTE)}, got {cfg['final']['promote']!r}")
     check(isinstance(cfg["final"]["train_on_val"], bool),
           f"final.train_on_val: expected true or false, got {cfg['final']['train_on_val']!r}")
     compare = cfg["final"]["compare"]

@@ -37,11 +37,54 @@ def log_model(run_id: str, model, example, tracking_uri: str, code_paths: list[s
     return info.model_uri
 
 
-def register_champion(name: str, run_id: str, tags: dict[str, str], tracking_uri: str) -> str:
+#: Version tags that say what a registered model was measured on; :func:`register_champion` compares them.
+PROTOCOL_TAG, METRIC_TAG, VALUE_TAG, PRESET_TAG, SETTINGS_TAG = (
+    "dcsod.protocol", "dcsod.metric", "dcsod.value", "dcsod.preset", "dcsod.settings")
+#: MLflow's limit on a model version tag's value.
+MAX_TAG_CHARS = 5000
+
+
+def version_tags(cfg: dict, metric: str, value: float, extra: dict[str, str]) -> dict[str, str]:
+    """What every registered version carries: preset, protocol (name and options, JSON), ranking metric and its
+    test value, the full settings (JSON; left out past MLflow's 5,000-character tag limit, they are the run's
+    params), plus ``extra`` (e.g. arch_hash, genotype)."""
+    settings = json.dumps(cfg, sort_keys=True, default=str)
+    tags = {PRESET_TAG: str(cfg.get("preset")), METRIC_TAG: metric, VALUE_TAG: repr(float(value)),
+            PROTOCOL_TAG: json.dumps({"protocol": cfg["protocol"], "options": cfg["protocol_options"]},
+                                     sort_keys=True, default=str), **extra}
+    if len(settings) <= MAX_TAG_CHARS:
+        tags[SETTINGS_TAG] = settings
+    return tags
+
+
+def should_promote(current: dict[str, str] | None, new: dict[str, str], promote: str) -> tuple[bool, str]:
+    """Whether a new version (tags ``new``) takes alias ``champion`` from the version tagged ``current`` (None:
+    no champion yet). ``promote``: ``if-better`` (only a strictly higher value of the same metric on the same
+    protocol) or ``always``. Returns ``(promote?, one-line reason)``."""
+    if promote == "always":
+        return True, "final.promote=always"
+    if current is None:
+        return True, "first registered version"
+    if not all(k in current for k in (PROTOCOL_TAG, METRIC_TAG, VALUE_TAG)):
+        return True, "the current champion does not say what it was measured on"
+    if current[PROTOCOL_TAG] != new[PROTOCOL_TAG] or current[METRIC_TAG] != new[METRIC_TAG]:
+        return False, (f"the current champion was measured on another protocol or metric "
+                       f"({current[METRIC_TAG]}, preset {current.get(PRESET_TAG)}); --set final.promote=always "
+                       "replaces it")
+    old, value = float(current[VALUE_TAG]), float(new[VALUE_TAG])
+    if value > old:
+        return True, f"{new[METRIC_TAG]} {value:.4f} > {old:.4f} of the current champion"
+    return False, f"{new[METRIC_TAG]} {value:.4f} does not beat {old:.4f} of the current champion"
+
+
+def register_champion(name: str, run_id: str, tags: dict[str, str], tracking_uri: str,
+                      promote: str = "if-better") -> tuple[str, bool, str]:
     """Register the model logged in ``run_id`` as a version of ``name`` (once: a version from the same run is
-    reused), tag it, and point alias ``champion`` at it. Returns the version."""
+    reused) with ``tags`` (:func:`version_tags`), and move alias ``champion`` to it if :func:`should_promote`
+    says so. Returns ``(version, is_champion, reason)``."""
     import mlflow
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     client = MlflowClient(tracking_uri)
     existing = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
@@ -55,8 +98,18 @@ def register_champion(name: str, run_id: str, tags: dict[str, str], tracking_uri
         version = str(mlflow.register_model(model_uri, name, tags=tags).version)
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
-    client.set_registered_model_alias(name, CHAMPION, version)
-    return version
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        current = None
+    if current is not None and str(current.version) == version:
+        return version, True, "already the champion"
+    promoted, reason = should_promote(None if current is None else dict(current.tags), tags, promote)
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    elif current is not None:
+        reason += f" (version {current.version} stays @{CHAMPION})"
+    return version, promoted, reason
 
 
 def parse_ref(ref: str) -> tuple[str, str | None, str | None]:

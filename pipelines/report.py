@@ -205,10 +205,12 @@ def write_report(run: RunDir, cfg: dict, best: dict) -> None:
 
     pred = read_json(run / "predictor" / "metrics.json")
     warmup = history[history.stage == "warmup"][metric].dropna()
+    model = best["model"]
+    alias = "alias @champion" if model.get("alias") else f"not @champion: {model.get('promotion')}"
     lines = [
         f"# DCSOD run: preset `{cfg['preset']}`, protocol `{cfg['protocol']}`", "",
         f"Run directory `{run.path}`; MLflow experiment `dcsod-{best['model']['name'].removeprefix('dcsod-')}`, "
-        f"registered model `{best['model']['uri']}` (version {best['model']['version']}).", "",
+        f"registered model `{best['model']['uri']}` (version {best['model']['version']}; {alias}).", "",
         "## Champion", "",
         f"- architecture `{best['arch_hash']}` (genotype in `best.json`), chosen as the "
         f"{CHAMPION_RULES[best.get('champion', 'measured')]}",

@@ -221,7 +221,7 @@ class Workflow:
             return read_json(self.run / "best.json")
         from .dcsod_tracking import MLflowHistoryCallback
         from .final import example_images, load_model_info, package, retrain, source_dirs
-        from .model_registry import log_model, register_champion
+        from .model_registry import log_model, register_champion, version_tags
 
         rule = self.cfg["final"]["champion"]
         both = self.champions(candidates)
@@ -254,8 +254,11 @@ class Workflow:
                 logging.getLogger(__name__).warning("champion_cells.png not logged to MLflow run %s: %s", rid, err)
 
         run_id = tracker.record(result, before_finish=before_finish)
-        tags = {"arch_hash": champion["arch_hash"], "genotype": champion["genotype"], "metric": self.metric}
-        version = register_champion(self.experiment, run_id, tags, self.tracking_uri)
+        tags = version_tags(self.cfg, self.metric, metrics[self.metric],
+                            {"arch_hash": champion["arch_hash"], "genotype": champion["genotype"],
+                             "metric": self.metric})
+        version, promoted, promotion = register_champion(self.experiment, run_id, tags, self.tracking_uri,
+                                                         self.cfg["final"]["promote"])
 
         def measured_search(r: dict) -> dict:
             return {"stage": r["stage"], "iteration": r["iteration"], **metrics_of(r)}
@@ -267,8 +270,8 @@ class Workflow:
             "measured_test": {**metrics_of(metrics), **{k: metrics.get(k) for k in ("epochs", "params")}},
             "candidates": {name: {"arch_hash": r["arch_hash"], "predicted": {self.metric: r["predicted"]},
                                   "measured_search": measured_search(r)} for name, r in both.items()},
-            "model": {"name": self.experiment, "version": version, "alias": "champion", "run_id": run_id,
-                      "uri": f"models:/{self.experiment}@champion"},
+            "model": {"name": self.experiment, "version": version, "alias": "champion" if promoted else None,
+                      "promotion": promotion, "run_id": run_id, "uri": f"models:/{self.experiment}/{version}"},
         }
         if self.cfg["final"]["compare"]["seeds"]:
             best["compare"] = self.compare(champion, train, teachers)

@@ -85,7 +85,8 @@ def install(monkeypatch, dead=lambda h: h.startswith(("0", "1"))) -> Calls:
     monkeypatch.setattr(pipelines.final, "example_images", lambda info: None)
     monkeypatch.setattr(pipelines.final, "source_dirs", lambda: [])
     monkeypatch.setattr(pipelines.model_registry, "log_model", lambda *a, **k: "model-uri")
-    monkeypatch.setattr(pipelines.model_registry, "register_champion", lambda *a, **k: "1")
+    monkeypatch.setattr(pipelines.model_registry, "register_champion",
+                        lambda *a, **k: ("1", True, "first registered version"))
     monkeypatch.setattr(pipelines.dcsod_tracking, "MLflowHistoryCallback", FakeTracker)
     return calls
 
