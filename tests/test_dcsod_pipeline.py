@@ -191,6 +191,22 @@ def test_registry_show_and_load_model(job_run):
     assert torch.allclose(model.score(images), scores.to(model.score(images).dtype))  # uint8 == [0, 1] floats
 
 
+def test_readme_snippet_runs_verbatim_against_the_registered_champion(job_run, tmp_path):
+    out, uri, job, _ = job_run
+    assert job.returncode == 0
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### The registered champion"):]
+    start = section.index("```python") + len("```python")
+    snippet = section[start:section.index("```", start)]
+    done = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**base_env(), "MLFLOW_TRACKING_URI": uri})
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = dict(line.split(":", 1) for line in done.stdout.strip().splitlines())
+    assert json.loads(lines["digits"]) == [0, 1, 2, 3, 4, 5, 6, 7]
+    assert len(json.loads(lines["predicted"])) == 8
+    assert all(0 < s <= 1 for s in json.loads(lines["MSP"]))
+
+
 def stage_rows(out: Path, stage: str) -> int:
     try:
         return int((history(out).stage == stage).sum()) if (out / "history.parquet").exists() else 0

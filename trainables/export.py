@@ -14,7 +14,7 @@ from .ood import SCORES
 
 class ScoredClassifier(nn.Module):
     """Network + its input normalisation. ``forward(images)`` -> logits ``(N, num_classes)``, where ``images``
-    is ``(N, C, H, W)``, either uint8 in 0..255 or floating point in [0, 1] (the training images' scale).
+    is ``(N, C, H, W)`` (tensor or numpy), integer pixels 0..255 or floats in [0, 1] (:meth:`pixels`).
     ``score(images, kind)`` -> ``(N,)`` OOD scores, higher = more in-distribution; ``kind`` is ``msp`` or
     ``energy`` (those that need only the logits)."""
 
@@ -27,9 +27,29 @@ class ScoredClassifier(nn.Module):
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1))
         self.class_names = list(class_names or [])
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-        return self.net((x - self.mean) / self.std)
+    def forward(self, images) -> torch.Tensor:
+        return self.net((self.pixels(images) - self.mean) / self.std)
+
+    def pixels(self, images) -> torch.Tensor:
+        """``images`` (a tensor or numpy array ``(N, C, H, W)``) as float32 in [0, 1] on the model's device:
+        integers (any integer dtype) are pixel values 0..255, floats must already be in [0, 1]. Anything else is
+        a one-line ``ValueError``, never a silently wrong number (e.g. sklearn's 0..16 digits passed unscaled)."""
+        x = torch.as_tensor(images)
+        if x.ndim != 4 or x.shape[1] != self.mean.shape[1]:
+            raise ValueError(f"images: expected shape (N, {self.mean.shape[1]}, H, W), got {tuple(x.shape)}")
+        if x.numel() == 0:
+            raise ValueError("images: expected at least one image")
+        low, high = float(x.min()), float(x.max())
+        if x.dtype == torch.bool or x.is_complex():
+            raise ValueError(f"images: expected integer pixels 0..255 or floats in [0, 1], got dtype {x.dtype}")
+        if not x.is_floating_point():
+            if low < 0 or high > 255:
+                raise ValueError(f"images: integer pixels must be in 0..255, got values from {low:g} to {high:g}")
+            return x.to(self.mean.device, torch.float32) / 255.0
+        if not (low >= -1e-6 and high <= 1 + 1e-6):  # NaN fails too
+            raise ValueError(f"images: float pixels must be in [0, 1], got values from {low:g} to {high:g}; "
+                             "pass integers 0..255 or divide by the data's maximum (sklearn's digits: / 16)")
+        return x.to(self.mean.device, torch.float32)
 
     @torch.no_grad()
     def score(self, images: torch.Tensor, kind: str = "msp") -> torch.Tensor:
