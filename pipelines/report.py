@@ -58,6 +58,10 @@ def plot_predicted_vs_measured(run: RunDir, metric: str) -> dict:
         measured = [r[metric] for r in search]
         taus["search"] = rank_correlation(predicted, measured)
         ax.scatter(measured, predicted, s=18, marker="^", label=f"search proposals: {correlation_text(taus['search'])}")
+    points = [v for c in ax.collections for v in c.get_offsets().ravel().tolist()]
+    if points:  # the line a perfect predictor's points would lie on
+        low, high = min(points), max(points)
+        ax.plot([low, high], [low, high], "k--", lw=0.8, label="y = x")
     ax.set_xlabel(f"measured {metric}")
     ax.set_ylabel(f"predicted {metric}")
     ax.legend(fontsize=8)

@@ -187,3 +187,16 @@ def test_final_logs_the_champions_cells_to_its_mlflow_run(monkeypatch, tmp_path,
         assert not logged and "champion_cells.png not logged" in caplog.text
     else:
         assert logged == [("sqlite:///unused.db", best["model"]["run_id"], "champion_cells.png", PNG)]
+
+
+def test_predicted_vs_measured_draws_the_identity_line(monkeypatch, tmp_path):
+    import pipelines.report as report
+
+    flow, best = finished_fake_run(monkeypatch, tmp_path)
+    saved = {}
+    monkeypatch.setattr(report, "_savefig", lambda fig, path: saved.setdefault(path.name, fig))
+    report.plot_predicted_vs_measured(flow.run, flow.cfg["metric"])
+    ax = saved["predicted_vs_measured.png"].axes[0]
+    (line,) = [ln for ln in ax.get_lines() if ln.get_label() == "y = x"]
+    xs, ys = line.get_data()
+    assert list(xs) == list(ys) and xs[0] < xs[1]
