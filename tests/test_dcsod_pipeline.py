@@ -207,6 +207,38 @@ def test_readme_snippet_runs_verbatim_against_the_registered_champion(job_run, t
     assert all(0 < s <= 1 for s in json.loads(lines["MSP"]))
 
 
+def test_score_cli_measures_a_users_own_image_folders(job_run, tmp_path):
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    _, uri, job, _ = job_run
+    assert job.returncode == 0
+    digits = load_digits()
+    for name, classes in (("id", range(6)), ("ood", (8, 9))):
+        for n in np.flatnonzero(np.isin(digits.target, list(classes)))[:60]:
+            folder = tmp_path / name / str(digits.target[n])
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.round(digits.images[n] * 255 / 16).astype(np.uint8), "L").save(folder / f"{n}.png")
+    cmd = [sys.executable, "-m", "pipelines.score", "models:/dcsod-digits@champion", "--id", str(tmp_path / "id"),
+           "--ood", str(tmp_path / "ood"), "--out", str(tmp_path / "score.json"), "--tracking-uri", uri]
+    done = subprocess.run(cmd, cwd=ROOT, env=base_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "score.json").read_text())
+    assert report["n_id"] == 60 and report["n_ood"] == 60 and set(report["metrics"]) == {"msp", "energy"}
+    for values in report["metrics"].values():
+        assert {"auroc", "fpr95", "openood_fpr95", "aupr_in"} <= set(values)
+        assert all(0 <= v <= 1 for v in values.values())
+    assert "msp |" in done.stdout
+    bad = subprocess.run([*cmd[:-4], "--scores", "maha"], cwd=ROOT, env=base_env(), capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "error: --scores: unknown ['maha']; valid: msp, energy"]
+    missing = subprocess.run([*cmd[:6], "--ood", str(tmp_path / "nope"), "--tracking-uri", uri], cwd=ROOT,
+                             env=base_env(), capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
+
+
 def stage_rows(out: Path, stage: str) -> int:
     try:
         return int((history(out).stage == stage).sum()) if (out / "history.parquet").exists() else 0
