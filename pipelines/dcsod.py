@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipelines.dcsod_settings import check_data, dataset_name, load_config, preset_names
-from pipelines.mlflow_runs import TrackingUnavailable, check_tracking_uri
+from pipelines.mlflow_runs import TrackingUnavailable, check_tracking_uri, default_tracking_uri
 from pipelines.ray_session import check_resources, is_local, quiet_libraries, start_ray
 from pipelines.rundir import RunDir, RunDirError, stop_reason
 from pipelines.settings import ConfigError
@@ -62,8 +62,8 @@ def prepare(args: argparse.Namespace) -> tuple[dict, Path, str]:
     """Validate everything that can be checked before Ray starts; nothing is written yet."""
     cfg = load_config(args.preset, args.sets)
     check_data(cfg)
-    tracking_uri = check_tracking_uri(args.tracking_uri)
     output = Path(args.output or Path("runs") / args.preset)
+    tracking_uri = check_tracking_uri(args.tracking_uri or default_tracking_uri(output))
     if args.resume and not (output / "manifest.json").exists():
         raise RunDirError(f"--resume: {output} holds no run to resume")
     RunDir.open(output, cfg, create=False, tracking_uri=tracking_uri)  # same settings and store

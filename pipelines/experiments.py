@@ -34,7 +34,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from pipelines.dcsod_settings import dataset_name
 from pipelines.experiment_settings import load_experiment, preset_names, search_budget
-from pipelines.mlflow_runs import TrackingUnavailable, check_tracking_uri
+from pipelines.mlflow_runs import TrackingUnavailable, check_tracking_uri, default_tracking_uri
 from pipelines.ray_session import check_resources, is_local, quiet_libraries, start_ray
 from pipelines.rundir import RunDir, RunDirError, stop_reason
 from pipelines.settings import ConfigError, check
@@ -112,8 +112,8 @@ def prepare(args: argparse.Namespace) -> tuple[dict, dict, Path, str]:
         n = exp["table_4_2"]["n"] or cfg["warmup"]["n"]
         check(n >= 2 * exp["table_4_2"]["folds"], f"table_4_2: n = {n} architectures are too few for "
               f"{exp['table_4_2']['folds']} folds (need n >= 2 x folds)")
-    tracking_uri = check_tracking_uri(args.tracking_uri)
     output = Path(args.output or Path("runs") / "experiments" / f"{args.command}-{args.preset}")
+    tracking_uri = check_tracking_uri(args.tracking_uri or default_tracking_uri(output))
     RunDir.open(output, run_settings(args.command, exp, cfg), create=False, tracking_uri=tracking_uri)
     return exp, cfg, output, tracking_uri
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -26,6 +27,34 @@ RUN_UID_TAG = "dcsod.run_uid"
 
 class TrackingUnavailable(RuntimeError):
     """The MLflow tracking store cannot be reached; raised before any trial starts."""
+
+
+#: Set by Ray in the driver of a job submitted with ``ray job submit``.
+RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def default_tracking_uri(output: Path) -> str | None:
+    """The store a command uses when neither ``--tracking-uri`` nor ``MLFLOW_TRACKING_URI`` names one: MLflow's
+    default (None) on a machine, but inside a Ray job — whose working directory is a temporary copy Ray
+    deletes — ``sqlite:///<output>/mlflow/mlflow.db``, with a warning, so runs and registry survive the job."""
+    if os.environ.get("MLFLOW_TRACKING_URI") or not os.environ.get(RAY_JOB_ENV):
+        return None
+    store = Path(output).resolve() / "mlflow"
+    store.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    print(f"warning: this Ray job has no MLFLOW_TRACKING_URI; MLflow runs, models and the registry go to {uri} "
+          "(MLflow's default would be the job's temporary working directory). Set MLFLOW_TRACKING_URI in "
+          "--runtime-env-json to use a shared tracking server.", file=sys.stderr)
+    return uri
+
+
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Where a new experiment keeps its artifacts: next to a SQLite store's file (``<dir>/mlruns/<experiment>``,
+    not MLflow's ``./mlruns`` in whatever directory the driver runs in); None (the server's or MLflow's
+    default) for other stores."""
+    if not uri.startswith("sqlite:///") or uri.endswith(":memory:"):
+        return None
+    return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlruns" / experiment).as_uri()
 
 
 def check_tracking_uri(uri: str | None = None, timeout: float = 5.0) -> str:
@@ -123,7 +152,9 @@ class MLflowRecorder:
             exp = self.client.get_experiment_by_name(self.experiment_name)
             if exp is None:
                 try:
-                    self._experiment_id = self.client.create_experiment(self.experiment_name)
+                    self._experiment_id = self.client.create_experiment(
+                        self.experiment_name, artifact_location=artifact_location(self.tracking_uri,
+                                                                                  self.experiment_name))
                 except MlflowException:  # created concurrently by another driver
                     exp = self.client.get_experiment_by_name(self.experiment_name)
                     if exp is None:

@@ -28,6 +28,7 @@ from .settings import fingerprint
 MANIFEST = "manifest.json"
 RUN_UID_FILE = ".run_uid"
 LOCK_FILE = ".lock"
+JOB_STORE = "mlflow"  # a Ray job's default MLflow store inside its --output (mlflow_runs.default_tracking_uri)
 _held_locks: dict[Path, int] = {}  # run directory -> the descriptor holding its lock in this process
 
 
@@ -181,7 +182,7 @@ class RunDir:
             if tracking_uri is not None and known is None and create:
                 run.note(tracking_uri=tracking_uri)
             return run
-        if path.exists() and any(p for p in path.iterdir() if not p.name.startswith(".")):
+        if path.exists() and any(p for p in path.iterdir() if not p.name.startswith(".") and p.name != JOB_STORE):
             raise RunDirError(f"{path} exists, is not empty and has no {MANIFEST}; choose another --output")
         if not create:
             return None

@@ -59,7 +59,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import pandas as pd
 
-from pipelines.mlflow_runs import TrackingUnavailable, check_tracking_uri, one_line
+from pipelines.mlflow_runs import TrackingUnavailable, check_tracking_uri, default_tracking_uri, one_line
 from pipelines.ray_session import check_resources, error_line, is_local, quiet_libraries, start_ray
 from pipelines.rundir import RunDir, RunDirError, atomic_write, stop_reason
 from pipelines.settings import ConfigError, PresetFile, check, is_int
@@ -367,8 +367,8 @@ def prepare(args: argparse.Namespace) -> Prepared:
 
     cfg = load_config(args.preset, args.sets)
     data_dir = resolve_data_dir(args.data_dir) if cfg["dataset"] != "toy" else None
-    tracking_uri = check_tracking_uri(args.tracking_uri)
     output = Path(args.output or Path("runs") / "text_vae" / args.preset)
+    tracking_uri = check_tracking_uri(args.tracking_uri or default_tracking_uri(output))
     settings = {**cfg, "search": args.search, "data_dir": str(data_dir) if data_dir else None}
     if args.resume and not (output / "manifest.json").exists():
         raise RunDirError(f"--resume: {output} holds no run to resume")

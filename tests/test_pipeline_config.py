@@ -290,3 +290,23 @@ def test_help_describes_stages_outputs_and_run_time():
     assert proc.returncode == 0
     for fragment in ("1. `warmup`", "6. `compare`", "best.json", "exits 2 before anything is written", "Run time:"):
         assert fragment in proc.stdout, fragment
+
+
+def test_a_ray_job_without_a_tracking_uri_keeps_mlflow_under_its_output(tmp_path, monkeypatch, capsys):
+    """``ray job submit`` runs the driver in a temporary copy of the working directory: MLflow's default store
+    there would be deleted with the job."""
+    from pipelines import dcsod
+    from pipelines.mlflow_runs import artifact_location
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")
+    out = tmp_path / "out"
+    cfg, output, uri = dcsod.prepare(dcsod.parse_args(["--preset", "ci", "--output", str(out)]))
+    assert uri == f"sqlite:///{(out / 'mlflow' / 'mlflow.db').resolve()}"
+    assert "no MLFLOW_TRACKING_URI" in capsys.readouterr().err
+    assert RunDir.open(out, cfg, tracking_uri=uri).manifest["tracking_uri"] == uri  # the store dir is allowed
+    assert artifact_location(uri, "dcsod-digits") == (out / "mlflow" / "mlruns" / "dcsod-digits").resolve().as_uri()
+    assert artifact_location("http://127.0.0.1:5000", "x") is None
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    _, _, uri = dcsod.prepare(dcsod.parse_args(["--preset", "ci", "--output", str(tmp_path / "local")]))
+    assert "local" not in uri  # outside a job: MLflow's default store
