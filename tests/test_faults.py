@@ -181,13 +181,15 @@ def cluster_cpus(env: dict, port: int) -> float:
             "print(ray.cluster_resources().get('CPU', 0))")
     done = subprocess.run([sys.executable, "-c", code, f"127.0.0.1:{port}"], env=env, capture_output=True, text=True,
                           timeout=120)
-    return float(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 and done.stdout.strip() else 0.0
+    return float(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 and done.stdout.strip() else -1.0
 
 
-def test_a_worker_node_lost_mid_stage_its_trials_rerun_on_the_node_left(tmp_path):
-    """Two raylets on this machine (a head and a worker node, 1 CPU each, token authentication on); the job runs
-    two trials at a time; the worker node is killed (raylet and workers, SIGKILL) while it trains a warmup
-    trial. The job completes on the head: every history row once, one FINISHED MLflow run per row."""
+def test_worker_nodes_lost_mid_stage_and_mid_final_retrain_the_job_finishes_on_the_nodes_left(tmp_path):
+    """A head without CPUs and three worker nodes (1 CPU each; separate raylets on this machine, token
+    authentication on); the job runs two trials at a time. The node training a warmup trial is killed (raylet
+    and workers, SIGKILL), then, during the Ray Train final retrain, the node running its training worker. Tune
+    reruns the lost trials and Ray Train restarts the retrain on the nodes left (``max_failures``); the job
+    completes with every history row once and one FINISHED MLflow run per row."""
     pytest.importorskip("ray")
     import secrets
     import tempfile
@@ -199,31 +201,42 @@ def test_a_worker_node_lost_mid_stage_its_trials_rerun_on_the_node_left(tmp_path
     temp_dir = tempfile.mkdtemp(prefix="rayn", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
     token = secrets.token_hex(32)
     node_env = {**env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
-    head = ray_node(node_env, temp_dir)
-    worker = None
+    head = ray_node(node_env, temp_dir, cpus=0)
+    workers = []
     try:
-        deadline = time.monotonic() + 180
-        while cluster_cpus(node_env, head.port) < 1:
+        deadline = time.monotonic() + 240
+        while cluster_cpus(node_env, head.port) < 0:  # the head answers (with no CPU of its own)
             assert head.poll() is None and time.monotonic() < deadline, "the head did not start"
             time.sleep(2)
-        worker = ray_node(node_env, temp_dir, head_port=head.port)
-        while cluster_cpus(node_env, head.port) < 2:
-            assert worker.poll() is None and time.monotonic() < deadline, "the worker node did not join"
+        workers.extend(ray_node(node_env, temp_dir, head_port=head.port) for _ in range(3))
+        while cluster_cpus(node_env, head.port) < 3:
+            assert head.poll() is None and time.monotonic() < deadline, "the cluster did not form"
             time.sleep(2)
         out, uri = tmp_path / "out", f"sqlite:///{tmp_path / 'mlflow.db'}"
         cmd = [*DCSOD, "--preset", "ci", "--set", "max_concurrent=2", "--set", "final.compare.seeds=[]",
                "--output", str(out), "--address", f"127.0.0.1:{head.port}", "--tracking-uri", uri]
+        killed = []
+
+        def kill_node_running(title: str) -> None:
+            deadline = time.monotonic() + 600
+            while True:
+                assert job.poll() is None, (tmp_path / "job.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, f"no {title} on a worker node within 600 s"
+                node = next((w for w in workers if w not in killed and session_processes(w.pid, title)), None)
+                if node is not None:
+                    kill_session(node.pid)  # the node disappears: its raylet and its workers, SIGKILL
+                    killed.append(node)
+                    return
+                time.sleep(0.1)
+
         with open(tmp_path / "job.log", "wb") as log:
             job = subprocess.Popen(cmd, cwd=tmp_path, env=node_env, stdout=log, stderr=subprocess.STDOUT)
-            deadline = time.monotonic() + 600
-            while not session_processes(worker.pid, "ray::ImplicitFunc.train"):
-                assert job.poll() is None, (tmp_path / "job.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "no trial ran on the worker node within 600 s"
-                time.sleep(0.1)
-            kill_session(worker.pid)  # the node disappears: its raylet and its workers, SIGKILL
+            kill_node_running("ray::ImplicitFunc.train")
+            kill_node_running("ray::RayTrainWorker")
             job.wait(900)
         text = (tmp_path / "job.log").read_text(errors="replace")
         assert job.returncode == 0, text[-3000:]
+        assert len(killed) == 2
         history = pd.read_parquet(out / "history.parquet")
         keys = list(zip(history.arch_hash, history.stage, history.iteration, history.seed))
         assert len(keys) == len(set(keys))
@@ -233,9 +246,8 @@ def test_a_worker_node_lost_mid_stage_its_trials_rerun_on_the_node_left(tmp_path
                                   filter_string="attributes.status = 'FINISHED' and tags.`dcsod.key` != ''")
         assert len(runs) == len(history)
     finally:
-        for proc in (worker, head):
-            if proc is not None:
-                kill_session(proc.pid)
+        for proc in (*workers, head):
+            kill_session(proc.pid)
 
 
 def test_workers_killed_by_rays_memory_monitor_are_failed_trials_with_their_reason(tmp_path):
