@@ -151,7 +151,15 @@ def test_cifar10_split_test_path_gives_the_final_test_numbers(tmp_path):
 
 
 def test_check_data_names_a_missing_test_path(tmp_path):
-    (tmp_path / "train.zip").touch()
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(png, format="PNG")
+    with zipfile.ZipFile(tmp_path / "train.zip", "w") as z:  # a readable ImageFolder zip: only test_path is wrong
+        z.writestr("train/airplane/0.png", png.getvalue())
     cfg = load_config("cifar10-split", [f"protocol_options.path={tmp_path / 'train.zip'}",
                                         f"protocol_options.test_path={tmp_path / 'missing.zip'}"])
     with pytest.raises(ConfigError, match="protocol_options.test_path"):
