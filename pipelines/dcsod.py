@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         reason = stop_reason(err)
         if reason is None:
             raise
-        print(f"error: {reason}", file=sys.stderr)
+        print(f"\nerror: {reason}", file=sys.stderr)  # a new line: a stage's progress bar may be mid-line
         return 1
     if "total_seconds" not in run.manifest:
         run.note(total_seconds=time.perf_counter() - start)

@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         reason = stop_reason(err)
         if reason is None:
             raise
-        print(f"error: {reason}", file=sys.stderr)
+        print(f"\nerror: {reason}", file=sys.stderr)  # a new line: a stage's progress bar may be mid-line
         return 1
     if not root.done(args.command):
         tracking.finish(root.path, files, metrics)

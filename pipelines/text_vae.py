@@ -422,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as err:  # Tune itself stopped (disk full, lost node): finished trials are kept
             reason = stop_reason(err) or (f"Ray Tune stopped: {error_line(err)}; finished configurations are kept, "
                                           "rerun the same command to resume")
-            print(f"error: {reason}", file=sys.stderr)
+            print(f"\nerror: {reason}", file=sys.stderr)  # a new line: the progress output may be mid-line
             return 1
         # Rows the callback could not record (a trial that finished while a previous driver was killed) come
         # from Tune's own results; a fresh recorder reads the table as the (possibly restored) callback left it.

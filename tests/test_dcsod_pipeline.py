@@ -346,7 +346,7 @@ def test_tracking_server_down_mid_run_stops_cleanly_and_the_rerun_records_every_
                 kill_session(proc.pid)
         text = (tmp_path / "first.log").read_text(errors="replace")
         assert proc.returncode == 1, text[-3000:]
-        last = [line for line in text.splitlines() if line.startswith("error:")][-1]
+        last = [line for line in re.split(r"[\r\n]", text) if line.startswith("error:")][-1]
         assert "rerun the same command" in last and "Traceback" not in text[text.index(last):], text[-3000:]
 
         down = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
