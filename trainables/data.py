@@ -101,8 +101,7 @@ def load_image_folder(path: str | os.PathLike, split: str | None = None, image_s
 
     path = Path(path)
     folder = ImageFolderFiles(path)
-    if folder.empty_folders:
-        folder.check()  # raises: names the empty folder
+    folder.check_folders()
     folder.warn_skipped()
     names = folder.images
     parts = [Path(n).parts for n in names]

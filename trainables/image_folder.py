@@ -89,12 +89,16 @@ class ImageFolderFiles:
                 raise ValueError(f"path: {str(self.path)!r} is not a readable zip file ({_one_line(err)})") from None
             if bad is not None:
                 raise ValueError(f"path: {self.where(bad)} is corrupt (its checksum does not match)")
-        if self.empty_folders:
-            raise ValueError(f"path: folder {self.where(self.empty_folders[0])!r} holds no images (an empty class "
-                             "folder would shift every class index after it); remove it or add its images")
+        self.check_folders()
         for name in self.images:
             self.open_image(name)
         self.warn_skipped()
+
+    def check_folders(self) -> None:
+        """The listing's rule alone (no file read): no folder without an image below it."""
+        if self.empty_folders:
+            raise ValueError(f"path: folder {self.where(self.empty_folders[0])!r} holds no images (an empty class "
+                             "folder would shift every class index after it); remove it or add its images")
 
     def warn_skipped(self) -> None:
         if self.skipped:
