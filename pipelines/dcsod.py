@@ -1,7 +1,8 @@
 """DCSOD main job: ``python pipelines/dcsod.py`` (a local Ray) or, on a cluster,
 ``ray job submit --working-dir . -- python pipelines/dcsod.py --preset cifar10-split``.
 
-Stages (DESIGN.md, seed §4.3, Alg. 2 / Alg. 3), each a Ray Tune experiment of candidate trainings:
+Stages (DESIGN.md, "Methods as implemented": the thesis's Alg. 2 / Alg. 3), each a Ray Tune experiment of candidate
+trainings:
 
 1. ``warmup``: N sampled architectures trained with CE + outlier exposure.
 2. ``distill-<i>``: evolving distillation; teachers = top K ∪ random k of the pool; Alg. 2 retrains the whole pool
@@ -9,7 +10,7 @@ Stages (DESIGN.md, seed §4.3, Alg. 2 / Alg. 3), each a Ray Tune experiment of c
    (``distill-final``), then chooses the final teachers from that retrain.
 3. ``predictor``: the MLP predictor validated on the final iteration's pairs (``predictor/metrics.json``).
 4. ``search``: ``PredictorEvolutionSearcher`` warm-started on those pairs proposes M architectures, each trained
-   for real with the final teachers.
+   for real with the final teachers (``search.early_stop=asha``: Tune's ASHA stops the trailing ones early).
 5. ``final``: the champion (``final.champion``: the best measured architecture, or the predictor's optimum)
    retrained through Ray Train at the final budget on all ID training images, evaluated on the test split,
    registered in MLflow as ``dcsod-<dataset>`` with alias ``champion``.
@@ -18,7 +19,9 @@ Stages (DESIGN.md, seed §4.3, Alg. 2 / Alg. 3), each a Ray Tune experiment of c
 
 Stages 1, 2 and 4 train on the seeded ``search_fraction`` (0.5) of the ID training images (thesis §4.4.1).
 
-Then ``best.json``, ``report.md`` and PNG plots. Every stage writes atomically into ``--output`` and is
+Then ``best.json``, ``report.md`` and PNG plots. MLflow: a parent run per run directory (settings, code and package
+versions), a nested run per stage, a run per training under its stage. Every stage writes atomically into
+``--output`` and is
 recorded in ``manifest.json``; rerunning with the same ``--output`` skips finished stages and restores an
 interrupted one (``Tuner.restore``), never duplicating a history row or an MLflow run.
 Bad input (unknown preset or key, unreachable tracking server, a run dir holding other settings) prints one

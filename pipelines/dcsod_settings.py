@@ -21,6 +21,7 @@ ALGORITHMS = ("alg2", "alg3")
 REFERENCES = ("best", "chain")  # search.reference: what a mutated candidate is compared with
 CHAMPIONS = ("measured", "predicted")  # final.champion: which architecture the final stage retrains
 PROMOTE = ("if-better", "always")  # final.promote: when the registry alias @champion moves to a new model
+EARLY_STOP = ("none", "asha")  # search.early_stop: whether a scheduler may stop a search training early
 #: Parameters the largest architecture of the space may have (10x the thesis's largest, K = 6 at width 32 with
 #: searched operators: 2.4e7). A dense k = 60 cell at width 32 has 8.7e8: refused before anything starts.
 MAX_PARAMS = 250_000_000
@@ -69,6 +70,10 @@ def validate(cfg: dict) -> None:
           f"search_fraction: expected a fraction in (0, 1], got {value!r}")
     check(cfg["search"]["reference"] in REFERENCES,
           f"search.reference: expected one of {', '.join(REFERENCES)}, got {cfg['search']['reference']!r}")
+    check(cfg["search"]["early_stop"] in EARLY_STOP,
+          f"search.early_stop: expected one of {', '.join(EARLY_STOP)}, got {cfg['search']['early_stop']!r}")
+    check(is_int(cfg["search"]["reduction_factor"], 2),
+          f"search.reduction_factor: expected an integer >= 2, got {cfg['search']['reduction_factor']!r}")
     check(cfg["final"]["champion"] in CHAMPIONS,
           f"final.champion: expected one of {', '.join(CHAMPIONS)}, got {cfg['final']['champion']!r}")
     check(cfg["final"]["promote"] in PROMOTE,
@@ -92,6 +97,12 @@ def validate(cfg: dict) -> None:
         train = TrainConfig().replace(**cfg["train"])
     except (TypeError, ValueError) as err:
         raise ConfigError(f"train.{err}" if not str(err).startswith("config:") else f"train: {err}") from None
+    grace = cfg["search"]["grace_epochs"]  # its type is checked below
+    check(not is_int(grace, 1) or cfg["search"]["early_stop"] == "none" or grace < train.epochs,
+          f"search.grace_epochs: expected fewer than train.epochs = {train.epochs} with search.early_stop=asha "
+          f"(else no training is ever stopped), got {cfg['search']['grace_epochs']!r}")
+    check(not train.cuda_graph or cfg["resources"]["gpu"] > 0,
+          "train.cuda_graph: true needs a GPU per trial (resources.gpu > 0); CUDA graphs do not exist on CPUs")
     check(train.lr <= MAX_LR, f"train.lr: expected a positive number <= {MAX_LR:g} (SGD with a larger rate diverges "
           f"for every network of the space), got {train.lr!r}")
     try:
@@ -120,6 +131,7 @@ def validate(cfg: dict) -> None:
                              ("distill.q", d["q"], 1), ("search.trials", cfg["search"]["trials"], 0),
                              ("search.min_results", cfg["search"]["min_results"], 2),
                              ("search.refit_every", cfg["search"]["refit_every"], 1),
+                             ("search.grace_epochs", cfg["search"]["grace_epochs"], 1),
                              ("final.epochs", cfg["final"]["epochs"], 1), ("final.workers", cfg["final"]["workers"], 1),
                              ("max_concurrent", cfg["max_concurrent"], 1), ("max_failures", cfg["max_failures"], 0),
                              ("seed", cfg["seed"], 0)]:

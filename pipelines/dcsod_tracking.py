@@ -156,6 +156,44 @@ def _genotype_json(value: Any) -> str | None:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+def stopped_early(result: Mapping[str, Any]) -> bool:
+    """Whether a trial's last result is a per-epoch report before its last epoch (a scheduler stopped it)."""
+    try:
+        return int(result["epoch"]) < int(result["epochs"])
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def curve_metrics(result: Mapping[str, Any]) -> list:
+    """MLflow metrics, one per epoch (``step`` = epoch, timestamp = when the epoch ended), from a result's
+    ``epoch_curve`` (JSON list of per-epoch entries); [] without one. Non-numbers and NaN are skipped."""
+    from mlflow.entities import Metric
+
+    try:
+        curve = json.loads(result.get("epoch_curve") or "[]")
+    except (TypeError, ValueError):
+        return []
+    clock = _seconds(result, "started_at") or time.time()
+    out = []
+    for entry in curve:
+        clock += float(entry.get("epoch_seconds") or 0.0)
+        for name, value in entry.items():
+            if name in ("epoch", "epochs") or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if math.isfinite(value):
+                out.append(Metric(name, float(value), int(1000 * clock), int(entry["epoch"])))
+    return out
+
+
+def _seconds(result: Mapping[str, Any], name: str) -> float | None:
+    """``result[name]`` as Unix seconds, or None when absent or not a finite number."""
+    try:
+        x = float(result.get(name))
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) and x > 0 else None
+
+
 class MLflowHistoryCallback(MLflowRecorder, Callback):
     """Ray Tune callback: one MLflow run and one ``history.parquet`` row per completed trial.
 
@@ -166,7 +204,13 @@ class MLflowHistoryCallback(MLflowRecorder, Callback):
         tracking_uri: MLflow tracking URI; default ``MLFLOW_TRACKING_URI`` or MLflow's default.
         extra_tags: tags added to every run.
         log_genotype_artifact: also store the genotype as artifact ``genotype.json`` (it is always
-            stored as the tag ``genotype``).
+            stored as the tag ``genotype``, so ``tags.genotype LIKE '%sep_conv_3x3%'`` finds it).
+        label: the first part of each run's name ``<label>/<arch_hash>`` (default ``stage``, or
+            ``stage-iteration`` for iterations > 0; a pipeline passes its stage name, e.g. ``distill-2``).
+        seed_in_name: append ``/seed<n>`` to run names (stages that train each architecture once per seed).
+
+    A run starts and ends when its training did (the trial's ``started_at``/``finished_at``, Unix seconds;
+    now where a result lacks them).
 
     Trials report ``arch_hash``, ``genotype`` (JSON), ``seed`` and their metrics (every name of
     :func:`trainables.ood.metric_names` and ``train_seconds``: all become history columns and MLflow
@@ -184,6 +228,8 @@ class MLflowHistoryCallback(MLflowRecorder, Callback):
         tracking_uri: str | None = None,
         extra_tags: Mapping[str, Any] | None = None,
         log_genotype_artifact: bool = True,
+        label: str | None = None,
+        seed_in_name: bool = False,
     ) -> None:
         if stage not in STAGES:
             raise ValueError(f"stage: expected one of {', '.join(STAGES)}, got {stage!r}")
@@ -192,6 +238,8 @@ class MLflowHistoryCallback(MLflowRecorder, Callback):
         self.stage = stage
         self.iteration = _as_int("iteration", iteration)
         self.log_genotype_artifact = log_genotype_artifact
+        self.label = label or (stage if self.iteration == 0 else f"{stage}-{self.iteration}")
+        self.seed_in_name = seed_in_name
 
     def setup(self, **info) -> None:
         from .mlflow_runs import check_tracking_uri
@@ -240,6 +288,9 @@ class MLflowHistoryCallback(MLflowRecorder, Callback):
         if result.get("error"):
             self._record_failure(trial, one_line(str(result["error"])))
             return
+        if stopped_early(result):
+            self._record_stopped(trial, result)
+            return
         self.record(result, trial.config or {}, str(trial.trial_id))
 
     def record(self, result: Mapping[str, Any], config: Mapping[str, Any] | None = None, trial_id: str = "",
@@ -260,7 +311,8 @@ class MLflowHistoryCallback(MLflowRecorder, Callback):
         if done and done[0].info.status == "FINISHED":
             run_id = done[0].info.run_id
         else:
-            run_id = done[0].info.run_id if done else self._create_run(trial_id, key, genotype)
+            run_id = done[0].info.run_id if done else self._create_run(trial_id, key, genotype,
+                                                                       start_time=_seconds(result, "started_at"))
             if before_finish is None:
                 self._log_run(run_id, key, result)
             else:  # metrics first: before_finish may end the run (mlflow.start_run's context does)
@@ -278,11 +330,29 @@ class MLflowHistoryCallback(MLflowRecorder, Callback):
         key, genotype = self._identity(trial.last_result or {}, trial.config or {}, str(trial.trial_id), strict=False)
         if any(r.info.status == "FAILED" for r in self.find_runs(key)):
             return
-        run_id = self._create_run(str(trial.trial_id), key, genotype, error=reason)
-        self._log_run(run_id, key, trial.last_result or {}, status="FAILED")
+        result = trial.last_result or {}
+        run_id = self._create_run(str(trial.trial_id), key, genotype, error=reason,
+                                  start_time=_seconds(result, "started_at"))
+        self._log_run(run_id, key, result, status="FAILED")
+
+    def _record_stopped(self, trial, result: Mapping[str, Any]) -> None:
+        """A trial a scheduler stopped early: one KILLED MLflow run with its last epoch's metrics and the tag
+        ``stopped_early``; no history row (its metrics are not at the stage's budget)."""
+        key, genotype = self._identity(result, trial.config or {}, str(trial.trial_id), strict=False)
+        if any(r.info.status == "KILLED" for r in self.find_runs(key)):
+            return
+        why = f"stopped by the scheduler after epoch {result['epoch']} of {result['epochs']}"
+        run_id = self._create_run(str(trial.trial_id), key, genotype, start_time=_seconds(result, "started_at"))
+        self.client.set_tag(run_id, "stopped_early", why)
+        self._log_run(run_id, key, result, status="KILLED")
 
     # --- MLflow writes ------------------------------------------------------------------------------
-    def _create_run(self, trial_id: str, key: Key, genotype: str | None, error: str | None = None) -> str:
+    def run_name(self, key: Key) -> str:
+        """``<label>/<arch_hash>`` (``/seed<n>`` appended with ``seed_in_name``)."""
+        return f"{self.label}/{key[0]}" + (f"/seed{key[3]}" if self.seed_in_name else "")
+
+    def _create_run(self, trial_id: str, key: Key, genotype: str | None, error: str | None = None,
+                    start_time: float | None = None) -> str:
         tags = {"dcsod.stage": self.stage, "arch_hash": key[0]}
         if trial_id:
             tags["ray.trial_id"] = trial_id
@@ -290,7 +360,7 @@ class MLflowHistoryCallback(MLflowRecorder, Callback):
             tags["genotype"] = genotype
         if error is not None:
             tags["error"] = error
-        run_id = self.create_run(key, run_name=key[0], tags=tags)
+        run_id = self.create_run(key, run_name=self.run_name(key), tags=tags, start_time=start_time)
         if genotype is not None and self.log_genotype_artifact:
             try:
                 self.client.log_text(run_id, genotype, "genotype.json")
@@ -312,6 +382,8 @@ class MLflowHistoryCallback(MLflowRecorder, Callback):
                 continue
             if not math.isnan(x):
                 metrics.append(Metric(name, x, now, 0))
-        self.client.log_batch(run_id, metrics=metrics, params=params)
+        metrics += curve_metrics(result)
+        for i in range(0, max(1, len(metrics)), 1000):
+            self.client.log_batch(run_id, metrics=metrics[i:i + 1000], params=params if i == 0 else [])
         if status is not None:
-            self.terminate(run_id, status)
+            self.terminate(run_id, status, end_time=_seconds(result, "finished_at"))

@@ -24,7 +24,6 @@ Bad input prints one line ``error: ...`` and exits 2 before anything is written.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -123,50 +122,32 @@ def run_settings(command: str, exp: dict, cfg: dict) -> dict:
 
 
 class Tracking:
-    """The command's MLflow parent run and its nested per-method runs (found again on a rerun by their key)."""
+    """The command's MLflow parent run (the experiment's and DCSOD's settings, code and package versions) and
+    its nested per-method runs, each found again on a rerun by its key (:class:`pipelines.mlflow_runs.RunTree`);
+    a method's stages nest under its run, their trials under the stage."""
 
     def __init__(self, root: RunDir, command: str, exp: dict, cfg: dict, tracking_uri: str) -> None:
-        from pipelines.mlflow_runs import MLflowRecorder
-        from pipelines.settings import flatten
+        from pipelines.mlflow_runs import MLflowRecorder, RunTree
 
         self.experiment = f"experiments-{dataset_name(cfg)}"
         self.recorder = MLflowRecorder(root.path, self.experiment, tracking_uri)
-        self.parent = self._run(("command", command), f"{command} ({exp['preset']})", {"dcsod.command": command})
-        if not self.recorder.client.get_run(self.parent).data.params:
-            self._log_params(self.parent, {**flatten(exp, "experiment."), **flatten(cfg, "dcsod.")})
-        self.methods: dict[str, str] = {}
-
-    def _run(self, key: tuple, name: str, tags: dict) -> str:
-        found = self.recorder.find_runs(key)
-        return found[0].info.run_id if found else self.recorder.create_run(key, name, tags)
-
-    def _log_params(self, run_id: str, params: dict) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            self.recorder.client.log_batch(run_id, params=items[i:i + 100])
+        self.tree = RunTree(self.recorder, f"{command} ({exp['preset']})", {"experiment": exp, "dcsod": cfg},
+                            tags={"dcsod.command": command})
+        self.parent = self.tree.root
 
     def tags_for(self, method: str) -> dict:
-        """Tags nesting a method's trial runs under the method's run (created on first use)."""
-        if method not in self.methods:
-            self.methods[method] = self._run(("method", method), method,
-                                             {"mlflow.parentRunId": self.parent, "dcsod.method": method})
-        return {"mlflow.parentRunId": self.methods[method], "dcsod.method": method}
+        """Tags nesting a method's runs under the method's run (created on first use)."""
+        run_id = self.tree.child(method, tags={"dcsod.method": method})
+        return {"mlflow.parentRunId": run_id, "dcsod.method": method}
 
     def finish(self, out: Path, files: list[str], method_metrics: dict[str, dict]) -> None:
-        from mlflow.entities import Metric
-
-        client, now = self.recorder.client, int(time.time() * 1000)
         for method, metrics in method_metrics.items():
             run_id = self.tags_for(method)["mlflow.parentRunId"]
-            values = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None and math.isfinite(v)]
-            if values:
-                client.log_batch(run_id, metrics=values)
-            self.recorder.terminate(run_id)
+            self.tree.log_metrics(run_id, metrics)
+            self.tree.end(run_id)
         for name in files:
-            client.log_artifact(self.parent, str(out / name))
-        self.recorder.terminate(self.parent)
+            self.recorder.client.log_artifact(self.parent, str(out / name))
+        self.tree.end()
 
 
 def protocol_has_outliers(cfg: dict, records: list[dict]) -> bool:

@@ -3,13 +3,16 @@
 ``TorchTrainer`` runs :func:`final_loop` on ``final.workers`` workers (1 by default; more = DDP, gradient
 all-reduce through ``ray.train.torch.prepare_model``). Rank 0 reports the weights and what packaging needs
 (:func:`model_info`: normalisation, class names, input shape, a few example images) as a checkpoint, so the
-driver never loads the data set itself. The driver keeps the outcome in ``<run dir>/final/`` (``result.json``,
-``weights.pt``, ``model_info.pt``, written atomically) so a rerun after a crash does not train again, then
-records it like any candidate (one MLflow run, one history row with stage ``final``) with the packaged model
-logged into that run.
+driver never loads the data set itself. Every worker also reports each epoch (``train_loss``, ``lr``, ... of
+:meth:`trainables.train.CandidateTraining.train`), which the Ray dashboard shows while the retrain runs. The driver
+keeps the outcome in ``<run dir>/final/`` (``result.json`` with the per-epoch ``epoch_curve``, ``weights.pt``,
+``model_info.pt``, written atomically) so a rerun after a crash does not train again, writes the curve as
+TensorBoard events (``<run dir>/tune/final/tensorboard``), then records it like any candidate (one MLflow run with
+the curve as per-epoch metrics, one history row with stage ``final``) with the packaged model logged into that run.
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -48,9 +51,11 @@ def final_loop(config: dict) -> None:
     bundle: TeacherBundle | None = config.get("teachers")
     models = bundle.teachers_for(data, train) if bundle else None
     distributed = (rank, world, ray.train.torch.prepare_model) if world > 1 else None
-    result = train_candidate(config["genotype"], data, train, teachers=models, distributed=distributed)
-    state_dict = result.pop("state_dict")
-    metrics = {**result, "seed": train.seed, "world_size": world}
+    # every rank reports every epoch (Ray Train expects the same number of reports from each worker)
+    result = train_candidate(config["genotype"], data, train, teachers=models, distributed=distributed,
+                             on_epoch=lambda entry: ray.train.report({**entry, "world_size": world}))
+    state_dict, curve = result.pop("state_dict"), result.pop("curve")
+    metrics = {**result, "epoch_curve": json.dumps(curve, allow_nan=True), "seed": train.seed, "world_size": world}
     if rank != 0:
         ray.train.report(metrics)
         return
@@ -100,8 +105,24 @@ def retrain(run: RunDir, cfg: dict, genotype: str, train: dict, teachers: Teache
         info = torch.load(os.path.join(path, MODEL_INFO_FILE), map_location="cpu", weights_only=True)
     atomic_write(out / "weights.pt", lambda tmp: torch.save(state_dict, tmp))
     atomic_write(out / MODEL_INFO_FILE, lambda tmp: torch.save(info, tmp))
+    write_curve_events(json.loads(metrics.get("epoch_curve") or "[]"), run.path / "tune" / name / "tensorboard")
     write_json(out / "result.json", metrics)
     return metrics, state_dict
+
+
+def write_curve_events(curve: list[dict], directory: Path) -> None:
+    """TensorBoard scalars (step = epoch) of a per-epoch curve, in a fresh events file under ``directory``
+    (any earlier one there is replaced, so a rerun does not double the curve)."""
+    from tensorboardX import SummaryWriter
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob("events.out.tfevents*"):
+        old.unlink()
+    with SummaryWriter(str(directory)) as writer:
+        for entry in curve:
+            for key, value in entry.items():
+                if key not in ("epoch", "epochs") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    writer.add_scalar(f"final/{key}", value, entry["epoch"])
 
 
 def load_model_info(run: RunDir, cfg: dict, name: str = "final") -> dict:

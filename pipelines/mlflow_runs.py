@@ -176,15 +176,21 @@ class MLflowRecorder:
         return list(self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.`{KEY_TAG}` = '{self.key_tag(key)}'", max_results=100))
 
-    def create_run(self, key: tuple, run_name: str, tags: Mapping[str, Any] | None = None) -> str:
-        """A new run tagged with ``key`` (plus ``extra_tags`` and ``tags``); returns its id."""
+    def create_run(self, key: tuple, run_name: str, tags: Mapping[str, Any] | None = None,
+                   start_time: float | None = None) -> str:
+        """A new run tagged with ``key`` (plus ``extra_tags`` and ``tags``); returns its id. ``start_time``:
+        Unix seconds (e.g. when a trial's training began; default now)."""
         all_tags = {**self.extra_tags, **{k: str(v) for k, v in (tags or {}).items()},
                     KEY_TAG: self.key_tag(key), RUN_UID_TAG: self.run_uid}
-        return self.client.create_run(self.experiment_id, tags=all_tags, run_name=run_name).info.run_id
+        start = None if start_time is None else int(1000 * start_time)
+        return self.client.create_run(self.experiment_id, tags=all_tags, run_name=run_name,
+                                      start_time=start).info.run_id
 
-    def terminate(self, run_id: str, status: str = "FINISHED") -> None:
+    def terminate(self, run_id: str, status: str = "FINISHED", end_time: float | None = None) -> None:
+        """End a run with ``status``; ``end_time``: Unix seconds (default now)."""
         with no_run_urls():
-            self.client.set_terminated(run_id, status=status)
+            self.client.set_terminated(run_id, status=status,
+                                       end_time=None if end_time is None else int(1000 * end_time))
 
     @staticmethod
     def error_message(trial) -> str:
@@ -196,3 +202,151 @@ class MLflowRecorder:
         lines = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
         raised = [ln for ln in lines if EXCEPTION_LINE.match(ln)]  # the innermost raise comes last
         return one_line(raised[-1] if raised else lines[-1]) if lines else "unknown error"
+
+
+# --- run trees: a pipeline run's parent run, its nested runs, and what produced them ---------------------------
+#: Packages whose versions every parent run records (``version.<name>`` params), besides Python's.
+TRACKED_PACKAGES = ("dcsod-platform", "torch", "torchvision", "ray", "mlflow", "numpy", "pandas", "scikit-learn")
+#: MLflow's limit on one param value (characters); longer values are cut.
+PARAM_VALUE_LIMIT = 6000
+
+
+def code_version(repo: str | os.PathLike | None = None) -> str:
+    """The code that runs: ``git describe --always --dirty`` of the repository holding this file (a commit, with
+    ``-dirty`` when the work tree has changes), else the installed ``dcsod-platform`` version, else ``unknown``."""
+    import subprocess
+    from importlib import metadata
+
+    repo = Path(repo) if repo else Path(__file__).resolve().parents[1]
+    if (repo / ".git").exists():
+        try:
+            out = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty", "--abbrev=12"],
+                                 capture_output=True, text=True, timeout=10)
+            if out.returncode == 0 and out.stdout.strip():
+                return out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    try:
+        return f"dcsod-platform {metadata.version('dcsod-platform')}"
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    """``{"version.python": "3.11.7", "version.torch": "2.14.1", ...}`` for :data:`TRACKED_PACKAGES`
+    (``not installed`` for a missing one)."""
+    import platform as std_platform
+    from importlib import metadata
+
+    out = {"version.python": std_platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[f"version.{name}"] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[f"version.{name}"] = "not installed"
+    return out
+
+
+def log_params(client, run_id: str, params: Mapping[str, Any]) -> None:
+    """Log ``params`` on a run in batches of 100 (MLflow's limit), each value cut at :data:`PARAM_VALUE_LIMIT`.
+    Params already logged are skipped (MLflow refuses to change a param), so a rerun may call this again."""
+    from mlflow.entities import Param
+
+    logged = client.get_run(run_id).data.params
+    items = [Param(str(k), str(v)[:PARAM_VALUE_LIMIT]) for k, v in params.items() if str(k) not in logged]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i:i + 100])
+
+
+class RunTree:
+    """One pipeline run in MLflow: a parent run holding the settings (flattened, one param per key), the code
+    version (tag ``dcsod.code_version``) and package versions (``version.*`` params), and nested runs under it
+    (a pipeline's stages, an experiment's methods), each created once and found again by its key on a rerun.
+
+    Runs below a nested run carry its id in the tag ``mlflow.parentRunId`` (:meth:`nest_under`); the MLflow UI
+    then shows parent > stage > trial. Start and end times are real: a run starts when it is first created and
+    ends when :meth:`end` is called (a resumed run keeps its first start time and runs again until then).
+    :meth:`attach` makes a tree whose root is an existing run (e.g. an experiment command's method run).
+
+    >>> tree = RunTree(MLflowRecorder("out", "dcsod-digits"), "dcsod (quick)", {"seed": 0})   # doctest: +SKIP
+    >>> tags = tree.nest_under(tree.child("warmup"))    # tags for the stage's trial runs      # doctest: +SKIP
+    >>> tree.end(tree.child("warmup")); tree.end()                                              # doctest: +SKIP
+    """
+
+    def __init__(self, recorder: MLflowRecorder, name: str, settings: Mapping[str, Any],
+                 tags: Mapping[str, Any] | None = None, parent_id: str | None = None) -> None:
+        """``settings``: flattened into params (``a.b.c``); ``parent_id``: nest this tree's root under an
+        existing run (e.g. an experiment command's method run)."""
+        from .settings import flatten
+
+        self.recorder = recorder
+        self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        root_tags = {**self.tags, "dcsod.code_version": code_version()}
+        if parent_id:
+            root_tags["mlflow.parentRunId"] = parent_id
+        self.root = self._find_or_create(("run",), name, root_tags)
+        log_params(recorder.client, self.root, {**flatten(dict(settings)), **package_versions()})
+        self._children: dict[str, str] = {}
+        self._open: set[str] = set()
+
+    @classmethod
+    def attach(cls, recorder: MLflowRecorder, root_id: str, tags: Mapping[str, Any] | None = None) -> RunTree:
+        """A tree whose root is the existing run ``root_id`` (its owner logs its settings and ends it)."""
+        tree = cls.__new__(cls)
+        tree.recorder, tree.root, tree._children, tree._open = recorder, root_id, {}, set()
+        tree.tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        return tree
+
+    def _find_or_create(self, key: tuple, name: str, tags: Mapping[str, str]) -> str:
+        found = self.recorder.find_runs(key)
+        if found:
+            run = found[0]
+            if run.info.status != "RUNNING":  # a rerun continues it: open again, keep the first start time
+                self.recorder.client.update_run(run.info.run_id, status="RUNNING")
+            return run.info.run_id
+        return self.recorder.create_run(key, name, tags)
+
+    def child(self, name: str, tags: Mapping[str, Any] | None = None) -> str:
+        """The nested run ``name`` under the root (created on first use, found again by key on a rerun)."""
+        if name not in self._children:
+            all_tags = {**self.tags, **{k: str(v) for k, v in (tags or {}).items()},
+                        "mlflow.parentRunId": self.root, "dcsod.child": name}
+            self._children[name] = self._find_or_create(("child", name), name, all_tags)
+            self._open.add(self._children[name])
+        return self._children[name]
+
+    @staticmethod
+    def nest_under(run_id: str) -> dict[str, str]:
+        """Tags that put a new run under ``run_id``."""
+        return {"mlflow.parentRunId": run_id}
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, Any]) -> None:
+        """Log the finite numbers of ``metrics`` on ``run_id`` (None, NaN and non-numbers are skipped)."""
+        import math
+        import time
+
+        from mlflow.entities import Metric
+
+        now, values = int(1000 * time.time()), []
+        for k, v in metrics.items():
+            try:
+                x = float(v)
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(x):
+                values.append(Metric(str(k), x, now, 0))
+        for i in range(0, len(values), 1000):
+            self.recorder.client.log_batch(run_id, metrics=values[i:i + 1000])
+
+    def end(self, run_id: str | None = None, status: str = "FINISHED") -> None:
+        """End a nested run (or, with no id, the root) now."""
+        self.recorder.terminate(run_id or self.root, status)
+        self._open.discard(run_id or self.root)
+
+    def end_open(self, status: str = "FAILED", root: bool = True) -> None:
+        """End every nested run this tree opened and has not ended (e.g. when a stage stops the run), and the
+        root too with ``root``."""
+        for run_id in sorted(self._open):
+            self.end(run_id, status)
+        if root:
+            self.end(status=status)

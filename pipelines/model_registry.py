@@ -1,12 +1,19 @@
 """The MLflow model registry side of DCSOD: log the champion, register it, look it up.
 
-``python -m pipelines.model_registry show dcsod-digits@champion`` prints the registered model's genotype and
-metrics (``NAME@ALIAS`` or ``NAME/VERSION``); the tracking URI is ``--tracking-uri``, else
+``python -m pipelines.model_registry show dcsod-digits@champion`` prints the registered model's genotype (one
+line per stage cell, :func:`format_info`) and metrics (``NAME@ALIAS`` or ``NAME/VERSION``; ``--json``: all of
+it as JSON, the genotype in full); the tracking URI is ``--tracking-uri``, else
 ``MLFLOW_TRACKING_URI``, else MLflow's default. Unknown models print one line and exit 2.
 
 >>> import mlflow
 >>> model = mlflow.pytorch.load_model("models:/dcsod-digits@champion")   # doctest: +SKIP
 >>> model.score(images)   # (N,) MSP, higher = more in-distribution; images (N, C, H, W) in [0, 1]  # doctest: +SKIP
+>>> served = mlflow.pyfunc.load_model("models:/dcsod-digits@champion")   # doctest: +SKIP
+>>> served.predict(images, params={"pixels": "auto"})  # logits, predicted_class, score_msp/energy  # doctest: +SKIP
+
+The same through HTTP: ``mlflow models serve -m models:/dcsod-digits@champion --env-manager local -p 5001``, then
+POST ``{"inputs": <(N, C, H, W) nested lists>, "params": {"pixels": "auto"}}`` to ``/invocations``; the pixel rule
+(JSON has no dtypes) is :mod:`trainables.export`'s.
 """
 from __future__ import annotations
 
@@ -19,22 +26,100 @@ MODEL_URI_TAG = "dcsod.model_uri"
 
 
 def log_model(run_id: str, model, example, tracking_uri: str, code_paths: list[str]) -> str:
-    """Log ``model`` (a ScoredClassifier) as artifact ``model`` of run ``run_id``; return its model URI.
-    The URI is also stored as the run tag ``dcsod.model_uri``."""
+    """Log ``model`` (a ScoredClassifier whose network is a DCSODNet) as artifact ``model`` of run ``run_id``;
+    return its model URI, also stored as the run tag ``dcsod.model_uri``.
+
+    The MLflow model has two flavours: ``pytorch`` (``mlflow.pytorch.load_model`` returns the ScoredClassifier
+    itself; a pickle, loadable outside the repository through ``code_paths``) and ``python_function``
+    (``mlflow.pyfunc`` and ``mlflow models serve``: :class:`trainables.export.ServedClassifier`, rebuilt from a
+    state dict and the genotype JSON, no pickle). Its signature (:func:`served_signature`) has no input schema
+    on purpose: MLflow would cast every input to one dtype, which is exactly what must not happen to pixels
+    (see :mod:`trainables.export` for the rule). ``example`` ``(N, C, H, W)`` float in [0, 1] checks that the
+    served flavour gives the model's logits before anything is logged."""
     import mlflow
-    import numpy as np
-    import torch
-    from mlflow.models import infer_signature
+    from mlflow.models import Model
 
     mlflow.set_tracking_uri(tracking_uri)
-    with torch.no_grad():
-        signature = infer_signature(example.numpy(), model(example).numpy())
-    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
     with mlflow.start_run(run_id=run_id):
-        info = mlflow.pytorch.log_model(model, name="model", code_paths=code_paths, signature=signature,
-                                        pip_requirements=requirements, serialization_format="pickle")
+        info = Model.log(None, flavor=TorchWithServedFlavour, name="model", flavor_name="pytorch",
+                         serialization_format="pickle", pytorch_model=model, example=example,
+                         code_paths=code_paths, metadata=served_metadata(model))
         mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
     return info.model_uri
+
+
+def served_signature(num_classes: int):
+    """The served model's MLflow signature: no input schema (pixels keep their dtype, see :func:`log_model`),
+    params ``pixels`` (string, default ``auto``), outputs ``logits`` (N, num_classes) float32,
+    ``predicted_class`` (N,) int64, ``score_msp`` and ``score_energy`` (N,) float64."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
+
+    outputs = Schema([TensorSpec(np.dtype("float32"), (-1, num_classes), "logits"),
+                      TensorSpec(np.dtype("int64"), (-1,), "predicted_class"),
+                      TensorSpec(np.dtype("float64"), (-1,), "score_msp"),
+                      TensorSpec(np.dtype("float64"), (-1,), "score_energy")])
+    return ModelSignature(inputs=None, outputs=outputs, params=ParamSchema([ParamSpec("pixels", "string", "auto")]))
+
+
+def served_metadata(model) -> dict:
+    """MLmodel ``metadata``: the input contract in words and the class names (index = predicted class)."""
+    from trainables.export import SERVED_PIXEL_SCALES
+
+    channels = int(model.mean.shape[1])
+    return {"input": f"images (N, {channels}, H, W): integer pixels 0..255 or floats in [0, 1]",
+            "pixels": f"params pixels: {' | '.join(SERVED_PIXEL_SCALES)}; auto: integers (JSON numbers without "
+                      "a decimal point) are 0..255, floats must be in [0, 1], integers with maximum 1 are "
+                      "refused as ambiguous; anything else is HTTP 400",
+            "class_names": list(model.class_names)}
+
+
+class TorchWithServedFlavour:
+    """The flavour "module" :func:`log_model` hands to ``mlflow.models.Model.log`` (which calls
+    :meth:`save_model` on a local directory, then uploads it as a logged model)."""
+
+    PYFUNC_DATA = "served"
+
+    @staticmethod
+    def save_model(path: str, mlflow_model, pytorch_model, example, code_paths: list[str],
+                   serialization_format: str = "pickle") -> None:
+        """Write the ``pytorch`` flavour with ``mlflow.pytorch.save_model``, then replace the
+        ``python_function`` flavour it adds by the served one (:func:`trainables.export.save_served`, loader
+        ``trainables.export``) and check that it reproduces ``pytorch_model``'s logits on ``example``."""
+        import os
+
+        import mlflow
+        import numpy as np
+        import torch
+        from mlflow import pyfunc
+
+        from trainables.export import load_served, save_served
+
+        requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
+        num_classes = int(pytorch_model.net.classifier.out_features)
+        mlflow.pytorch.save_model(pytorch_model, path, mlflow_model=mlflow_model, code_paths=code_paths,
+                                  signature=served_signature(num_classes), pip_requirements=requirements,
+                                  serialization_format=serialization_format)
+        save_served(pytorch_model, os.path.join(path, TorchWithServedFlavour.PYFUNC_DATA))
+        check_served(load_served(os.path.join(path, TorchWithServedFlavour.PYFUNC_DATA)), pytorch_model, example)
+        conf = mlflow_model.flavors.pop(pyfunc.FLAVOR_NAME)
+        pyfunc.add_to_model(mlflow_model, loader_module="trainables.export", data=TorchWithServedFlavour.PYFUNC_DATA,
+                            code=conf.get(pyfunc.CODE), conda_env=conf.get(pyfunc.ENV, {}).get(pyfunc.EnvType.CONDA),
+                            python_env=conf.get(pyfunc.ENV, {}).get(pyfunc.EnvType.VIRTUALENV))
+        mlflow_model.save(os.path.join(path, "MLmodel"))
+
+
+def check_served(served, model, example) -> None:
+    """Raise ``RuntimeError`` unless ``served`` (rebuilt from the served files) gives ``model``'s logits on
+    ``example`` (to float32 rounding)."""
+    import torch
+
+    with torch.no_grad():
+        want, got = model(example), served(example)
+    if not torch.allclose(got, want, rtol=1e-5, atol=1e-6):
+        raise RuntimeError(f"the served flavour does not reproduce the model: logits differ by up to "
+                           f"{float((got - want).abs().max()):.3g}")
 
 
 #: Version tags that say what a registered model was measured on; :func:`register_champion` compares them.
@@ -144,6 +229,45 @@ def show(ref: str, tracking_uri: str | None = None) -> dict:
     }
 
 
+def cell_line(cell) -> str:
+    """One cell (a :class:`search_space.genotype.Cell`) in one line: each live operator vertex as
+    ``v2=conv3x3(v0,v1)`` (operator applied to its concatenated predecessors), then ``out=cat(...)`` of the leaves,
+    then ``dead: ...`` for vertices no path from ``v0`` reaches (built without them)."""
+    pruned = cell.pruned()
+    ops = [f"v{i}={cell.ops[i - 1]}({','.join(f'v{j}' for j in pruned.predecessors(i))})"
+           for i in sorted(pruned.live - {0})]
+    dead = [f"v{i}" for i in range(1, cell.k) if i not in pruned.live]
+    return " ".join(ops + [f"-> out=cat({','.join(f'v{v}' for v in pruned.leaves())})"]
+                    + ([f"(dead: {','.join(dead)})"] if dead else []))
+
+
+def architecture_lines(genotype: dict | None) -> list[str]:
+    """The architecture of a registered version, compactly: for a genotype its wiring and one line per stage
+    cell (:func:`cell_line`); a standard model (``{"model": ...}``) as its one-line JSON."""
+    from search_space.architecture import architecture_json, parse_architecture
+    from search_space.genotype import Genotype
+
+    if genotype is None:
+        return ["architecture: unknown (no genotype tag)"]
+    arch = parse_architecture(genotype)
+    if not isinstance(arch, Genotype):
+        return [f"architecture: {architecture_json(arch)}"]
+    wiring = "residual (x + proj(cat))" if arch.residual else "plain (proj(cat), eq. 4.6)"
+    return [f"genotype: k={arch.k}, cell wiring {wiring}"] + [
+        f"  stage {n}: {cell_line(cell)}" for n, cell in enumerate(arch.cells, 1)]
+
+
+def format_info(info: dict) -> str:
+    """:func:`show`'s answer for a terminal: name, version, aliases and run, the architecture
+    (:func:`architecture_lines`), then one metric per line."""
+    aliases = " ".join(f"@{a}" for a in info["aliases"])
+    lines = [f"{info['name']} version {info['version']}{' ' + aliases if aliases else ''}  run {info['run_id']}",
+             f"arch_hash: {info['arch_hash']}", *architecture_lines(info["genotype"]), "metrics:"]
+    width = max((len(k) for k in info["metrics"]), default=0)
+    lines += [f"  {k:<{width}}  {v:.6g}" for k, v in info["metrics"].items()]
+    return "\n".join(lines + [f"source: {info['source']}"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.model_registry",
                                      description="Look up registered DCSOD models")
@@ -151,13 +275,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("show", help="print a registered model's genotype and metrics")
     p.add_argument("ref", help="NAME@ALIAS (e.g. dcsod-digits@champion), NAME/VERSION or NAME")
     p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--json", action="store_true", help="print everything as JSON (the genotype in full)")
     args = parser.parse_args(argv)
     try:
         info = show(args.ref, args.tracking_uri)
+        text = json.dumps(info, indent=2) if args.json else format_info(info)  # a malformed genotype tag: one line
     except (LookupError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(info, indent=2))
+    print(text)
     return 0
 
 

@@ -1,9 +1,11 @@
-"""``report.md`` and PNG plots of a finished DCSOD run (read from the run directory only).
+"""``report.md`` and PNG plots of a finished DCSOD run, read from the run directory; the protocol is built once
+more in the driver (:func:`protocol_summary`) for its class names and image counts. The plain-words sentences
+(the task, what the numbers mean, the search's verdict, warnings) are :mod:`pipelines.report_text`'s.
 
 Plots: ``predicted_vs_measured.png`` (predictor on its held-out 15 % and on the search proposals, with Kendall
 τ), ``metric_by_stage.png`` (the ranking metric per stage and iteration), ``search_trajectory.png`` (each
-search trial's measured metric and the running best, against the best warm-start value), ``champion_cells.png``
-(the champion's three cells as DAGs, :func:`search_space.drawing.draw_genotype`).
+search trial's measured metric and the running best, against the best warmup or distill value before it),
+``champion_cells.png`` (the champion's three cells as DAGs, :func:`search_space.drawing.draw_genotype`).
 """
 from __future__ import annotations
 
@@ -14,7 +16,20 @@ import numpy as np
 import pandas as pd
 
 from search_space.predictor_quality import correlation_text, rank_correlation
+from trainables.ood import parse_metric
 
+from .report_text import (
+    correlation_phrase,
+    correlation_warning,
+    metric_meaning,
+    metric_standard_error,
+    runner_up_warning,
+    search_verdict,
+    seed_noise_warnings,
+    task_section,
+    validation_size_warning,
+    welch,
+)
 from .rundir import RunDir, atomic_write, read_json, write_text
 
 
@@ -151,8 +166,6 @@ def _mean_sd(values: list) -> str:
 def _compare_lines(best: dict) -> list[str]:
     """"Did the search help?": best.json's ``compare`` retrains as a table and one sentence (Welch's t-test of
     the champion against each other row over the seeds, two-sided, 5 %)."""
-    from scipy.stats import ttest_ind
-
     compare = best.get("compare")
     if not compare:
         return []
@@ -169,14 +182,11 @@ def _compare_lines(best: dict) -> list[str]:
     champion = compare["rows"][0]["values"][metric]
     verdicts = []
     for row in compare["rows"][1:]:
-        other = row["values"][metric]
-        a = [x for x in champion if x is not None and math.isfinite(x)]
-        b = [x for x in other if x is not None and math.isfinite(x)]
-        if len(a) < 2 or len(b) < 2:
+        test = welch(champion, row["values"][metric])
+        if test is None:
             verdicts.append(f"vs the {row['role']}: too few seeds to tell")
             continue
-        p = float(ttest_ind(a, b, equal_var=False).pvalue)
-        diff = np.mean(a) - np.mean(b)
+        diff, p = test
         outcome = ("better beyond seed noise" if diff > 0 else "worse beyond seed noise") if p < 0.05 else \
             "inside seed noise"
         verdicts.append(f"vs the {row['role']}: {diff:+.3f} (Welch p = {p:.2f}, {outcome})")
@@ -186,6 +196,112 @@ def _compare_lines(best: dict) -> list[str]:
                  "At this budget that is no evidence that the search beat them; more seeds or a larger budget "
                  "would be needed to tell."), ""]
     return lines
+
+
+# --- the plain-words sections (wording in report_text.py) ---------------------------------------------------
+
+def protocol_summary(cfg: dict) -> tuple[dict | None, str | None]:
+    """``(Protocol.summary(), None)`` of the run's protocol (classes per role, images per part), built in the
+    driver from ``cfg["protocol"]`` and ``cfg["protocol_options"]`` (this loads the data set once), or
+    ``(None, reason)`` when the data can no longer be read."""
+    from trainables import make_protocol
+
+    try:
+        return make_protocol(cfg["protocol"], **cfg["protocol_options"]).summary(), None
+    except (ValueError, OSError) as err:
+        return None, " ".join(str(err).split())
+
+
+def protocol_description(name: str) -> str:
+    """The first paragraph of the registered protocol's docstring, on one line ("" if it has none)."""
+    import inspect
+
+    from trainables import PROTOCOLS
+
+    doc = inspect.getdoc(PROTOCOLS.lookup(name)) or ""
+    return " ".join(doc.split("\n\n")[0].split())
+
+
+def _meaning_lines(metric: str, measured_test: dict, summary: dict | None) -> list[str]:
+    """"What the numbers mean": the ranking metric, the AUROC and FPR95 of its score and id_acc of the champion's
+    test retrain, each as :func:`metric_meaning`."""
+    _, score = parse_metric(metric)
+    names = dict.fromkeys([metric, *((f"auroc_{score}", f"fpr95_{score}") if score else ()), "id_acc"])
+    values = {k: measured_test.get(k) for k in names}
+    values = {k: v for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    if not values:
+        return []
+    s = summary or {}
+    counts = (s["id_test"], s["ood_test"]) if summary else None
+    return ["## What the numbers mean", "",
+            "The champion's final retrain, scored on the test split (every score: higher = more in-distribution):",
+            "", *(f"- {metric_meaning(k, v, s.get('id_classes'), s.get('ood_classes'), counts)}"
+                  for k, v in values.items()), ""]
+
+
+def _validation_error(metric: str, value, summary: dict | None) -> float | None:
+    """:func:`metric_standard_error` of one validation measurement of ``metric`` at ``value``, or None."""
+    if summary is None or value is None or not math.isfinite(value):
+        return None
+    return metric_standard_error(metric, value, summary["id_val"], summary["ood_val"])
+
+
+def _before_search(history: pd.DataFrame, metric: str) -> list[float]:
+    """The finite validation ``metric`` values of the warmup and distill rows: what the search has to beat."""
+    values = history[history.stage.isin(["warmup", "distill"])][metric].astype(float)
+    return values[np.isfinite(values)].tolist()
+
+
+def _search_lines(history: pd.DataFrame, metric: str, se: float | None) -> list[str]:
+    """"The search against the architectures before it": :func:`search_verdict` on the history's validation
+    measurements (warmup and distill rows vs search rows)."""
+    search = history[history.stage == "search"][metric].tolist()
+    return ["## The search against the architectures before it", "",
+            search_verdict(metric, _before_search(history, metric), search, noise=None if se is None else 2 * se),
+            ""]
+
+
+def runner_up(history: pd.DataFrame, metric: str, champion_hash: str) -> tuple[str, float] | None:
+    """``(arch_hash, validation metric)`` of the best candidate other than the champion, among the candidates
+    the final stage chose from (the last distill iteration, or the warmup without distillation, and the search);
+    ties to the smaller hash; None when there is none."""
+    distill = history[history.stage == "distill"]
+    last = distill[distill.iteration == distill.iteration.max()] if len(distill) else history[history.stage == "warmup"]
+    pool = pd.concat([last, history[history.stage == "search"]])
+    pool = pool[np.isfinite(pool[metric].astype(float)) & (pool.arch_hash != champion_hash)]
+    if not len(pool):
+        return None
+    best = pool.sort_values([metric, "arch_hash"], ascending=[False, True]).iloc[0]
+    return str(best.arch_hash), float(best[metric])
+
+
+def _seed_sd(compare: dict | None) -> float | None:
+    """The sample sd of the champion's test metric over the compare seeds (rows[0]), or None with < 2 seeds."""
+    if not compare:
+        return None
+    values = [v for v in compare["rows"][0]["values"][compare["metric"]] if v is not None and math.isfinite(v)]
+    return float(np.std(values, ddof=1)) if len(values) > 1 else None
+
+
+def _warning_lines(metric: str, best: dict, history: pd.DataFrame, summary: dict | None, taus: dict) -> list[str]:
+    """"Warnings": a small validation split, leads within seed noise (standard models, runner-up) and rank
+    correlations on too few architectures; "None." when nothing applies."""
+    value = best["measured_search"].get(metric)
+    warnings = []
+    if summary is not None and value is not None and math.isfinite(value):
+        warnings.append(validation_size_warning(metric, value, summary["id_val"], summary["ood_val"]))
+    if best.get("compare"):
+        warnings += seed_noise_warnings(best["compare"])
+    other = runner_up(history, metric, best["arch_hash"])
+    if other is not None and value is not None and math.isfinite(value):
+        warnings.append(runner_up_warning(metric, value, other, _seed_sd(best.get("compare")),
+                                          _validation_error(metric, value, summary)))
+    warnings.append(correlation_warning("The predictor's Kendall τ on its held-out architectures",
+                                        taus["validation"]))
+    if "search" in taus:
+        warnings.append(correlation_warning("The predictor's Kendall τ on the search proposals", taus["search"]))
+    warnings = [w for w in warnings if w]
+    return ["## Warnings", "", *(f"- {w}" for w in warnings or ["None."]), ""]
 
 
 def write_report(run: RunDir, cfg: dict, best: dict) -> None:
@@ -198,16 +314,14 @@ def write_report(run: RunDir, cfg: dict, best: dict) -> None:
     history = HistoryStore(run / "history.parquet").read()
     history = history[history.stage != "compare"]  # test-split retrains: report.md's comparison table only
     searched = history[history.stage != "final"]
-    before_search = searched[searched.stage != "search"]
-    last_iteration = (before_search[before_search.stage == before_search.stage.iloc[-1]] if len(before_search)
-                      else before_search)
-    warm_best = float(last_iteration[metric].max()) if len(last_iteration) else math.nan
     taus = plot_predicted_vs_measured(run, metric)
     plot_metric_by_stage(history, metric, run / "metric_by_stage.png")
-    plot_search_trajectory(run, metric, warm_best)
+    plot_search_trajectory(run, metric, max(_before_search(searched, metric), default=math.nan))
     draw_genotype(best["genotype"], run / "champion_cells.png", title="champion")
 
     pred = read_json(run / "predictor" / "metrics.json")
+    summary, unread = protocol_summary(cfg)
+    se = _validation_error(metric, best["measured_search"].get(metric), summary)
     warmup = history[history.stage == "warmup"][metric].dropna()
     model = best["model"]
     alias = "alias @champion" if model.get("alias") else f"not @champion: {model.get('promotion')}"
@@ -215,6 +329,7 @@ def write_report(run: RunDir, cfg: dict, best: dict) -> None:
         f"# DCSOD run: preset `{cfg['preset']}`, protocol `{cfg['protocol']}`", "",
         f"Run directory `{run.path}`; MLflow experiment `dcsod-{best['model']['name'].removeprefix('dcsod-')}`, "
         f"registered model `{best['model']['uri']}` (version {best['model']['version']}; {alias}).", "",
+        *task_section(cfg["protocol"], summary, protocol_description(cfg["protocol"]), unread),
         "## Champion", "",
         f"- architecture `{best['arch_hash']}` (genotype in `best.json`), chosen as the "
         f"{CHAMPION_RULES[best.get('champion', 'measured')]}",
@@ -233,13 +348,16 @@ def write_report(run: RunDir, cfg: dict, best: dict) -> None:
         "entering it, every box without an outgoing arrow feeds `output` (concatenated, projected by a 1x1 "
         "convolution, plus the input with the residual wiring), and vertices unreachable from the input are "
         "pruned and not drawn.", "",
+        *_meaning_lines(metric, best["measured_test"], summary),
+        *_search_lines(searched, metric, se),
+        *_warning_lines(metric, best, searched, summary, taus),
         *_compare_lines(best),
         *_candidate_lines(best, metric),
         "## Predictor", "",
         f"`{pred['predictor']}` fit on {pred['n_train']} of the final iteration's pairs, scored on the held-out "
-        f"rest: Kendall {correlation_text(taus['validation'])}, Pearson "
-        f"{correlation_text(taus['validation'], 'pearson_rho')}"
-        + (f"; on the search proposals {correlation_text(taus['search'])}" if "search" in taus else "")
+        f"rest: Kendall {correlation_phrase(taus['validation'])}; Pearson "
+        f"{correlation_phrase(taus['validation'], 'pearson_rho')}"
+        + (f"; on the search proposals, Kendall {correlation_phrase(taus['search'])}" if "search" in taus else "")
         + ". A rank correlation on a handful of architectures says little: read the interval, not the point.", "",
         "## Stages", "",
         "| stage | trials | failed | wall s | mean train s | mean trial s | overhead s/trial | gap s/trial |",

@@ -1,4 +1,4 @@
-"""Text-VAE sweep on Ray Tune: β schedules × posteriors × aggressive training for LSTM text VAEs.
+"""Text-VAE sweep on Ray Tune: β schedules × posteriors × aggressive training × seeds for LSTM text VAEs.
 
 ``python pipelines/text_vae.py [--preset toy|ptb|yelp|ptb-paper|yelp-paper] [--set key=value ...] [--output DIR]
 [--resume] [--search grid|optuna] [--data-dir DIR] [--tracking-uri URI] [--address ADDR] [--no-dashboard]``, locally or
@@ -11,27 +11,35 @@ Stages:
    :func:`validate`, the corpus loaded (ptb/yelp: ``--data-dir``, else ``$DCSOD_DATA_DIR``, else
    ``../shared/data`` next to the repository), the tracking URI and an existing run directory checked. Any
    problem is one line ``error: ...`` on stderr and exit status 2, with nothing written.
-2. **sweep**: one Tune experiment in ``DIR/tune/sweep``. ``--search grid`` (default): every configuration of
-   ``schedules × posteriors × aggressive`` is one trial (the VAE trains inside it, ``trainables.text_vae_tune``)
-   on reused actors, ``concurrency`` at a time; a ``schedules`` entry is a schedule name (``constant``,
-   ``monotonic``, ``cyclical``, ``ae``) or ``name@β_max`` (``cyclical@0.5``), so Table 2.1's rows are one sweep:
-   ``--set 'schedules=[ae, monotonic@0.5, cyclical@0.5, monotonic, cyclical]'``. ``--search optuna``: Tune's
-   ``OptunaSearch`` (TPE) proposes the cycle count M (``cycles``), the cyclical ratio R (``ratio``), ``k_max`` and
-   ``lr`` of a cyclical-schedule, semi-implicit VAE
-   (``aggressive`` = the first entry of the list) for ``optuna_trials`` trials; ASHA stops bad trials early on
-   the per-epoch validation ELBO. ``workers`` > 1: each configuration trains data-parallel through Ray Train (a
+2. **sweep**: one Tune experiment in ``DIR/tune/sweep``, shown as one progress bar (configurations done, best
+   test ELBO and lowest perplexity so far; one ``warning:`` line per failed configuration; Tune's status tables
+   are off). ``--search grid`` (default): every configuration of ``schedules × posteriors × aggressive`` is
+   trained once per entry of ``seeds`` (``[]``: once, with ``seed``), each training one trial (the VAE trains
+   inside it, ``trainables.text_vae_tune``) on reused actors, ``concurrency`` at a time; a ``schedules`` entry is
+   a schedule name (``constant``, ``monotonic``, ``cyclical``, ``ae``) or ``name@β_max`` (``cyclical@0.5``), so
+   Table 2.1's rows are one sweep: ``--set 'schedules=[ae, monotonic@0.5, cyclical@0.5, monotonic, cyclical]'``.
+   ``--search optuna``: Tune's ``OptunaSearch`` (TPE) proposes the cycle count M (``cycles``), the cyclical ratio
+   R (``ratio``), ``k_max`` and ``lr`` of a cyclical-schedule, semi-implicit VAE (``aggressive`` = the first
+   entry of the list, one seed) for ``optuna_trials`` trials; ASHA stops bad trials early on the per-epoch
+   validation ELBO. ``workers`` > 1: each configuration trains data-parallel through Ray Train (a
    ``TorchTrainer`` of ``workers`` DDP workers inside its trial, each asking for ``cpus_per_trial`` CPUs and
    ``gpus_per_trial`` GPUs; the Ray Train runs' files go under ``DIR/train``). The driver records every finished
    trial once (:class:`pipelines.text_vae_tracking.TextVAERecorder`): a row of ``results.parquet`` and an MLflow
-   run in experiment ``text-vae-<dataset>``.
+   run in experiment ``text-vae-<dataset>``, nested under the run directory's parent run (every setting as a
+   param, the code version as tag ``dcsod.code_version``, package versions as ``version.*`` params; found again,
+   not duplicated, by a rerun; FINISHED when the sweep completes); a trial run starts and ends when its
+   training did.
 3. **outputs**, from Tune's own per-trial results (``ResultGrid``), all written atomically into ``--output``
-   (default ``runs/text_vae/<preset>``): ``results.parquet`` (one row per configuration, or per trial for
-   Optuna: ``schedule, posterior, aggressive, elbo, rec, kl, ppl, iw_ppl, au, mi`` on the test split, plus
-   ``iw_nll, tokens_per_s, train_seconds``, ``knn_acc`` (toy), ``acc_1pct/acc_10pct/acc_100pct`` (yelp),
-   ``val_elbo, epochs_run, status, error, trial_id, mlflow_run_id``, ...; units in ``trainables.vae_metrics``),
-   ``curves.parquet`` (per-epoch metrics), ``latents.parquet`` (toy: z samples of the test sentences),
-   ``beta_schedules.png``, ``learning_curves.png``, ``latent_toy.png`` (toy), and ``manifest.json`` (the
-   settings, including ``search`` and the data directory, and the finished sweep).
+   (default ``runs/text_vae/<preset>``): ``results.parquet`` (one row per training, i.e. per configuration and
+   seed, or per trial for Optuna: ``schedule, posterior, aggressive, elbo, rec, kl, ppl, iw_ppl, au, mi`` on the
+   test split, plus ``iw_nll, tokens_per_s, train_seconds``, ``knn_acc`` (toy), ``acc_1pct/acc_10pct/
+   acc_100pct`` (yelp), ``val_elbo, epochs_run, seed, status, error, trial_id, mlflow_run_id``, ...; units in
+   ``trainables.vae_metrics``), ``curves.parquet`` (per-epoch metrics), ``latents.parquet`` (toy: z samples of
+   the test sentences), ``beta_schedules.png``, ``learning_curves.png``, ``latent_toy.png`` (toy), ``report.md``
+   (what was run, mean ± sd over seeds per configuration, which schedule kept the most KL/MI in z, posterior
+   collapse, and whether the differences exceed seed noise; the plots embedded) and ``manifest.json`` (the
+   settings, including ``search`` and the data directory, and the finished sweep). The command ends by naming
+   every output it wrote, the MLflow experiment, parent run and tracking URI.
 
 Resume: rerun the same command (or add ``--resume``) after a crash or ``kill -9``: the Tune experiment continues
 with ``Tuner.restore`` (finished trials kept, unfinished ones rerun, Optuna's state included) and no result row
@@ -39,8 +47,12 @@ or MLflow run is written twice; once the manifest says the sweep is finished, a 
 MLflow run and only rewrites the outputs from the stored rows. Other settings on an existing ``--output`` are
 refused (one line naming the first differing key).
 
-Runtime: the default toy preset (12 configurations, 100 epochs, 2 at a time) takes about 2 minutes on 2 cores;
-a rerun of a finished run, seconds.
+Run time: configurations × seeds × epochs × updates per epoch (training sentences / batch_size) × the cost of one
+update (model size: emb_dim, hidden_dim, j_samples, k_max; aggressive training adds up to aggressive_max_steps
+encoder steps per update), divided by how many train at once (concurrency, bounded by the free CPUs/GPUs), plus
+the test evaluation (iw_samples, eval_components) and Ray's start-up. The default toy preset (12
+configurations, 100 epochs of 50 updates, 2 at a time) took 9 min 52 s on a loaded 2-core machine (measured
+2026-11-29, 2 cores); a rerun of a finished run takes seconds.
 """
 from __future__ import annotations
 
@@ -59,7 +71,14 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import pandas as pd
 
-from pipelines.mlflow_runs import TrackingUnavailable, check_tracking_uri, default_tracking_uri, one_line
+from pipelines.mlflow_runs import (
+    MLflowRecorder,
+    RunTree,
+    TrackingUnavailable,
+    check_tracking_uri,
+    default_tracking_uri,
+    one_line,
+)
 from pipelines.ray_session import check_resources, error_line, is_local, quiet_libraries, start_ray
 from pipelines.rundir import RunDir, RunDirError, atomic_write, stop_reason
 from pipelines.settings import ConfigError, PresetFile, check, is_int
@@ -110,6 +129,19 @@ def _names(cfg: dict, key: str, registry=None) -> None:
     cfg[key] = value
 
 
+def _seeds(cfg: dict) -> None:
+    """``seeds``: a list of distinct integers >= 0 (``[]``: train once, with ``seed``)."""
+    seeds = cfg["seeds"]
+    check(isinstance(seeds, list) and all(is_int(x, 0) for x in seeds),
+          f"seeds: expected a list of integers >= 0, e.g. --set 'seeds=[0, 1, 2]', got {seeds!r}")
+    check(len(set(seeds)) == len(seeds), f"seeds: duplicate entries in {seeds}")
+
+
+def training_seeds(cfg: dict[str, Any]) -> list[int]:
+    """The seeds every configuration is trained with: ``seeds``, else ``[seed]``."""
+    return list(cfg["seeds"]) or [cfg["seed"]]
+
+
 def validate(cfg: dict) -> None:
     """Check every value of a text-VAE configuration: types, ranges and registry names (datasets, β schedule
     entries ``name`` or ``name@β_max``, ramps, posteriors, each built through its registry). Raises a one-line
@@ -132,6 +164,7 @@ def validate(cfg: dict) -> None:
           f"aggressive: expected a non-empty list of true/false, got {cfg['aggressive']!r}")
     check(len(set(aggressive)) == len(aggressive), f"aggressive: duplicate entries in {aggressive}")
     cfg["aggressive"] = aggressive
+    _seeds(cfg)
     try:
         DATASETS.lookup(cfg["dataset"])
         _names(cfg, "schedules")
@@ -214,7 +247,10 @@ def param_space(cfg: dict[str, Any], base: dict[str, Any], search: str) -> dict[
         space["model"]["posterior"] = tune.grid_search(cfg["posteriors"])
         space["train"]["schedule"] = tune.grid_search(cfg["schedules"])
         space["train"]["aggressive"] = tune.grid_search(cfg["aggressive"])
+        seeds = training_seeds(cfg)
+        space["train"]["seed"] = tune.grid_search(seeds) if len(seeds) > 1 else seeds[0]
     else:
+        space["train"]["seed"] = training_seeds(cfg)[0]
         space["model"]["posterior"] = "semi-implicit"
         space["train"].update(schedule="cyclical", aggressive=cfg["aggressive"][0],
                               cycles=tune.randint(1, 9), ratio=tune.uniform(0.1, 0.9),
@@ -267,9 +303,10 @@ def run_sweep(run: RunDir, cfg: dict[str, Any], search: str, data_dir: Path | No
 
 
 # --- outputs ------------------------------------------------------------------------------------------
-def tune_curves(grid, search: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def tune_curves(grid, search: str, with_seed: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(curves, latents)`` from Tune's durable per-trial results: per-epoch points of every trial
-    (``Result.metrics_dataframe``) and the toy z samples of its final result (``Result.metrics``)."""
+    (``Result.metrics_dataframe``) and the toy z samples of its final result (``Result.metrics``); ``with_seed``:
+    the curve names carry the training seed (sweeps of several seeds)."""
     from pipelines.text_vae_tracking import EPOCH_KEYS, curve_name, curve_points, result_row, trial_identity
 
     curves, latents = [], []
@@ -278,7 +315,7 @@ def tune_curves(grid, search: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         config, trial_id = trial_identity(result)
         if config is None:
             continue
-        name = curve_name(result_row(config, metrics, trial_id), search)
+        name = curve_name(result_row(config, metrics, trial_id), search, with_seed)
         curves += [{"trial_id": trial_id, "name": name, **p} for p in curve_points(result.metrics_dataframe)]
         if result.error is None and metrics.get("final") and metrics.get("latent"):
             for z, label in zip(metrics["latent"], metrics["latent_labels"]):
@@ -293,46 +330,65 @@ def write_parquet(path: Path, df: pd.DataFrame) -> None:
 
 
 def write_outputs(run: RunDir, cfg: dict[str, Any], search: str, curves: pd.DataFrame, latents: pd.DataFrame,
-                  train_size: int) -> None:
+                  train_size: int) -> tuple[list[Path], list[Path]]:
     """curves.parquet, latents.parquet (if any) and the PNG plots (``train_size``: training sentences, for the
-    iteration axis of the β plot); results.parquet is the tracking table's."""
+    iteration axis of the β plot); results.parquet is the tracking table's. Returns ``(tables, plots)``, the paths
+    written."""
     from pipelines.text_vae_plots import plot_latents, plot_learning_curves, plot_schedules
 
-    write_parquet(run / "curves.parquet", curves)
+    tables = [run / "curves.parquet"]
+    write_parquet(tables[0], curves)
     if len(latents):
-        write_parquet(run / "latents.parquet", latents)
-    batches_per_epoch = math.ceil(train_size / cfg["batch_size"])
-    plot_schedules(run / "beta_schedules.png", cfg["schedules"] if search == "grid" else ["cyclical"],
-                   cfg["epochs"] * batches_per_epoch, **schedule_options(cfg), with_lr=cfg["cyclical_lr"])
-    plot_learning_curves(run / "learning_curves.png",
-                         {name: points.to_dict("records") for name, points in curves.groupby("name")})
+        tables.append(run / "latents.parquet")
+        write_parquet(tables[-1], latents)
+    plots = [plot_schedules(run / "beta_schedules.png", cfg["schedules"] if search == "grid" else ["cyclical"],
+                            cfg["epochs"] * batches_per_epoch(cfg, train_size), **schedule_options(cfg),
+                            with_lr=cfg["cyclical_lr"]),
+             plot_learning_curves(run / "learning_curves.png",
+                                  {name: points.to_dict("records") for name, points in curves.groupby("name")})]
     if len(latents):
         zs = sorted((c for c in latents.columns if c.startswith("z")), key=lambda c: int(c[1:]))
-        plot_latents(run / "latent_toy.png", {name: {"z": df[zs].to_numpy(), "labels": df["label"].to_numpy()}
-                                              for name, df in latents.groupby("name")})
+        plots.append(plot_latents(run / "latent_toy.png",
+                                  {name: {"z": df[zs].to_numpy(), "labels": df["label"].to_numpy()}
+                                   for name, df in latents.groupby("name")}))
+    return tables, plots
 
 
-def stored_outputs(run: RunDir, search: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def batches_per_epoch(cfg: dict[str, Any], train_size: int) -> int:
+    """Updates per epoch of one training (``train_size`` training sentences, global batch ``batch_size``)."""
+    return math.ceil(train_size / cfg["batch_size"])
+
+
+def stored_outputs(run: RunDir, search: str, with_seed: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(curves, latents)`` as a finished sweep stored them; rebuilt from Tune's experiment on disk (no Ray
     needed) if curves.parquet has gone."""
     if not (run / "curves.parquet").exists():
         from ray.tune import ExperimentAnalysis, ResultGrid
 
-        return tune_curves(ResultGrid(ExperimentAnalysis(str(run / "tune" / SWEEP_STAGE))), search)
+        return tune_curves(ResultGrid(ExperimentAnalysis(str(run / "tune" / SWEEP_STAGE))), search, with_seed)
     latents = run / "latents.parquet"
     return pd.read_parquet(run / "curves.parquet"), pd.read_parquet(latents) if latents.exists() else pd.DataFrame()
 
 
 def summary(results: pd.DataFrame) -> str:
-    cols = ["schedule", "posterior", "aggressive", "elbo", "rec", "kl", "ppl", "iw_ppl", "au", "mi"]
+    cols = ["schedule", "posterior", "aggressive", "seed", "elbo", "rec", "kl", "ppl", "iw_ppl", "au", "mi"]
     cols += [c for c in ("knn_acc", "acc_1pct", "acc_10pct", "acc_100pct", "status") if c in results.columns]
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 3):
         return results[cols].to_string(index=False)
 
 
 # --- command line -------------------------------------------------------------------------------------
+def help_text() -> str:
+    """The module docstring as ``--help`` prints it: without reST markup (double backticks, bold, roles)."""
+    text = __doc__.replace("``", "").replace("**", "")
+    for role in (":func:", ":class:", ":meth:"):
+        text = text.replace(role, "")
+    return text.replace("`", "")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python pipelines/text_vae.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python pipelines/text_vae.py", description=help_text(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="toy", help=f"one of {', '.join(TEXT_VAE_PRESETS.names())} "
                         "(default toy: offline)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -359,6 +415,7 @@ class Prepared:
     tracking_uri: str
     data_dir: Path | None
     train_size: int
+    data_description: str  # the corpus in words (vocabulary, split sizes)
 
 
 def prepare(args: argparse.Namespace) -> Prepared:
@@ -366,6 +423,8 @@ def prepare(args: argparse.Namespace) -> Prepared:
     from trainables.text_data import load_text_data
 
     cfg = load_config(args.preset, args.sets)
+    check(args.search == "grid" or len(training_seeds(cfg)) == 1,
+          f"--search optuna trains each proposal once: seeds takes at most one entry, got {cfg['seeds']}")
     data_dir = resolve_data_dir(args.data_dir) if cfg["dataset"] != "toy" else None
     output = Path(args.output or Path("runs") / "text_vae" / args.preset)
     tracking_uri = check_tracking_uri(args.tracking_uri or default_tracking_uri(output))
@@ -378,7 +437,118 @@ def prepare(args: argparse.Namespace) -> Prepared:
     except (OSError, ValueError) as err:
         raise ConfigError(one_line(err)) from None
     print(data.describe())
-    return Prepared(cfg, settings, output, tracking_uri, data_dir, len(data.train))
+    return Prepared(cfg, settings, output, tracking_uri, data_dir, len(data.train), data.describe())
+
+
+def sweep_size(cfg: dict[str, Any], search: str) -> int:
+    """Trainings of the sweep: configurations × seeds (grid) or ``optuna_trials``."""
+    if search == "optuna":
+        return cfg["optuna_trials"]
+    return len(cfg["schedules"]) * len(cfg["posteriors"]) * len(cfg["aggressive"]) * len(training_seeds(cfg))
+
+
+def open_run(args: argparse.Namespace, p: Prepared) -> RunDir:
+    """Quiet the libraries, start (or join) Ray, check one configuration's resources against it, and create
+    (or reopen) the run directory. Raises :class:`ConfigError` / :class:`RunDirError`."""
+    cfg = p.cfg
+    quiet_libraries()
+    start_ray(args.address, dashboard=not args.no_dashboard)
+    need = {k: v * cfg["workers"] for k, v in worker_resources(cfg).items()}
+    check_resources(need, local=is_local(args.address), what=f"a configuration (workers={cfg['workers']})",
+                    hints={"CPU": "lower workers or cpus_per_trial",
+                           "GPU": "lower workers or gpus_per_trial (0: train on CPUs)"})
+    return RunDir.open(p.output, p.settings, tracking_uri=p.tracking_uri)
+
+
+def parent_run(run: RunDir, p: Prepared, experiment: str, tags: dict[str, str]) -> RunTree:
+    """The run directory's MLflow parent run (created once, found again on a rerun): every setting as a param,
+    the code and package versions."""
+    recorder = MLflowRecorder(run.path, experiment, p.tracking_uri, extra_tags=tags)
+    return RunTree(recorder, f"text-vae ({p.cfg['preset']}, {p.settings['search']})", p.settings)
+
+
+@dataclass
+class Finished:
+    """What a completed sweep left: its rows, curves and latent samples, wall time and MLflow parent run."""
+
+    run: RunDir
+    results: pd.DataFrame
+    curves: pd.DataFrame
+    latents: pd.DataFrame
+    seconds: float
+    parent_id: str | None
+    tree: RunTree | None = None  # set when this invocation ran (or resumed) the sweep: ended after the outputs
+
+
+def train_sweep(args: argparse.Namespace, p: Prepared, start: float) -> Finished | int:
+    """Run (or resume) the sweep with a progress bar and the parent MLflow run; the exit status if it stopped."""
+    from pipelines.text_vae_tracking import ResultsTable, SweepProgress, TextVAERecorder
+
+    cfg, experiment = p.cfg, f"text-vae-{p.cfg['dataset']}"
+    try:
+        run = open_run(args, p)
+    except (ConfigError, RunDirError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    tags = {"preset": cfg["preset"], "search": args.search, "text_vae.run_dir": str(run.path)}
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tree = parent_run(run, p, experiment, tags)
+    except (MlflowException, ValueError, OSError) as err:  # the store went away since prepare, or a deleted experiment
+        print(f"error: MLflow {p.tracking_uri}: {one_line(err)}; rerun the same command once that is fixed",
+              file=sys.stderr)
+        return 1
+    trial_tags = {**tags, **RunTree.nest_under(tree.root)}
+
+    def recorder(progress: SweepProgress | None = None) -> TextVAERecorder:
+        return TextVAERecorder(run.path, experiment, args.search, p.tracking_uri, extra_tags=trial_tags,
+                               progress=progress)
+
+    try:
+        grid = run_sweep(run, cfg, args.search, p.data_dir, recorder(SweepProgress(sweep_size(cfg, args.search))))
+    except Exception as err:  # Tune itself stopped (disk full, lost node): finished trials are kept
+        reason = stop_reason(err) or (f"Ray Tune stopped: {error_line(err)}; finished configurations are kept, "
+                                      "rerun the same command to resume")
+        print(f"\nerror: {reason}", file=sys.stderr)  # a new line: the progress bar may be mid-line
+        tree.end(status="KILLED")  # not FAILED: the rerun finds this parent again and continues it
+        return 1
+    # Rows the callback could not record (a trial that finished while a previous driver was killed) come
+    # from Tune's own results; a fresh recorder reads the table as the (possibly restored) callback left it.
+    recorder().reconcile(grid)
+    results = ResultsTable(run / "results.parquet", args.search).read()
+    curves, latents = tune_curves(grid, args.search, with_seed=len(training_seeds(cfg)) > 1)
+    return Finished(run, results, curves, latents, time.perf_counter() - start, tree.root, tree)
+
+
+def stored_sweep(run: RunDir, args: argparse.Namespace, p: Prepared) -> Finished:
+    """A finished sweep's rows and curves read back (nothing trains, MLflow is not touched)."""
+    from pipelines.text_vae_tracking import ResultsTable
+
+    print(f"the sweep in {run.path} finished on {run.info(SWEEP_STAGE)['finished']}: nothing to train; "
+          "rewriting the outputs from the stored rows")
+    results = ResultsTable(run / "results.parquet", args.search).read()
+    curves, latents = stored_outputs(run, args.search, with_seed=len(training_seeds(p.cfg)) > 1)
+    info = run.info(SWEEP_STAGE)
+    return Finished(run, results, curves, latents, float(info.get("seconds", 0.0)), info.get("mlflow_parent_run"))
+
+
+def write_report(done: Finished, p: Prepared, plots: list[Path], experiment: str) -> Path:
+    """``report.md`` of the sweep (:mod:`pipelines.text_vae_report`)."""
+    from pipelines.text_vae_report import write_report as write
+
+    results = done.results
+    facts = {"data": p.data_description, "seeds": training_seeds(p.cfg), "seconds": done.seconds,
+             "batches_per_epoch": batches_per_epoch(p.cfg, p.train_size), "rows": len(results),
+             "failed": int((results["status"] == "failed").sum()),
+             "mlflow": mlflow_line(experiment, p.tracking_uri, done.parent_id)}
+    return write(done.run / "report.md", p.settings, results, facts, plots)
+
+
+def mlflow_line(experiment: str, tracking_uri: str, parent_id: str | None) -> str:
+    """``experiment E (parent run R) at URI``."""
+    parent = f" (parent run {parent_id})" if parent_id else ""
+    return f"experiment {experiment}{parent} at {tracking_uri}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -388,55 +558,31 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RunDirError, TrackingUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from pipelines.text_vae_tracking import ResultsTable, TextVAERecorder
-
-    cfg, experiment = p.cfg, f"text-vae-{p.cfg['dataset']}"
-    start = time.perf_counter()
+    experiment, start = f"text-vae-{p.cfg['dataset']}", time.perf_counter()
     run = RunDir.open(p.output, p.settings, create=False, tracking_uri=p.tracking_uri)
     if run is not None and run.done(SWEEP_STAGE):
-        print(f"the sweep in {run.path} finished on {run.info(SWEEP_STAGE)['finished']}: nothing to train; "
-              "rewriting the outputs from the stored rows")
-        results = ResultsTable(run / "results.parquet", args.search).read()
-        curves, latents = stored_outputs(run, args.search)
+        done = stored_sweep(run, args, p)
     else:
-        quiet_libraries()
-        start_ray(args.address, dashboard=not args.no_dashboard)
-        try:
-            need = {k: v * cfg["workers"] for k, v in worker_resources(cfg).items()}
-            check_resources(need, local=is_local(args.address), what=f"a configuration (workers={cfg['workers']})",
-                            hints={"CPU": "lower workers or cpus_per_trial",
-                                   "GPU": "lower workers or gpus_per_trial (0: train on CPUs)"})
-            run = RunDir.open(p.output, p.settings, tracking_uri=p.tracking_uri)
-        except (ConfigError, RunDirError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        tags = {"preset": cfg["preset"], "search": args.search, "text_vae.run_dir": str(run.path)}
-        total = cfg["optuna_trials"] if args.search == "optuna" else (
-            len(cfg["schedules"]) * len(cfg["posteriors"]) * len(cfg["aggressive"]))
-
-        def recorder() -> TextVAERecorder:
-            return TextVAERecorder(run.path, experiment, args.search, p.tracking_uri, extra_tags=tags, total=total)
-
-        try:
-            grid = run_sweep(run, cfg, args.search, p.data_dir, recorder())
-        except Exception as err:  # Tune itself stopped (disk full, lost node): finished trials are kept
-            reason = stop_reason(err) or (f"Ray Tune stopped: {error_line(err)}; finished configurations are kept, "
-                                          "rerun the same command to resume")
-            print(f"\nerror: {reason}", file=sys.stderr)  # a new line: the progress output may be mid-line
-            return 1
-        # Rows the callback could not record (a trial that finished while a previous driver was killed) come
-        # from Tune's own results; a fresh recorder reads the table as the (possibly restored) callback left it.
-        recorder().reconcile(grid)
-        results = ResultsTable(run / "results.parquet", args.search).read()
-        curves, latents = tune_curves(grid, args.search)
-    write_outputs(run, cfg, args.search, curves, latents, p.train_size)
+        outcome = train_sweep(args, p, start)
+        if isinstance(outcome, int):
+            return outcome
+        done = outcome
+    run, results = done.run, done.results
+    tables, plots = write_outputs(run, p.cfg, args.search, done.curves, done.latents, p.train_size)
+    report = write_report(done, p, plots, experiment)
     failed = int((results["status"] == "failed").sum())
+    if done.tree is not None:  # FINISHED even if every training failed: the trial runs say why; never a 2nd parent
+        done.tree.log_metrics(done.tree.root, {"trainings": len(results), "failed": failed, "seconds": done.seconds})
+        done.tree.end()
     if not run.done(SWEEP_STAGE):
-        run.finish(SWEEP_STAGE, seconds=round(time.perf_counter() - start, 1), rows=len(results), failed=failed,
-                   stopped=int((results["status"] == "stopped").sum()))
+        run.finish(SWEEP_STAGE, seconds=round(done.seconds, 1), rows=len(results), failed=failed,
+                   stopped=int((results["status"] == "stopped").sum()), mlflow_parent_run=done.parent_id)
     print(summary(results))
-    print(f"{len(results)} configurations ({failed} failed) in {time.perf_counter() - start:.0f} s -> "
-          f"{run.path}/results.parquet (MLflow experiment {experiment} at {p.tracking_uri})")
+    print(f"{len(results)} trainings ({failed} failed) in {time.perf_counter() - start:.0f} s; outputs:")
+    for path in (run / "results.parquet", *tables, *plots, report, run / "manifest.json"):
+        print(f"  {path}")
+    print(f"  {run / 'tune' / SWEEP_STAGE} (Tune's experiment; TensorBoard reads it)")
+    print(f"  MLflow {mlflow_line(experiment, p.tracking_uri, done.parent_id)}")
     return 1 if failed == len(results) else 0
 
 

@@ -19,8 +19,9 @@ from trainables.beta_schedules import cyclical_lr, make_schedule
 from .rundir import atomic_write
 
 
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
+def _save(fig, path: Path, rect: tuple[float, float, float, float] = (0, 0, 1, 1)) -> Path:
+    """Lay ``fig`` out inside ``rect`` (figure fractions left, bottom, right, top), write it, close it."""
+    fig.tight_layout(rect=rect)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
     return Path(path)
@@ -44,32 +45,97 @@ def plot_schedules(path: Path, schedules: Sequence[str], total: int, *, cycles: 
     return _save(fig, path)
 
 
+#: Learning-curve panels: (per-epoch key, panel title).
+CURVE_PANELS = (("val_elbo", "validation ELBO (nats/sentence)"), ("val_rec", "reconstruction −log p(x|z) (nats)"),
+                ("val_kl", "KL(q(z|x) ‖ p(z)) (nats)"))
+#: How far past the interquartile range a learning-curve value may lie and still be drawn (Tukey's far-out fence).
+FENCE_IQRS = 3.0
+
+
+def robust_limits(values: Sequence[float], fence: float = FENCE_IQRS) -> tuple[float, float] | None:
+    """y limits that keep the bulk of ``values`` readable: ``[q25 − fence·IQR, q75 + fence·IQR]`` narrowed to the
+    finite values' own range, plus a 5 % margin; None when no value is finite. One diverging configuration (a
+    minority of the points) then lies outside and does not flatten the others."""
+    x = np.asarray([v for v in values if v is not None], dtype=float)
+    x = x[np.isfinite(x)]
+    if not len(x):
+        return None
+    q25, q75 = np.percentile(x, [25, 75])
+    iqr = q75 - q25
+    lo, hi = max(x.min(), q25 - fence * iqr), min(x.max(), q75 + fence * iqr)
+    margin = 0.05 * (hi - lo) or 0.05 * max(abs(hi), 1.0)
+    return float(lo - margin), float(hi + margin)
+
+
+def _clip_axis(ax, values: list[float], title: str) -> None:
+    """Set ``ax``'s y limits by :func:`robust_limits` and say in its title how many points lie outside."""
+    limits = robust_limits(values)
+    if limits is None:
+        ax.set_title(title)
+        return
+    ax.set_ylim(*limits)
+    outside = sum(1 for v in values if v is not None and np.isfinite(v) and not limits[0] <= v <= limits[1])
+    ax.set_title(title + (f"\n(y clipped: {outside} point(s) outside)" if outside else ""), fontsize=10)
+
+
 def plot_learning_curves(path: Path, curves: Mapping[str, Sequence[Mapping[str, Any]]]) -> Path:
-    """Validation ELBO, reconstruction and KL (nats per sentence) per epoch, one line per configuration."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    """Validation ELBO, reconstruction and KL (nats per sentence) per epoch, one line per configuration (dashed:
+    aggressive training). Each panel's y range is :func:`robust_limits` of its values, so a diverging run does not
+    flatten the others; the number of points outside is in the panel's title."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     colours = plt.get_cmap("tab20")
+    panel_values: dict[str, list[float]] = {key: [] for key, _ in CURVE_PANELS}
     for i, (name, points) in enumerate(sorted(curves.items())):
         epochs = [p["epoch"] for p in points]
-        for ax, key in zip(axes, ("val_elbo", "val_rec", "val_kl")):
-            ax.plot(epochs, [np.nan if p.get(key) is None else p[key] for p in points], marker=".", label=name,
-                    color=colours(i % 20), linestyle="--" if "aggr" in name else "-")
-    for ax, title in zip(axes, ("validation ELBO (nats/sentence)", "reconstruction −log p(x|z)", "KL")):
-        ax.set(xlabel="epoch", title=title)
-    axes[0].legend(fontsize=7)
+        for ax, (key, _) in zip(axes, CURVE_PANELS):
+            ys = [np.nan if p.get(key) is None else float(p[key]) for p in points]
+            panel_values[key] += ys
+            ax.plot(epochs, ys, marker=".", label=name, color=colours(i % 20),
+                    linestyle="--" if "aggr" in name else "-")
+    for ax, (key, title) in zip(axes, CURVE_PANELS):
+        ax.set(xlabel="epoch", ylabel="nats per sentence")
+        _clip_axis(ax, panel_values[key], title)
+    if curves:
+        axes[0].legend(fontsize=7, title="configuration", title_fontsize=7)
     return _save(fig, path)
+
+
+def _scatter_by_label(ax, z: np.ndarray, labels: np.ndarray, colours) -> None:
+    """One scatter per label (colour ``colours(label)``), so the figure legend can name each colour."""
+    y = z[:, 1] if z.shape[1] > 1 else np.zeros(len(z))
+    for label in np.unique(labels):
+        mask = labels == label
+        ax.scatter(z[mask, 0], y[mask], color=colours(int(label) % 10), s=5, label=f"sequence {int(label)}")
 
 
 def plot_latents(path: Path, latents: Mapping[str, Mapping[str, Sequence]]) -> Path:
-    """Samples z ~ q(z|x) (first two dims) per configuration, coloured by sequence (toy problem)."""
+    """Samples z ~ q(z|x) of the toy test sentences, one panel per configuration: x axis z₁, y axis z₂ (0 for a
+    1-D latent; further dimensions are not drawn), colour = which of the toy's sequences the sentence is (a
+    legend names each colour). Well separated colours mean z tells the sequences apart."""
     names = sorted(latents)
+    if not names:
+        raise ValueError("plot_latents: no configuration has latent samples")
     cols = min(4, len(names))
     rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols + 1.6, 3.3 * rows), squeeze=False)
     for ax in axes.flat[len(names):]:
         ax.axis("off")
+    colours = plt.get_cmap("tab10")
+    one_dim = False
     for ax, name in zip(axes.flat, names):
-        z, labels = np.asarray(latents[name]["z"]), np.asarray(latents[name]["labels"])
-        ax.scatter(z[:, 0], z[:, 1] if z.shape[1] > 1 else np.zeros(len(z)), c=labels, cmap="tab10", s=5)
+        z, labels = np.asarray(latents[name]["z"], dtype=float), np.asarray(latents[name]["labels"])
+        one_dim |= z.shape[1] == 1
+        _scatter_by_label(ax, z, labels, colours)
         ax.set_title(name, fontsize=8)
-    fig.suptitle("toy problem: z ~ q(z|x), coloured by sequence")
-    return _save(fig, path)
+        ax.set_xlabel("z₁", fontsize=8)
+        ax.set_ylabel("z₂" if z.shape[1] > 1 else "0 (1-D latent)", fontsize=8)
+    handles, texts = {}, {}
+    for ax in axes.flat[:len(names)]:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(text, handle)
+            texts[text] = int(text.split()[-1])
+    ordered = sorted(handles, key=texts.get)
+    fig.legend([handles[t] for t in ordered], ordered, title="colour = toy sequence", loc="center right",
+               fontsize=7, title_fontsize=8, markerscale=2)
+    fig.suptitle("toy problem: z ~ q(z|x) of the test sentences" + (", first two dimensions" if not one_dim else ""))
+    return _save(fig, path, rect=(0, 0, 1 - 1.6 / (3.4 * cols + 1.6), 1))  # the legend's column stays free

@@ -4,13 +4,16 @@ Trials never touch a store. :class:`TextVAERecorder` is a Ray Tune callback in t
 per-epoch results and, when the trial ends (completed, stopped early by a scheduler, diverged or crashed),
 records it once: the MLflow run first (an :class:`pipelines.mlflow_runs.MLflowRecorder` run tagged with the
 row's key, found again by that tag after a crash instead of being created twice; params = the configuration,
-metric histories per epoch, final metrics, tags ``status``/``error``), then the row in :class:`ResultsTable` (a
-:class:`pipelines.journal.JournaledTable`, O(1) fsynced appends, compacted into ``results.parquet``).
+metric histories per epoch, final metrics, tags ``status``/``error``; its start and end times are the training's,
+from Tune's ``timestamp`` and ``time_total_s``; nested under the sweep's parent run when the recorder's tags say
+so), then the row in :class:`ResultsTable` (a :class:`pipelines.journal.JournaledTable`, O(1) fsynced appends,
+compacted into ``results.parquet``). :class:`SweepProgress` shows the recorded rows as one progress bar.
 
-The key of a row is the trial's identity: the configuration ``(schedule, posterior, aggressive)`` (``schedule``
-is the sweep's entry, e.g. ``cyclical@0.5``; the row's ``beta_max`` column holds its effective β_max) for the grid
-search, the Tune trial id (kept by ``Tuner.restore``) for Optuna. A trial re-reported after a restore, or
-recorded again by :meth:`TextVAERecorder.reconcile` from Tune's own results after ``fit()``, is recorded once.
+The key of a row is the trial's identity: the configuration and training seed ``(schedule, posterior, aggressive,
+seed)`` (``schedule`` is the sweep's entry, e.g. ``cyclical@0.5``; the row's ``beta_max`` column holds its
+effective β_max) for the grid search, the Tune trial id (kept by ``Tuner.restore``) for Optuna. A trial
+re-reported after a restore, or recorded again by :meth:`TextVAERecorder.reconcile` from Tune's own results after
+``fit()``, is recorded once.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,7 +37,7 @@ from .mlflow_runs import MLflowRecorder, check_tracking_uri, one_line
 
 log = logging.getLogger(__name__)
 
-#: Columns of ``results.parquet`` required by DESIGN.md, in order.
+#: Columns of ``results.parquet`` required by DESIGN.md, "Output contract", in order.
 RESULT_COLUMNS = ("schedule", "posterior", "aggressive", "elbo", "rec", "kl", "ppl", "iw_ppl", "au", "mi")
 #: Per-epoch keys kept for learning curves and logged as MLflow metric histories.
 EPOCH_KEYS = ("beta", "k", "inner_steps", "train_rec", "train_kl", "train_elbo", "val_rec", "val_kl",
@@ -54,10 +58,11 @@ STATUSES = ("complete", "stopped", "failed")
 
 
 def run_name(config: Mapping[str, Any]) -> str:
-    """``<schedule>-<posterior>[-aggressive]`` (searched configurations share it; the tag ``ray.trial_id``
-    tells them apart)."""
+    """``<schedule>-<posterior>[-aggressive]-s<seed>`` (searched configurations share it; the tag
+    ``ray.trial_id`` tells them apart)."""
     train, model = config["train"], config["model"]
-    return f"{train['schedule']}-{model['posterior']}" + ("-aggressive" if train["aggressive"] else "")
+    return (f"{train['schedule']}-{model['posterior']}" + ("-aggressive" if train["aggressive"] else "")
+            + f"-s{train.get('seed', 0)}")
 
 
 def trial_dirname(trial) -> str:
@@ -83,10 +88,22 @@ def trial_identity(result) -> tuple[dict[str, Any] | None, str]:
     return config, trial_id
 
 
-def curve_name(row: Mapping[str, Any], search: str) -> str:
-    """The label of a configuration in curves.parquet and the plots (Optuna: with the trial id's tail)."""
+def curve_name(row: Mapping[str, Any], search: str, with_seed: bool = False) -> str:
+    """The label of a configuration in curves.parquet and the plots (Optuna: with the trial id's tail;
+    ``with_seed``, for sweeps of several training seeds: with ``-s<seed>``)."""
     name = f"{row['schedule']}-{row['posterior']}" + ("-aggr" if row["aggressive"] else "")
+    name += f"-s{row['seed']}" if with_seed else ""
     return name + (f"-{str(row['trial_id'])[-5:]}" if search == "optuna" else "")
+
+
+def trial_times(result: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """``(start, end)`` of a trial's training in Unix seconds, from its last Tune result: end = ``timestamp``
+    (when the result was reported; Tune keeps whole seconds), start = end − ``time_total_s`` (the trial's
+    running time). ``(None, None)`` when the result has neither (a trial that crashed before reporting)."""
+    end, total = _number(result.get("timestamp")), _number(result.get("time_total_s"))
+    if end is None or total is None:
+        return None, None
+    return end - total, end
 
 
 def _number(value: Any) -> float | None:
@@ -158,9 +175,9 @@ def typed_results(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(["posterior", "schedule", "aggressive", "trial_id"], kind="stable").reset_index(drop=True)
 
 
-def configuration_key(row: Mapping[str, Any]) -> tuple[str, str, bool]:
-    """Grid search: a row is its configuration."""
-    return str(row["schedule"]), str(row["posterior"]), bool(row["aggressive"])
+def configuration_key(row: Mapping[str, Any]) -> tuple[str, str, bool, int]:
+    """Grid search: a row is its configuration and training seed."""
+    return str(row["schedule"]), str(row["posterior"]), bool(row["aggressive"]), int(row.get("seed") or 0)
 
 
 def trial_key(row: Mapping[str, Any]) -> tuple[str]:
@@ -200,6 +217,72 @@ def curve_points(results: pd.DataFrame | None) -> list[dict[str, Any]]:
     return [points[e] for e in sorted(points)]
 
 
+# --- progress ---------------------------------------------------------------------------------------
+class SweepProgress:
+    """A tqdm bar (stderr) over the sweep's configurations: rows recorded (failed ones counted in the postfix),
+    the best test ELBO and the lowest test PPL so far (nats per sentence; PPL per word); one ``warning:`` line per
+    failed configuration. Opened by :meth:`start` with the rows a previous driver already recorded, so a resumed
+    sweep continues the count."""
+
+    def __init__(self, total: int, desc: str = "sweep") -> None:
+        self.total, self.desc = total, desc
+        self.done, self.failed = 0, 0
+        self.best_elbo, self.best_ppl = -math.inf, math.inf
+        self._bar = None
+
+    def __getstate__(self) -> dict:  # pickled with the Tuner's callbacks: a tqdm bar does not pickle
+        return {**self.__dict__, "_bar": None}
+
+    def start(self, rows: list[Mapping[str, Any]]) -> None:
+        """Open the bar, counting ``rows`` (already recorded) as done."""
+        from tqdm.auto import tqdm
+
+        self.done = self.failed = 0
+        self.best_elbo, self.best_ppl = -math.inf, math.inf
+        for row in rows:
+            self._count(row)
+        self._bar = tqdm(total=self.total, initial=self.done, desc=self.desc, unit="config", dynamic_ncols=True)
+        self._show()
+
+    def update(self, row: Mapping[str, Any], name: str) -> None:
+        """Count one newly recorded row (``name``: the configuration's run name, for a failure's warning line)."""
+        self._count(row)
+        if row["status"] == "failed":
+            line = f"warning: {self.desc}: {name} ({row['trial_id']}) failed: {row['error'] or 'unknown error'}"
+            if self._bar is not None:
+                self._bar.write(line, file=sys.stderr)
+            else:
+                print(line, file=sys.stderr)
+        self._show()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def _count(self, row: Mapping[str, Any]) -> None:
+        self.done += 1
+        self.failed += row["status"] == "failed"
+        if (elbo := _number(row.get("elbo"))) is not None:
+            self.best_elbo = max(self.best_elbo, elbo)
+        if (ppl := _number(row.get("ppl"))) is not None:
+            self.best_ppl = min(self.best_ppl, ppl)
+
+    def _show(self) -> None:
+        if self._bar is None:
+            return
+        postfix = {}
+        if math.isfinite(self.best_elbo):
+            postfix["best elbo"] = f"{self.best_elbo:.3f}"
+        if math.isfinite(self.best_ppl):
+            postfix["lowest ppl"] = f"{self.best_ppl:.3f}"
+        if self.failed:
+            postfix["failed"] = self.failed
+        self._bar.n = self.done
+        self._bar.set_postfix(postfix, refresh=False)
+        self._bar.refresh()
+
+
 # --- the callback -------------------------------------------------------------------------------------
 class TextVAERecorder(MLflowRecorder, Callback):
     """Ray Tune callback: one MLflow run and one :class:`ResultsTable` row per finished trial.
@@ -210,15 +293,16 @@ class TextVAERecorder(MLflowRecorder, Callback):
         search: ``grid`` or ``optuna`` (the row key, :data:`ROW_KEYS`).
         tracking_uri: default ``MLFLOW_TRACKING_URI`` else MLflow's default; checked here (one-line
             :class:`pipelines.mlflow_runs.TrackingUnavailable`) and again in ``setup``, before any trial runs.
-        extra_tags: added to every run (e.g. ``preset``, ``search``).
-        total: the number of trials of the sweep; when given, every recorded row prints one progress line.
+        extra_tags: added to every run (e.g. ``preset``, ``search``, and
+            :meth:`pipelines.mlflow_runs.RunTree.nest_under` of the sweep's parent run).
+        progress: when given, opened in ``setup`` and ticked by every recorded row.
     """
 
     def __init__(self, output_dir: str | os.PathLike, experiment_name: str, search: str,
                  tracking_uri: str | None = None, extra_tags: Mapping[str, Any] | None = None,
-                 total: int | None = None) -> None:
+                 progress: SweepProgress | None = None) -> None:
         super().__init__(output_dir, experiment_name, tracking_uri, extra_tags)
-        self.search, self.total = search, total
+        self.search, self.progress = search, progress
         self.table = ResultsTable(Path(output_dir) / "results.parquet", search)
         self._points: dict[str, dict[int, dict[str, Any]]] = {}  # trial id -> epoch -> point
 
@@ -229,6 +313,8 @@ class TextVAERecorder(MLflowRecorder, Callback):
     def setup(self, **info) -> None:
         check_tracking_uri(self.tracking_uri)
         _ = self.experiment_id  # create or fetch the experiment before the first trial starts
+        if self.progress is not None:
+            self.progress.start(self.table.read().to_dict("records"))
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         point = epoch_point(result)
@@ -244,6 +330,8 @@ class TextVAERecorder(MLflowRecorder, Callback):
 
     def on_experiment_end(self, trials: list, **info) -> None:
         self.table.compact()
+        if self.progress is not None:
+            self.progress.close()
 
     def _curve(self, trial) -> list[dict[str, Any]]:
         points = self._points.pop(str(trial.trial_id), {})
@@ -259,12 +347,10 @@ class TextVAERecorder(MLflowRecorder, Callback):
         stored = self.table.get(key)
         if stored is not None:
             return str(stored["mlflow_run_id"])
-        run_id = self._log_run(key, row, config, curve or [])
+        run_id = self._log_run(key, row, config, curve or [], trial_times(result))
         self.table.append({**row, "mlflow_run_id": run_id})
-        if self.total:
-            what = f"test elbo {row['elbo']:.3f}" if row["elbo"] is not None else row["error"] or row["status"]
-            print(f"[{len(self.table.keys())}/{self.total}] {run_name(config)} ({trial_id}): {row['status']}, {what}",
-                  flush=True)
+        if self.progress is not None:
+            self.progress.update(row, run_name(config))
         return run_id
 
     def reconcile(self, grid) -> int:
@@ -286,9 +372,10 @@ class TextVAERecorder(MLflowRecorder, Callback):
         return len(self.table.keys()) - before
 
     def _log_run(self, key: tuple, row: Mapping[str, Any], config: Mapping[str, Any],
-                 curve: list[dict[str, Any]]) -> str:
+                 curve: list[dict[str, Any]], times: tuple[float | None, float | None] = (None, None)) -> str:
         """The MLflow run of ``key``: a complete one found by its key tag, else a new one (params, metric
-        histories, final metrics, status); a run left unfinished by a crash mid-logging is deleted first."""
+        histories, final metrics, status) whose start and end are ``times`` (Unix seconds, the training's;
+        None: when logged); a run left unfinished by a crash mid-logging is deleted first."""
         from mlflow.entities import Metric, Param
 
         for run in self.find_runs(key):
@@ -298,17 +385,18 @@ class TextVAERecorder(MLflowRecorder, Callback):
         tags = {"ray.trial_id": row["trial_id"], "status": row["status"]}
         if row["error"]:
             tags["error"] = one_line(row["error"])
-        run_id = self.create_run(key, run_name(config), tags)
+        started, ended = times
+        run_id = self.create_run(key, run_name(config), tags, start_time=started)
         flat = {"dataset": config["dataset"], "workers": config.get("workers", 1),
                 **{f"model.{k}": v for k, v in config["model"].items()},
                 **{f"train.{k}": v for k, v in config["train"].items()}, **config.get("data", {})}
         params = [Param(k, str(v)[:500]) for k, v in flat.items()]
-        now = int(1000 * time.time())
+        now = int(1000 * (ended or time.time()))
         metrics = [Metric(k, x, now, 0) for k in (*RESULT_COLUMNS[3:], *EXTRA_KEYS)
                    if (x := _number(row.get(k))) is not None]
         for point in curve:
             metrics += [Metric(k, x, now, point["epoch"]) for k in EPOCH_KEYS if (x := point.get(k)) is not None]
         for start in range(0, max(len(metrics), 1), 900):  # MLflow takes at most 1000 entities per batch
             self.client.log_batch(run_id, metrics=metrics[start:start + 900], params=params if start == 0 else [])
-        self.terminate(run_id, "FAILED" if row["status"] == "failed" else "FINISHED")
+        self.terminate(run_id, "FAILED" if row["status"] == "failed" else "FINISHED", end_time=ended)
         return run_id

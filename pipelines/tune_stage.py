@@ -21,7 +21,7 @@ from ray.tune import Callback
 
 from trainables.tune_trainable import TeacherBundle, candidate_trainable
 
-from .dcsod_tracking import MLflowHistoryCallback, metrics_of
+from .dcsod_tracking import MLflowHistoryCallback, metrics_of, stopped_early
 from .mlflow_runs import MLflowRecorder
 from .ray_session import error_line
 from .rundir import RunDir, RunStopped
@@ -38,7 +38,9 @@ class Stage:
     ``name``: experiment and manifest id (``warmup``, ``distill-1``, ``search``); ``stage``/``iteration``: the
     history key part; ``train``: :class:`trainables.TrainConfig` fields; either ``genotypes`` (architecture
     JSON strings, one trial each) or ``searcher`` + ``num_samples``; ``seeds``: train every genotype once per
-    seed (default: the run's ``seed`` only); ``teachers``: the ensemble for ``distill``.
+    seed (default: the run's ``seed`` only); ``teachers``: the ensemble for ``distill``; ``scheduler``: a Tune
+    trial scheduler (e.g. ASHA) that may stop trainings early (they must then report the metric every epoch:
+    ``train["eval_every"] = 1``).
     """
 
     name: str
@@ -50,6 +52,7 @@ class Stage:
     num_samples: int = 0
     teachers: TeacherBundle | None = None
     seeds: list[int] | None = None
+    scheduler: Any = None
 
     @property
     def size(self) -> int:
@@ -59,11 +62,13 @@ class Stage:
 
 
 class StageProgress(Callback):
-    """A tqdm bar per stage: completed (and failed) trials, best metric so far; one line per failed trial."""
+    """A tqdm bar per stage: completed (and failed) trials, best metric so far, trainings a scheduler stopped
+    early (their metric is not at the stage's budget: not counted as best); one line per failed trial."""
 
     def __init__(self, desc: str, total: int, metric: str) -> None:
         self.desc, self.total, self.metric = desc, total, metric
         self._bar, self.best, self.finished = None, -math.inf, 0  # restored with the experiment on Tuner.restore
+        self.stopped = 0
 
     def __getstate__(self) -> dict:  # Tune pickles callbacks with the experiment; a tqdm bar does not pickle
         return {**self.__dict__, "_bar": None}
@@ -79,8 +84,11 @@ class StageProgress(Callback):
         return self._bar
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        value = (trial.last_result or {}).get(self.metric)
-        if value is not None and math.isfinite(value):
+        result = trial.last_result or {}
+        value = result.get(self.metric)
+        if stopped_early(result):
+            self.stopped += 1
+        elif value is not None and math.isfinite(value):
             self.best = max(self.best, value)
         self._tick()
 
@@ -94,8 +102,11 @@ class StageProgress(Callback):
         bar = self._open()
         self.finished += 1
         bar.n = self.finished
-        if math.isfinite(self.best):
-            bar.set_postfix({self.metric: f"{self.best:.3f}"}, refresh=False)
+        postfix = {self.metric: f"{self.best:.3f}"} if math.isfinite(self.best) else {}
+        if self.stopped:
+            postfix["stopped early"] = self.stopped
+        if postfix:
+            bar.set_postfix(postfix, refresh=False)
         bar.refresh()
 
     def on_experiment_end(self, trials, **info) -> None:
@@ -127,7 +138,8 @@ def run_stage(run: RunDir, cfg: dict, stage: Stage, experiment: str, tracking_ur
     (e.g. ``mlflow.parentRunId`` to nest them under a parent run).
 
     ``records``: one dict per trial with :data:`RECORD_KEYS`, the metrics and ``checkpoint`` (path of the
-    trained weights, None for failed trials); ``stats``: ``trials``, ``failed``, ``wall_seconds``,
+    trained weights, None for failed trials and those a scheduler stopped early) and ``stopped_early``;
+    ``stats``: ``trials``, ``failed``, ``stopped_early``, ``wall_seconds``,
     ``mean_train_seconds``, ``mean_trainable_seconds`` and ``overhead_seconds_per_trial`` (wall time per trial
     and concurrency slot not spent inside the trainable: scheduling, reporting, MLflow, checkpoints).
     """
@@ -136,7 +148,8 @@ def run_stage(run: RunDir, cfg: dict, stage: Stage, experiment: str, tracking_ur
     trainable = tune.with_resources(tune.with_parameters(candidate_trainable, teachers=stage.teachers), resources(cfg))
     start = time.perf_counter()
     base = {"protocol": cfg["protocol"], "protocol_options": cfg["protocol_options"], "train": stage.train,
-            "seed": cfg["seed"], "stage": stage.stage, "iteration": stage.iteration, "checkpoint": True}
+            "seed": cfg["seed"], "stage": stage.stage, "iteration": stage.iteration, "checkpoint": True,
+            "metric": cfg["metric"]}
     if stage.seeds:
         base["seed"] = tune.grid_search(list(stage.seeds))
     param_space = base if stage.genotypes is None else {**base, "genotype": tune.grid_search(stage.genotypes)}
@@ -157,6 +170,7 @@ def run_stage(run: RunDir, cfg: dict, stage: Stage, experiment: str, tracking_ur
                                           trial_name_creator=trial_name, trial_dirname_creator=trial_name)
         else:
             tune_config = tune.TuneConfig(search_alg=stage.searcher, num_samples=stage.num_samples,
+                                          scheduler=stage.scheduler,
                                           max_concurrent_trials=cfg["max_concurrent"], reuse_actors=True,
                                           trial_name_creator=trial_name, trial_dirname_creator=trial_name)
         callbacks = [recorder(run, stage, experiment, tracking_uri, tags), StageProgress(stage.name, stage.size,
@@ -187,6 +201,7 @@ def run_stage(run: RunDir, cfg: dict, stage: Stage, experiment: str, tracking_ur
         metrics = result.metrics or {}
         record = {**{k: metrics.get(k) for k in RECORD_KEYS}, **metrics_of(metrics)}
         record["genotype"] = record["genotype"] or (result.config or {}).get("genotype")
+        record["stopped_early"] = stopped_early(metrics)
         if result.error is not None:
             record["error"] = error_line(result.error)
         ok = result.checkpoint is not None and not record["error"]
@@ -205,7 +220,9 @@ def run_stage(run: RunDir, cfg: dict, stage: Stage, experiment: str, tracking_ur
         values = [r[key] for r in done if r.get(key) is not None]
         return sum(values) / len(values) if values else math.nan
 
-    stats = {"trials": len(records), "failed": len(records) - len(done), "wall_seconds": wall,
+    stopped = sum(r["stopped_early"] for r in records)
+    stats = {"trials": len(records), "failed": len(records) - len(done) - stopped, "stopped_early": stopped,
+             "wall_seconds": wall,
              "mean_train_seconds": mean("train_seconds"), "mean_trainable_seconds": mean("trainable_seconds"),
              "overhead_seconds_per_trial": wall * slots / max(1, len(records)) - mean("trainable_seconds"),
              "gap_seconds_per_trial": between_trials(records)}
@@ -216,7 +233,8 @@ def recorder(run: RunDir, stage: Stage, experiment: str, tracking_uri: str, tags
     """The stage's :class:`MLflowHistoryCallback` (history rows + MLflow runs of its trials)."""
     return MLflowHistoryCallback(run.path, experiment, stage.stage, stage.iteration, tracking_uri,
                                  extra_tags={"dcsod.run_dir": str(run.path), **(tags or {})},
-                                 log_genotype_artifact=False)
+                                 log_genotype_artifact=False, label=stage.name,
+                                 seed_in_name=len(stage.seeds or ()) > 1)
 
 
 class StageInterrupted(RunStopped):

@@ -24,6 +24,7 @@ from trainables import TrainConfig
 
 from .dcsod_settings import MIN_PREDICTOR_PAIRS, dataset_name, distill_args
 from .dcsod_tracking import metrics_of
+from .mlflow_runs import MLflowRecorder, RunTree
 from .rundir import RunDir, read_json, write_json
 from .teachers import NoUsableCandidates, choose_teachers, load_bundle, usable
 from .tune_stage import Stage, run_stage
@@ -38,12 +39,14 @@ class Workflow:
     def __init__(self, run: RunDir, cfg: dict, tracking_uri: str, experiment: str | None = None,
                  tags: dict | None = None) -> None:
         """``experiment``: the MLflow experiment (default ``dcsod-<dataset>``); ``tags``: added to every MLflow
-        run of the stages (e.g. ``mlflow.parentRunId``, to nest them under a parent run)."""
+        run of the stages. With ``mlflow.parentRunId`` among them (an experiment command's method run), the
+        stage runs nest under that run; without, the workflow's own parent run holds them (:attr:`tree`)."""
         self.run, self.cfg, self.tracking_uri = run, cfg, tracking_uri
         self.metric = cfg["metric"]
         self.dataset = dataset_name(cfg)
         self.experiment = experiment or f"dcsod-{self.dataset}"
         self.tags = dict(tags or {})
+        self._tree: RunTree | None = None
         self.space = SearchSpace(**cfg["space"])
         self.width = TrainConfig().replace(**cfg["train"]).width
 
@@ -64,21 +67,63 @@ class Workflow:
         return {**base, "epochs": self.cfg["final"]["epochs"], "eval_split": "test", "train_fraction": 1.0,
                 "train_on_val": self.cfg["final"]["train_on_val"]}
 
+    # --- MLflow: parent run > stage runs > trial runs ---------------------------------------------------
+    @property
+    def tree(self) -> RunTree:
+        """The MLflow runs of this workflow: a parent run ``dcsod (<preset>)`` with the settings, code and package
+        versions (or, nested in an experiment, the given parent run), and one nested run per stage."""
+        if self._tree is None:
+            recorder = MLflowRecorder(self.run.path, self.experiment, self.tracking_uri,
+                                      extra_tags={"dcsod.run_dir": str(self.run.path)})
+            parent = self.tags.get("mlflow.parentRunId")
+            other = {k: v for k, v in self.tags.items() if k != "mlflow.parentRunId"}
+            if parent:
+                self._tree = RunTree.attach(recorder, parent, tags=other)
+            else:
+                self._tree = RunTree(recorder, f"dcsod ({self.cfg.get('preset', 'custom')})", self.cfg,
+                                     tags={**other, "dcsod.pipeline": "dcsod"})
+        return self._tree
+
+    def stage_tags(self, name: str) -> dict:
+        """Tags for the runs of stage ``name``: nested under the stage's run (created on first use)."""
+        return {**self.tags, **RunTree.nest_under(self.tree.child(name, tags={"dcsod.stage": name}))}
+
+    def end_stage(self, name: str, metrics: dict) -> None:
+        """Log a finished stage's numbers on its run and end it."""
+        run_id = self.tree.child(name)
+        self.tree.log_metrics(run_id, metrics)
+        self.tree.end(run_id)
+
+    def _fail_stage(self, name: str) -> None:
+        """End a stopped stage's run FAILED; a tracking store that is down too must not hide the first error."""
+        try:
+            self.tree.end(self.tree.child(name), "FAILED")
+        except Exception:
+            pass
+
     # --- stages ------------------------------------------------------------------------------------
     def evaluate(self, stage: Stage) -> list[dict]:
         """Run or read back one Tune stage; its records."""
         path = self.run / "stages" / f"{stage.name}.json"
         if self.run.done(stage.name):
             return read_json(path)["records"]
-        records, stats = run_stage(self.run, self.cfg, stage, self.experiment, self.tracking_uri, self.tags)
+        try:
+            records, stats = run_stage(self.run, self.cfg, stage, self.experiment, self.tracking_uri,
+                                       self.stage_tags(stage.name))
+        except Exception:
+            self._fail_stage(stage.name)  # a rerun opens it again
+            raise
         teachers = None if stage.teachers is None else stage.teachers.genotypes
         write_json(path, {"records": records, "teachers": teachers, "stats": stats})
         if records and not any(r.get("checkpoint") for r in records):
             self._set_aside(stage.name)
             first = next((r["error"] for r in records if r.get("error")), "no error reported")
+            self._fail_stage(stage.name)
             raise NoUsableCandidates(f"stage {stage.name}: every candidate failed (first error: {first}); the stage "
                                      "is not marked finished: fix the cause and rerun the same command")
         self.run.finish(stage.name, **stats)
+        best = [r[self.metric] for r in usable(records, self.metric)]
+        self.end_stage(stage.name, {**stats, **({f"best_{self.metric}": max(best)} if best else {})})
         return records
 
     def _set_aside(self, name: str) -> None:
@@ -174,6 +219,9 @@ class Workflow:
         out.mkdir(parents=True, exist_ok=True)
         full.save(out / PREDICTOR_FILE)
         write_json(out / "metrics.json", metrics)
+        run_id = self.tree.child("predictor", tags={"dcsod.stage": "predictor"})
+        self.tree.recorder.client.log_artifact(run_id, str(out / "metrics.json"), "predictor")
+        self.end_stage("predictor", {k: v for k, v in metrics.items() if k != "validation"})
         self.run.finish("predictor", kendall_tau=metrics["kendall_tau"], pearson_rho=metrics["pearson_rho"])
         return metrics
 
@@ -184,14 +232,23 @@ class Workflow:
         if s["trials"] == 0:
             return []
         genotypes, y = self.pairs(final_records)
+        train = self.distill_train() if teachers is not None else self.warmup_train()
+        epochs = TrainConfig().replace(**train).epochs
+        scheduler, budget = None, {}
+        if s["early_stop"] == "asha":  # stopped trainings are kept apart by the searcher: never learnt from
+            from ray.tune.schedulers import ASHAScheduler
+
+            train = {**train, "eval_every": 1}
+            scheduler = ASHAScheduler(time_attr="epoch", metric=self.metric, mode="max", max_t=epochs,
+                                      grace_period=s["grace_epochs"], reduction_factor=s["reduction_factor"])
+            budget = {"full_budget": epochs, "budget_attr": "epoch"}
         searcher = PredictorEvolutionSearcher(
             metric=self.metric, mode="max", space=self.space, predictor=self.cfg["predictor"]["name"],
             predictor_args=self.cfg["predictor"]["args"], min_results=s["min_results"], refit_every=s["refit_every"],
             population=s["population"], generations=s["generations"], temperature=s["temperature"],
-            reference=s["reference"], warm_start=list(zip(genotypes, y.tolist())), seed=self.cfg["seed"])
-        train = self.distill_train() if teachers is not None else self.warmup_train()
+            reference=s["reference"], warm_start=list(zip(genotypes, y.tolist())), seed=self.cfg["seed"], **budget)
         return self.evaluate(Stage("search", "search", 0, train, searcher=searcher, num_samples=s["trials"],
-                                   teachers=teachers))
+                                   teachers=teachers, scheduler=scheduler))
 
     def champions(self, candidates: list[dict]) -> dict[str, dict]:
         """The two candidates for the final retrain, among the *usable* candidates (trained, finite metric: dead
@@ -232,7 +289,7 @@ class Workflow:
         info = load_model_info(self.run, self.cfg)
         model = package(champion["genotype"], state_dict, info, train)
         tracker = MLflowHistoryCallback(self.run.path, self.experiment, "final", 0, self.tracking_uri,
-                                        extra_tags={"dcsod.run_dir": str(self.run.path)})
+                                        extra_tags={"dcsod.run_dir": str(self.run.path), **self.stage_tags("final")})
         result = {**metrics, "arch_hash": champion["arch_hash"], "genotype": champion["genotype"],
                   "seed": self.cfg["seed"]}
 
@@ -259,6 +316,7 @@ class Workflow:
                              "metric": self.metric})
         version, promoted, promotion = register_champion(self.experiment, run_id, tags, self.tracking_uri,
                                                          self.cfg["final"]["promote"])
+        self.end_stage("final", {**metrics_of(metrics), "registered_version": version})
 
         def measured_search(r: dict) -> dict:
             return {"stage": r["stage"], "iteration": r["iteration"], **metrics_of(r)}
@@ -311,13 +369,46 @@ class Workflow:
         return {"seeds": list(c["seeds"]), "metric": self.metric, "rows": rows}
 
     def execute(self) -> dict:
-        warmup = self.warmup()
-        final_records, teachers = self.distill(warmup)
-        self.predictor(final_records)
-        searched = self.search(final_records, teachers)
-        best = self.final(final_records + searched, teachers)
-        from .report import write_report
+        """Every stage, then report.md; the parent MLflow run ends FINISHED (FAILED, with the tag ``error``,
+        when a stage stops the run; a rerun opens it again)."""
+        try:
+            warmup = self.warmup()
+            final_records, teachers = self.distill(warmup)
+            self.predictor(final_records)
+            searched = self.search(final_records, teachers)
+            best = self.final(final_records + searched, teachers)
+            from .report import write_report
 
-        write_report(self.run, self.cfg, best)
+            write_report(self.run, self.cfg, best)
+        except Exception as err:
+            if self._tree is not None:
+                self._end_failed(err)
+            raise
+        self.finish_tree(best)
         return best
+
+    def finish_tree(self, best: dict) -> None:
+        """Tag the parent run with the champion, attach report.md and best.json, and end it."""
+        if "mlflow.parentRunId" in self.tags:
+            return
+        client, root = self.tree.recorder.client, self.tree.root
+        client.set_tag(root, "dcsod.champion", best["arch_hash"])
+        client.set_tag(root, "dcsod.model_uri", best["model"]["uri"])
+        self.tree.log_metrics(root, {f"test_{k}": v for k, v in best["measured_test"].items()})
+        for name in ("report.md", "best.json"):
+            if (self.run / name).exists():
+                client.log_artifact(root, str(self.run / name))
+        self.tree.end()
+
+    def _end_failed(self, err: Exception) -> None:
+        """End the open stage runs FAILED, and the parent run (if it is this workflow's) with the tag ``error``."""
+        from .mlflow_runs import one_line
+
+        own = "mlflow.parentRunId" not in self.tags
+        try:  # the run stops anyway: a tracking store that is down too must not hide the first error
+            if own:
+                self.tree.recorder.client.set_tag(self.tree.root, "error", one_line(err))
+            self.tree.end_open("FAILED", root=own)
+        except Exception:
+            pass
 

@@ -1,9 +1,14 @@
 """Ray Tune ``Searcher`` that proposes DCSOD genotypes: random until it has enough results, then a neural
-predictor fit on every (architecture, metric) pair so far, explored by Metropolis evolution.
+predictor fit on every (architecture, metric) pair so far, explored by Metropolis evolution; optionally jointly
+with the hyperparameters of Tune's ``param_space``.
 
-Importing this module imports Ray; the rest of ``search_space`` stays Ray-free.
+Importing this module imports Ray; the rest of ``search_space`` stays Ray-free (but for ``hyperparameters`` and
+the modules importing it: ``searcher_hooks``, ``baseline_searchers``).
 
-Example (runs as is on a laptop; the trainable here is a stand-in for ``trainables.train_candidate``)::
+Example, a joint architecture + hyperparameter search (runs as is on a laptop; the trainable here is a stand-in
+for ``trainables.train_candidate``)::
+
+    import math
 
     from ray import tune
     from search_space import Genotype, encode
@@ -11,25 +16,50 @@ Example (runs as is on a laptop; the trainable here is a stand-in for ``trainabl
 
     def trainable(config):
         g = Genotype.from_json(config["genotype"])
-        return {"auroc_msp": float(encode(g)[:15].mean())}  # any metric, higher = better here
+        lr, batch_size = config["optim"]["lr"], config["optim"]["batch_size"]  # numbers, sampled by the searcher
+        score = float(encode(g)[:15].mean()) - abs(math.log10(lr) + 2) / 10 - (batch_size == 128) / 20
+        return {"auroc_msp": score}  # any metric, higher = better here
 
-    searcher = PredictorEvolutionSearcher(metric="auroc_msp", mode="max", min_results=8, seed=0)
-    tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
-        search_alg=searcher, num_samples=16, max_concurrent_trials=2, reuse_actors=True))
-    best = tuner.fit().get_best_result(metric="auroc_msp", mode="max")
-    print(best.config["genotype"], best.metrics["auroc_msp"])
+    searcher = PredictorEvolutionSearcher(min_results=8, seed=0)
+    param_space = {"optim": {"lr": tune.loguniform(1e-4, 1e-1), "batch_size": tune.choice([64, 128])}, "epochs": 3}
+    tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune.TuneConfig(
+        metric="auroc_msp", mode="max", search_alg=searcher, num_samples=16, max_concurrent_trials=2,
+        reuse_actors=True))
+    best = tuner.fit().get_best_result()
+    print(best.config["genotype"], best.config["optim"], best.metrics["auroc_msp"])
 
-``suggest`` returns ``{"genotype": <JSON string>}``. Errored trials (``result`` None or without the metric,
-or a non-finite value) are ignored. The predictor is refit lazily, at the first ``suggest`` after every
+``suggest`` returns ``{"genotype": <JSON string>}`` plus a value for every search-space object of ``param_space``
+(nested as there; Tune merges the suggestion into the param_space, so constants reach the trainable unchanged).
+Metric and mode come from the constructor or from ``tune.TuneConfig``, with or without a ``param_space`` (without
+one Tune never calls ``set_search_properties``: see :func:`search_space.tune_properties.tune_run_metric_and_mode`);
+lacking both at the first ``suggest`` is a one-line ``ValueError``. Errored trials (``result`` None or without the
+metric, or a non-finite value) are ignored. The predictor is refit lazily, at the first ``suggest`` after every
 ``refit_every`` new results; each refit runs one evolution whose ``batch`` best unseen architectures are
-handed out in order. All randomness comes from one seeded ``numpy`` Generator held in the state, so
+handed out in order.
+
+Hyperparameters (the supported dimensions are listed in :mod:`search_space.hyperparameters`, unsupported ones are
+a one-line ``ValueError`` naming the key): each dimension is drawn from its own Tune distribution until
+``min_results`` full results carry hyperparameters; then a parent is drawn from the best quarter of those results
+and each dimension is redrawn (probability 0.2) or inherits the parent's value, a number moved by a Gaussian step
+of 0.1 of its (log) range. The predictor sees architectures only: its target for an architecture is the mean
+metric over the hyperparameters that architecture happened to get.
+
+Trials stopped early (``add_evaluated_point(..., pruned=True)``, or with ``full_budget`` set a completed trial whose
+``budget_attr``, e.g. ``training_iteration``, is below it — Tune marks a scheduler-stopped result ``done`` too, so
+the budget is the only signal) are kept apart in :attr:`PredictorEvolutionSearcher.pruned`: their architectures are
+not proposed again, but neither the predictor nor the hyperparameter rule learns from their partial metric.
+
+All randomness comes from one seeded ``numpy`` Generator held in the state, so
 ``save``/``restore`` (used by ``Tuner.restore``) continue with exactly the suggestions an uninterrupted
 searcher would have made.
 
 The searcher's state is plain JSON (``searcher-state-<session>.json`` in Tune's experiment directory), never a
 pickle, so reading it back cannot run code: :meth:`PredictorEvolutionSearcher.get_state` holds the
-settings, the Generator's state, every result, pending trial and queued proposal as genotype JSON, and the fitted
-predictor as data (:meth:`search_space.predictor.Predictor.to_state`). A pickle, a corrupt file or another
+settings, the Generator's state, every result, pending trial, pruned trial and queued proposal as genotype JSON,
+the hyperparameter rows (numbers, a choice's category index) with their dimensions' descriptions, and the fitted
+predictor as data (:meth:`search_space.predictor.Predictor.to_state`). A state written before pruned trials and
+hyperparameters existed (same format 1) reads as having none. A state whose hyperparameter rows were sampled over
+other dimensions than the restoring run's param_space, a pickle, a corrupt file or another
 searcher's state is refused with a one-line ``ValueError`` that leaves the searcher unchanged. Searchers of older
 versions wrote ``searcher-state-<session>.pkl``; such a file is never read: restoring a directory that holds only
 one raises a ``ValueError`` naming it (delete the stage's Tune directory to rerun the stage). Tune itself logs that
@@ -51,14 +81,27 @@ from ray.tune.search import Searcher
 from .encoding import encode_many
 from .evolution import REFERENCES, evolve, temperature_schedule
 from .genotype import Genotype
+from .hyperparameters import Dimension, check_descriptions, check_row, propose
 from .predictor import make_predictor, predictor_from_state
-from .searcher_state import STATE_FORMAT, check_mode, one_line, read_json_state, state_header, write_json_atomic
+from .searcher_hooks import GenotypeSearcherHooks
+from .searcher_state import (
+    STATE_FORMAT,
+    check_mode,
+    one_line,
+    read_json_state,
+    state_header,
+    write_json_atomic,
+)
 from .space import SearchSpace
+from .tune_properties import check_budget as _check_budget
+from .tune_properties import parse_pruned as _parse_pruned
 
 #: The file name pickled states of older versions were saved under (never read; see the module docstring).
 LEGACY_CKPT_FILE_TMPL = "searcher-state-{}.pkl"
 _EVOLUTION_KEYS = ("population", "generations", "temperature", "final_temperature", "reference")
 _SETTINGS = ("predictor_name", "predictor_args", "min_results", "refit_every", "batch", "evolution_args")
+#: Settings added after states were first written, with the value a state without them means.
+_LATER_SETTINGS = {"full_budget": None, "budget_attr": "training_iteration"}
 
 
 def load_pairs(source: str | os.PathLike | Iterable, metric: str) -> list[tuple[Genotype, float]]:
@@ -79,14 +122,19 @@ def load_pairs(source: str | os.PathLike | Iterable, metric: str) -> list[tuple[
     return pairs
 
 
-class PredictorEvolutionSearcher(Searcher):
-    """Predictor-guided evolutionary search over :class:`SearchSpace` genotypes (DCSOD §4.3).
+class PredictorEvolutionSearcher(GenotypeSearcherHooks, Searcher):
+    """Predictor-guided evolutionary search over :class:`SearchSpace` genotypes (DCSOD §4.3), optionally jointly
+    with the hyperparameters of ``param_space`` (see the module docstring). Its Ray Tune hooks (``suggest``,
+    ``on_trial_complete``, ``add_evaluated_point``, ``set_search_properties``) are
+    :class:`~search_space.searcher_hooks.GenotypeSearcherHooks`'s.
 
     Args:
-        metric, mode: the result key to optimise and ``"max"``/``"min"`` (may come from ``TuneConfig``).
+        metric, mode: the result key to optimise and ``"max"``/``"min"``; or give them to ``tune.TuneConfig``
+            (with or without a ``param_space``). Given in both places, they must agree.
         space: the search space (default ``SearchSpace()``, k = 6, fixed operators).
         predictor, predictor_args: a name in ``search_space.predictor.PREDICTORS`` and its keyword arguments.
-        min_results: random proposals until this many results exist (warm-start pairs count).
+        min_results: random proposals until this many results exist (warm-start pairs count); hyperparameters are
+            random until this many results carry them.
         refit_every: refit the predictor after this many new results.
         batch: proposals taken from one evolution run (default ``refit_every``).
         population, generations, temperature, final_temperature, reference: evolution settings
@@ -99,6 +147,10 @@ class PredictorEvolutionSearcher(Searcher):
             Pairs are read at once (a one-shot iterable is fine); a path is read as soon as the metric is known.
         max_concurrent: at most this many pending suggestions (``None``: no limit; ``ConcurrencyLimiter``
             sets it through :meth:`set_max_concurrency`).
+        full_budget, budget_attr: with an early-stopping scheduler, the budget of a full trial (e.g.
+            ``ASHAScheduler(max_t=...)``'s ``max_t``) and the result key counting it. A completed trial whose last
+            result has ``budget_attr`` below ``full_budget`` was stopped early: it is kept in :attr:`pruned`, not
+            learnt from. ``None`` (default): every completed trial is a full result.
         seed: seeds every random choice.
     """
 
@@ -109,13 +161,14 @@ class PredictorEvolutionSearcher(Searcher):
                  refit_every: int = 5, batch: int | None = None, population: int = 32, generations: int = 30,
                  temperature: float = 0.05, final_temperature: float | None = None, reference: str = "best",
                  warm_start: str | os.PathLike | Sequence | None = None, max_concurrent: int | None = None,
-                 seed: int = 0):
+                 full_budget: float | None = None, budget_attr: str = "training_iteration", seed: int = 0):
         if mode not in (None, "max", "min"):
             raise ValueError(f"mode: expected 'max' or 'min', got {mode!r}")
         if min_results < 2 or refit_every < 1:
             raise ValueError("min_results >= 2 and refit_every >= 1 are required")
         if reference not in REFERENCES:
             raise ValueError(f"reference: expected one of {', '.join(REFERENCES)}, got {reference!r}")
+        _check_budget(full_budget, budget_attr)
         super().__init__(metric=metric, mode=mode)
         self.space = space or SearchSpace()
         self.predictor_name, self.predictor_args = predictor, dict(predictor_args or {})
@@ -124,72 +177,68 @@ class PredictorEvolutionSearcher(Searcher):
         self.batch = batch or refit_every
         self.evolution_args = dict(population=population, generations=generations, temperature=temperature,
                                    final_temperature=final_temperature, reference=reference)
+        self.full_budget, self.budget_attr = full_budget, budget_attr
         self.max_concurrent = max_concurrent
         self.rng = np.random.default_rng(seed)
         self.results: dict[str, list[float]] = {}  # arch_hash -> metric values (several seeds possible)
         self.genotypes: dict[str, Genotype] = {}
         self.pending: dict[str, Genotype] = {}  # trial_id -> genotype
+        self.pruned: list[tuple[Genotype, float]] = []  # stopped early: (genotype, last metric value), in order
         self.queue: list[Genotype] = []
         self.predictor = None
         self.new_since_fit = 0
         self.n_fits = 0
+        # Hyperparameters: the param_space's dimensions (None until a param_space is given), their JSON description
+        # (what the state holds), full results' rows of stored values with the metric, pending trials' rows.
+        self.dimensions: list[Dimension] | None = None
+        self.hp_description: list[dict] = []
+        self.hp_history: list[tuple[list, float]] = []
+        self.hp_pending: dict[str, list] = {}
         if warm_start is not None and not isinstance(warm_start, (str, os.PathLike)):
             warm_start = load_pairs(warm_start, metric)  # [(Genotype, float)]: storable in get_state until loaded
         self._warm_start = warm_start
         if warm_start is not None and metric is not None:
             self._load_warm_start()
 
-    # --- Tune hooks --------------------------------------------------------------------------------
-    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
-        if metric and self._metric is None:
-            self._metric = metric
-        if mode and self._mode is None:
-            self._mode = mode
-        if self._warm_start is not None and not self.results:
-            self._load_warm_start()
-        return True
-
-    def set_max_concurrency(self, max_concurrent: int) -> bool:
-        self.max_concurrent = max_concurrent
-        return True
-
-    def suggest(self, trial_id: str) -> dict | None:
-        if self._metric is None or self._mode is None:
-            raise ValueError("PredictorEvolutionSearcher: set metric and mode (here or in TuneConfig)")
-        if self.max_concurrent is not None and len(self.pending) >= self.max_concurrent:
-            return None
+    # --- GenotypeSearcherHooks's hooks --------------------------------------------------------------
+    def _choose(self) -> tuple[Genotype, list]:
+        """The next unseen architecture (random until ``min_results``, then the predictor's proposals), then its
+        hyperparameter row (:func:`search_space.hyperparameters.propose`)."""
         genotype = self._next()
-        self.pending[trial_id] = genotype
-        return {"genotype": genotype.to_json()}
+        return genotype, propose(self.dimensions or [], self.hp_history, self.rng, self._mode, self.min_results)
 
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        genotype = self.pending.pop(trial_id, None)
-        if genotype is None or error or not result or self._metric not in result:
-            return
-        value = result[self._metric]
-        if value is None or not math.isfinite(float(value)):
-            return
-        self.add_result(genotype, float(value))
+    def _has_hp_rows(self) -> bool:
+        return bool(self.hp_history or self.hp_pending)
 
-    def add_evaluated_point(self, parameters: dict, value: float, error: bool = False, pruned: bool = False,
-                            intermediate_values=None) -> None:
-        """Tune's hook for results evaluated elsewhere: ``parameters`` holds ``genotype`` (JSON)."""
-        if not error and value is not None and math.isfinite(float(value)):
-            self.add_result(Genotype.from_json(parameters["genotype"]), float(value))
+    def _adopted(self) -> None:
+        """Load a waiting warm start once the metric is known."""
+        if self._warm_start is not None and self._metric is not None and not self.results:
+            self._load_warm_start()
 
     # --- results -----------------------------------------------------------------------------------
-    def add_result(self, genotype: Genotype, value: float) -> None:
-        """Record one (architecture, metric) pair; repeated architectures are averaged for the predictor."""
+    def add_result(self, genotype: Genotype, value: float, hyperparameters: list | None = None) -> None:
+        """Record one full (architecture, metric) result; repeated architectures are averaged for the predictor.
+        ``hyperparameters``: the trial's row of stored values (:mod:`search_space.hyperparameters`), if any."""
         h = genotype.arch_hash
         self.genotypes.setdefault(h, genotype.pruned())
         self.results.setdefault(h, []).append(value)
         self.new_since_fit += 1
+        if hyperparameters:
+            self.hp_history.append((list(hyperparameters), value))
+
+    def add_pruned(self, genotype: Genotype, value: float) -> None:
+        """Record a trial stopped early with its last metric value: the architecture is never proposed again, but
+        neither the predictor nor the hyperparameter rule learns from it, and it counts toward neither
+        ``min_results`` nor ``refit_every``."""
+        self.pruned.append((genotype.pruned(), value))
 
     # --- state (JSON only) -------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
         """The whole state as JSON-able values: genotypes as their JSON strings, the Generator's state dict, the
         fitted predictor as :meth:`~search_space.predictor.Predictor.to_state`. A warm start not loaded yet (no
-        metric was known) is kept as it is: ``{"path": ...}`` or ``{"pairs": [[genotype JSON, value], ...]}``."""
+        metric was known) is kept as it is: ``{"path": ...}`` or ``{"pairs": [[genotype JSON, value], ...]}``.
+        ``hyperparameters`` holds the dimensions' descriptions, full results' rows with their metric value and
+        pending trials' rows."""
         if self._warm_start is None:
             warm_start = None
         elif isinstance(self._warm_start, (str, os.PathLike)):
@@ -198,22 +247,29 @@ class PredictorEvolutionSearcher(Searcher):
             warm_start = {"pairs": [[g.to_json(), value] for g, value in self._warm_start]}
         settings = {"predictor_name": self.predictor_name, "predictor_args": self.predictor_args,
                     "min_results": self.min_results, "refit_every": self.refit_every, "batch": self.batch,
-                    "evolution_args": self.evolution_args}
+                    "evolution_args": self.evolution_args, "full_budget": self.full_budget,
+                    "budget_attr": self.budget_attr}
         return {
             **state_header(self, settings),
             "results": {h: list(values) for h, values in self.results.items()},
             "genotypes": {h: g.to_json() for h, g in self.genotypes.items()},
             "pending": {trial_id: g.to_json() for trial_id, g in self.pending.items()},
+            "pruned": [[g.to_json(), value] for g, value in self.pruned],
             "queue": [g.to_json() for g in self.queue],
             "predictor": None if self.predictor is None else self.predictor.to_state(),
             "new_since_fit": self.new_since_fit,
             "n_fits": self.n_fits,
             "warm_start": warm_start,
+            "hyperparameters": {"dimensions": self.hp_description,
+                                "history": [[list(row), value] for row, value in self.hp_history],
+                                "pending": {trial_id: list(row) for trial_id, row in self.hp_pending.items()}},
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Load :meth:`get_state`'s dict. Everything is checked before anything is assigned: a state of another
-        class or a malformed one raises a one-line ``ValueError`` and leaves this searcher unchanged."""
+        class or a malformed one raises a one-line ``ValueError`` and leaves this searcher unchanged. A state
+        written before ``pruned``, ``hyperparameters``, ``full_budget`` and ``budget_attr`` existed reads as
+        having none and the defaults."""
         self.__dict__.update(self._parse_state(state, f"{type(self).__name__} state"))
 
     def save(self, checkpoint_path: str) -> None:
@@ -281,9 +337,12 @@ class PredictorEvolutionSearcher(Searcher):
         if not isinstance(state["queue"], list):
             raise ValueError("queue: expected a list")
         out["queue"] = [Genotype.from_json(g) for g in state["queue"]]
+        out["pruned"] = _parse_pruned(state.get("pruned", []))
         k = out["space"].k
-        if any(g.k != k for g in [*genotypes.values(), *out["pending"].values(), *out["queue"]]):
-            raise ValueError(f"genotypes, pending, queue: expected genotypes of the space's k={k}")
+        if any(g.k != k for g in [*genotypes.values(), *out["pending"].values(), *out["queue"],
+                                  *(g for g, _ in out["pruned"])]):
+            raise ValueError(f"genotypes, pending, queue, pruned: expected genotypes of the space's k={k}")
+        out.update(self._parse_hyperparameters(state.get("hyperparameters"), out["pending"]))
         out["predictor"] = None if state["predictor"] is None else predictor_from_state(state["predictor"])
         for name in ("new_since_fit", "n_fits"):
             if not (_is_int(state[name]) and state[name] >= 0):
@@ -303,6 +362,27 @@ class PredictorEvolutionSearcher(Searcher):
             raise ValueError('warm_start: expected null, {"path": ...} or {"pairs": [...]}')
         return out
 
+    def _parse_hyperparameters(self, value: Any, pending: dict[str, Genotype]) -> dict[str, Any]:
+        """The hyperparameter attributes a state's ``hyperparameters`` entry sets (none if it is absent). Once this
+        searcher has a param_space, a state holding rows for other dimensions is refused."""
+        if value is None:
+            description, history, hp_pending = [], [], {}
+        else:
+            value = _dict(value, "hyperparameters")
+            if set(value) != {"dimensions", "history", "pending"}:
+                raise ValueError("hyperparameters: expected the keys dimensions, history, pending")
+            description = check_descriptions(value["dimensions"])
+            if not isinstance(value["history"], list):
+                raise ValueError("hyperparameters.history: expected a list")
+            history = []
+            for item in value["history"]:
+                if not (isinstance(item, list) and len(item) == 2 and _is_number(item[1]) and math.isfinite(item[1])):
+                    raise ValueError("hyperparameters.history: expected [row, finite metric value] pairs")
+                history.append((check_row(description, item[0]), float(item[1])))
+            hp_pending = self._parse_hp_pending(value["pending"], description, pending)
+        description = self._restored_description(description, bool(history or hp_pending))
+        return {"hp_description": description, "hp_history": history, "hp_pending": hp_pending}
+
     # --- proposals ---------------------------------------------------------------------------------
     def _load_warm_start(self) -> None:
         for genotype, value in load_pairs(self._warm_start, self._metric):
@@ -310,7 +390,8 @@ class PredictorEvolutionSearcher(Searcher):
         self._warm_start = None
 
     def _seen(self) -> set[str]:
-        return set(self.results) | {g.arch_hash for g in self.pending.values()}
+        return (set(self.results) | {g.arch_hash for g in self.pending.values()}
+                | {g.arch_hash for g, _ in self.pruned})
 
     def _next(self) -> Genotype:
         if len(self.results) < self.min_results:
@@ -380,9 +461,13 @@ def _dict(value: Any, name: str) -> dict:
 
 
 def _parse_settings(settings: Any) -> dict[str, Any]:
-    """The constructor settings of a saved state, checked as the constructor checks them."""
-    if not isinstance(settings, dict) or set(settings) != set(_SETTINGS):
-        raise ValueError(f"settings: expected the keys {', '.join(_SETTINGS)}")
+    """The constructor settings of a saved state, checked as the constructor checks them (a setting of
+    ``_LATER_SETTINGS`` may be absent: the state predates it)."""
+    if not isinstance(settings, dict) or not set(_SETTINGS) <= set(settings) <= {*_SETTINGS, *_LATER_SETTINGS}:
+        raise ValueError(f"settings: expected the keys {', '.join(_SETTINGS)} (and optionally "
+                         f"{', '.join(_LATER_SETTINGS)})")
+    later = {name: settings.get(name, default) for name, default in _LATER_SETTINGS.items()}
+    _check_budget(later["full_budget"], later["budget_attr"])
     name, args = settings["predictor_name"], _dict(settings["predictor_args"], "settings.predictor_args")
     make_predictor(name, **args)  # a one-line RegistryError (a ValueError) on a bad name or argument
     for key, low in (("min_results", 2), ("refit_every", 1), ("batch", 1)):
@@ -402,4 +487,6 @@ def _parse_settings(settings: Any) -> dict[str, Any]:
         raise ValueError(f"settings.evolution_args.reference: expected one of {', '.join(REFERENCES)}, "
                          f"got {evo['reference']!r}")
     return {"predictor_name": name, "predictor_args": dict(args), "min_results": settings["min_results"],
-            "refit_every": settings["refit_every"], "batch": settings["batch"], "evolution_args": dict(evo)}
+            "refit_every": settings["refit_every"], "batch": settings["batch"], "evolution_args": dict(evo),
+            **later}
+

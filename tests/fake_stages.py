@@ -30,6 +30,37 @@ class FakeTracker:
         return f"run-{len(self.recorded)}"
 
 
+class FakeRunTree:
+    """:class:`pipelines.mlflow_runs.RunTree` without MLflow: remembers the runs it would open and end."""
+
+    def __init__(self, recorder=None, name="run", settings=None, tags=None, parent_id=None):
+        self.root, self.ended, self.metrics = f"root:{name}", [], {}
+        self.recorder = type("Recorder", (), {"client": type("Client", (), {
+            "log_artifact": lambda self, *a, **k: None, "set_tag": lambda self, *a, **k: None})()})()
+
+    @classmethod
+    def attach(cls, recorder, root_id, tags=None):
+        tree = cls()
+        tree.root = root_id
+        return tree
+
+    def child(self, name, tags=None):
+        return f"stage:{name}"
+
+    @staticmethod
+    def nest_under(run_id):
+        return {"mlflow.parentRunId": run_id}
+
+    def log_metrics(self, run_id, metrics):
+        self.metrics.setdefault(run_id, {}).update(metrics)
+
+    def end(self, run_id=None, status="FINISHED"):
+        self.ended.append((run_id or self.root, status))
+
+    def end_open(self, status="FAILED", root=True):
+        self.ended.append(("open", status))
+
+
 @dataclass
 class Calls:
     stages: list = field(default_factory=list)
@@ -78,6 +109,8 @@ def install(monkeypatch, dead=lambda h: h.startswith(("0", "1"))) -> Calls:
         return {"auroc_msp": 0.8, "id_acc": 0.9, "epochs": train["epochs"]}, {}
 
     monkeypatch.setattr(workflow, "run_stage", run_stage)
+    monkeypatch.setattr(workflow, "RunTree", FakeRunTree)
+    monkeypatch.setattr(workflow, "MLflowRecorder", lambda *a, **k: None)
     monkeypatch.setattr(workflow, "load_bundle", FakeBundle)
     monkeypatch.setattr(pipelines.final, "retrain", retrain)
     monkeypatch.setattr(pipelines.final, "load_model_info", lambda run, cfg, name="final": {})

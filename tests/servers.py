@@ -150,3 +150,55 @@ def session_processes(sid: int, title: str) -> list[int]:
             if int(fields[3]) == sid and cmdline.startswith(title):
                 pids.append(int(stat.parent.name))
     return pids
+
+
+class ModelServer:
+    """``mlflow models serve -m MODEL_URI --env-manager local`` on 127.0.0.1 and a free port, one worker, reading
+    the registry at ``tracking_uri``; its log goes to ``root/serve.log``. Stopped like :class:`MlflowServer`."""
+
+    def __init__(self, model_uri: str, tracking_uri: str, root: str | os.PathLike) -> None:
+        self.model_uri, self.tracking_uri, self.root = model_uri, tracking_uri, Path(root)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.root / "serve.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> ModelServer:
+        self.root.mkdir(parents=True, exist_ok=True)
+        cmd = [mlflow_cli(), "models", "serve", "-m", self.model_uri, "--env-manager", "local",
+               "-h", "127.0.0.1", "-p", str(self.port), "-w", "1"]
+        env = {**os.environ, "MLFLOW_TRACKING_URI": self.tracking_uri}
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(cmd, cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        return self
+
+    def wait(self, timeout: float = 120.0) -> ModelServer:
+        """Block until ``/ping`` answers; raise with the log's tail if the server dies or times out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow models serve exited early:\n{self.log()[-3000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/ping", timeout=2):
+                    return self
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.25)
+        raise RuntimeError(f"mlflow models serve not answering after {timeout:.0f} s:\n{self.log()[-3000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def invoke(self, payload: dict, timeout: float = 60.0) -> tuple[int, dict]:
+        """POST ``payload`` as JSON to ``/invocations``; ``(HTTP status, decoded JSON answer)``, errors included."""
+        import json
+
+        request = urllib.request.Request(self.url + "/invocations", data=json.dumps(payload).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"{}")
+
+    stop = MlflowServer.stop

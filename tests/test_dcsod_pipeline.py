@@ -83,12 +83,15 @@ def ray_head(env: dict):
         log.close()
 
 
-def mlflow_runs(uri: str) -> list:
+def mlflow_runs(uri: str, trials: bool = True) -> list:
+    """The MLflow runs of experiment dcsod-digits: the candidates' (tag ``arch_hash``), or with ``trials=False``
+    the others (each pipeline run's parent and stage runs)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("dcsod-digits")
-    return list(client.search_runs([exp.experiment_id], max_results=1000)) if exp else []
+    runs = list(client.search_runs([exp.experiment_id], max_results=1000)) if exp else []
+    return [r for r in runs if ("arch_hash" in r.data.tags) == trials]
 
 
 def history(out: Path):
@@ -132,6 +135,8 @@ def test_job_submit_succeeds_with_token_auth(job_run):
 
 
 def test_outputs_follow_the_contract(job_run):
+    from mlflow import MlflowClient
+
     out, uri, job, _ = job_run
     for name in EXPECTED_FILES:
         assert (out / name).is_file(), name
@@ -145,7 +150,13 @@ def test_outputs_follow_the_contract(job_run):
     compare = df[df.stage == "compare"]  # champion, median warmup architecture, ResNet-8; seeds 0 and 1
     assert set(compare.seed) == {0, 1} and len(compare) == 2 * compare.arch_hash.nunique()
     assert {"resnet-depth8", df[df.stage == "final"].arch_hash.iloc[0]} <= set(compare.arch_hash)
-    assert "## Did the search help?" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "## Did the search help?" in report
+    assert "- **In-distribution (ID)**: 0, 1, 2, 3, 4, 5 (6 classes)." in report  # the task, from the protocol
+    assert "- **OOD test classes**: 8, 9 (2 classes)." in report
+    assert "- `auroc_msp` = " in report and "of the time; 0.5 is chance" in report  # the metric in plain words
+    assert "## The search against the architectures before it" in report and "## Warnings" in report
+    assert "- Small validation split: candidates are ranked on " in report  # digits: a few hundred images
     for col in ("auroc_msp", "auroc_energy", "auroc_maha", "fpr95_msp", "id_acc"):
         assert df[col].between(0, 1).all(), col
     predictor = json.loads((out / "predictor" / "metrics.json").read_text())
@@ -157,6 +168,21 @@ def test_outputs_follow_the_contract(job_run):
     runs = mlflow_runs(uri)
     assert len(runs) == len(df)
     assert sorted(r.info.run_id for r in runs) == sorted(df.mlflow_run_id)
+    tree = {r.data.tags.get("dcsod.stage", "parent"): r for r in mlflow_runs(uri, trials=False)}
+    parent = tree.pop("parent")  # one parent run: settings, code and package versions, champion, report
+    assert parent.info.run_name == "dcsod (ci)" and parent.info.status == "FINISHED"
+    assert parent.data.params["train.epochs"] == "1" and parent.data.params["version.torch"].startswith("2.")
+    assert parent.data.tags["dcsod.code_version"] and parent.data.tags["dcsod.champion"] == best["arch_hash"]
+    assert {a.path for a in MlflowClient(uri).list_artifacts(parent.info.run_id)} >= {"report.md", "best.json"}
+    assert set(tree) == {"warmup", "distill-1", "predictor", "search", "compare", "final"}
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id and r.info.status == "FINISHED"
+               for r in tree.values())
+    assert tree["predictor"].data.metrics["kendall_tau"] == pytest.approx(predictor["kendall_tau"])
+    for run in runs:  # trials nest under their stage's run, named <stage>/<arch_hash>, timed as trained
+        stage = next(name for name, r in tree.items() if r.info.run_id == run.data.tags["mlflow.parentRunId"])
+        assert run.info.run_name.startswith(f"{stage}/{run.data.tags['arch_hash']}")
+        row = df[df.mlflow_run_id == run.info.run_id].iloc[0]
+        assert (run.info.end_time - run.info.start_time) / 1000 >= row.train_seconds - 0.01 or stage == "final"
     manifest = json.loads((out / "manifest.json").read_text())
     assert list(manifest["stages"]) == ["warmup", "distill-1", "predictor", "search", "compare", "final"]
     assert any((out / "tune" / "warmup").rglob("events.out.tfevents*")), "no TensorBoard files"
@@ -168,7 +194,7 @@ def test_registry_show_and_load_model(job_run):
 
     out, uri, _, _ = job_run
     shown = subprocess.run([sys.executable, "-m", "pipelines.model_registry", "show", "dcsod-digits@champion",
-                            "--tracking-uri", uri], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                            "--tracking-uri", uri, "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr
     info = json.loads(shown.stdout)
     best = json.loads((out / "best.json").read_text())
@@ -409,3 +435,6 @@ def test_second_run_directory_in_the_same_store_gets_its_own_runs_and_champion(j
     assert str(client.get_model_version_by_alias("dcsod-digits", "champion").version) == best_b["model"]["version"]
     assert len(client.search_model_versions("name='dcsod-digits'")) == len(versions_before) + 1
     assert len(mlflow_runs(uri)) == len(a) + len(b)
+    parents = [r for r in mlflow_runs(uri, trials=False) if "dcsod.stage" not in r.data.tags]
+    assert len(parents) == 2
+    assert {r.data.tags["dcsod.run_dir"] for r in parents} == {str(first.resolve()), str(second.resolve())}

@@ -97,12 +97,16 @@ def test_table_4_1_ci(ray_local, tmp_path):
         assert (history["stage"].isin(["warmup", "distill", "search"])).sum() == 14, name
 
     runs = mlflow_runs(uri, "experiments-digits")
-    parent = runs[runs["tags.dcsod.command"] == "table-4.1"]
+    parent = runs[(runs["tags.dcsod.command"] == "table-4.1") & runs["tags.mlflow.parentRunId"].isna()]
     assert len(parent) == 1 and parent["params.experiment.preset"].iloc[0] == "ci"
+    assert parent["params.version.torch"].iloc[0].startswith("2.")
     methods = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]]
     assert set(methods["tags.dcsod.method"]) == {"standard", "random", "regularized-evolution", "ce-predictor", "dcsod"}
-    trials = runs[runs["tags.mlflow.parentRunId"].isin(methods["run_id"])]
+    stages = runs[runs["tags.mlflow.parentRunId"].isin(methods["run_id"])]  # command > method > stage > trial
+    assert stages["tags.arch_hash"].isna().all() and stages["tags.dcsod.stage"].notna().all()
+    trials = runs[runs["tags.arch_hash"].notna()]
     assert len(trials) == 4 * 14 + len(ROWS_4_1) * 2 * 2
+    assert trials["tags.mlflow.parentRunId"].isin(stages["run_id"]).all()
     dcsod_run = methods[methods["tags.dcsod.method"] == "dcsod"].iloc[0]
     assert math.isfinite(dcsod_run["metrics.ot_mean"])
 
@@ -175,8 +179,9 @@ def test_table_4_1_resumes_after_kill_9_without_training_twice(tmp_path):
     assert (history["stage"] == "search").sum() == 14
     assert not history.duplicated(["arch_hash", "stage", "iteration", "seed"]).any()
     runs = mlflow_runs(uri, "experiments-digits")
-    keys = runs["tags.dcsod.key"].dropna()
-    assert keys.is_unique and len(keys) == 3 + 14 + 2 * 2 * 2  # command and 2 method runs, search, retrains
+    assert runs["tags.dcsod.key"].is_unique, "a rerun duplicated an MLflow run"
+    assert runs["tags.arch_hash"].notna().sum() == 14 + 2 * 2 * 2  # search, retrains
+    assert (runs["tags.mlflow.parentRunId"].isna()).sum() == 1  # one command run
 
 
 def run_ci(command: str, tmp_path, *sets: str):

@@ -121,7 +121,7 @@ def test_disk_full_stops_with_one_line_then_the_same_command_resumes(small_tmpfs
     assert len(keys) == len(set(keys)), "duplicate history rows"
     client = MlflowClient(uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=10_000,
-                              filter_string="attributes.status = 'FINISHED' and tags.`dcsod.key` != ''")
+                              filter_string="attributes.status = 'FINISHED' and tags.arch_hash != ''")
     finished = [r for r in runs if r.data.tags.get("dcsod.run_dir") == str(out.resolve())]
     assert len(finished) == len(history), "history rows and FINISHED MLflow runs differ"
     assert len(client.search_model_versions("name='dcsod-digits'")) == 1
@@ -247,7 +247,7 @@ def test_worker_nodes_lost_mid_stage_and_mid_final_retrain_the_job_finishes_on_t
         assert (history.stage == "warmup").sum() == 6 and (history.stage == "final").sum() == 1
         client = MlflowClient(uri)
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=10_000,
-                                  filter_string="attributes.status = 'FINISHED' and tags.`dcsod.key` != ''")
+                                  filter_string="attributes.status = 'FINISHED' and tags.arch_hash != ''")
         assert len(runs) == len(history)
     finally:
         for proc in (*workers, head):
@@ -274,5 +274,5 @@ def test_workers_killed_by_rays_memory_monitor_are_failed_trials_with_their_reas
     assert "warmup" not in json.loads((out / "manifest.json").read_text())["stages"]
     client = MlflowClient(uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
-    failed = [r for r in runs if r.info.status == "FAILED"]
+    failed = [r for r in runs if r.info.status == "FAILED" and "arch_hash" in r.data.tags]
     assert len(failed) == 6 and all("memory" in r.data.tags.get("error", "").lower() for r in failed)

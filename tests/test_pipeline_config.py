@@ -57,6 +57,12 @@ def test_overrides_are_yaml_and_nested():
     (["warmup.objective=nope"], "warmup.objective"),
     (["resources.gpu=-1"], "resources.gpu"),
     (["warmup"], "key.sub=value"),
+    (["search.early_stop=hyperband"], "search.early_stop: expected one of none, asha"),
+    (["search.early_stop=asha", "search.grace_epochs=8"], "search.grace_epochs: expected fewer than train.epochs = 8"),
+    (["search.grace_epochs=0"], "search.grace_epochs: expected an integer >= 1"),
+    (["search.reduction_factor=1"], "search.reduction_factor: expected an integer >= 2"),
+    (["train.eval_every=-1"], "train.eval_every: expected an integer >= 0"),
+    (["train.cuda_graph=true"], "train.cuda_graph: true needs a GPU per trial (resources.gpu > 0)"),
 ])
 def test_bad_settings_are_one_line_errors(sets, fragment):
     with pytest.raises(ConfigError) as err:

@@ -249,5 +249,7 @@ def test_docstring_example_runs_in_a_real_tuner(ray_local, tmp_path, monkeypatch
     code = code.replace("tune.Tuner(trainable,", f"tune.Tuner(trainable, {run_config},")
     scope = {}
     exec(compile(code, "searcher_example", "exec"), scope)
-    g = json.loads(scope["best"].config["genotype"])
-    assert len(g["cells"]) == 3
+    config = scope["best"].config
+    assert len(json.loads(config["genotype"])["cells"]) == 3
+    assert 1e-4 <= config["optim"]["lr"] <= 1e-1 and config["optim"]["batch_size"] in (64, 128), "joint search"
+    assert config["epochs"] == 3 and len(scope["searcher"].hp_history) == 16

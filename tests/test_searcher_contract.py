@@ -1,6 +1,8 @@
 """The contract every genotype searcher in ``SEARCHER_CLASSES`` keeps, driven by hand through the Searcher hooks
-and inside a real Tuner (JSON state included: no searcher ever unpickles); then what is specific to the baselines
-(aging evolution)."""
+and inside a real Tuner (JSON state included: no searcher ever unpickles; metric and mode from ``TuneConfig`` alone;
+the param_space's hyperparameters sampled beside the genotype; trials stopped early not learnt from); then what is
+specific to the baselines (aging evolution)."""
+import copy
 import inspect
 import json
 import math
@@ -10,6 +12,10 @@ import re
 
 import numpy as np
 import pytest
+from joint_space import METRIC, drive, hp_space, joint, previous_version
+from ray import tune
+from ray.tune.impl.placeholder import create_resolvers_map, inject_placeholders
+from ray.tune.search.sample import Categorical
 from servers import local_ray
 
 from search_space import Genotype, encode
@@ -20,7 +26,6 @@ from search_space.baseline_searchers import (
 )
 from search_space.searcher import legacy_state_error
 
-METRIC = "auroc_msp"
 #: Small, fast settings per searcher name; a name missing here is built with its defaults.
 SMALL = {
     "regularized-evolution": dict(population=4, sample_size=2),
@@ -39,14 +44,9 @@ def objective(g: Genotype) -> float:
     return float(encode(g)[:15].mean())
 
 
-def drive(searcher, steps, start=0):
-    """Suggest and complete ``steps`` trials one at a time; returns the suggested genotype JSONs."""
-    out = []
-    for t in range(start, start + steps):
-        config = searcher.suggest(f"t{t}")
-        out.append(config["genotype"])
-        searcher.on_trial_complete(f"t{t}", {METRIC: objective(Genotype.from_json(config["genotype"]))})
-    return out
+def arch_value(config) -> float:
+    """:func:`objective` of a config's genotype: ``drive(..., value=arch_value)`` searches the architecture alone."""
+    return objective(Genotype.from_json(config["genotype"]))
 
 
 def arch(config) -> str:
@@ -75,7 +75,7 @@ def test_suggestions_are_distinct_from_evaluated_and_pending(name):
 @pytest.mark.parametrize("name", ALL)
 def test_errored_incomplete_and_non_finite_results_are_ignored(name):
     s = make(name)
-    drive(s, 3)
+    drive(s, 3, value=arch_value)
     before = {h: list(v) for h, v in s.results.items()}
     bad = [(None, False), ({}, False), ({"other": 1.0}, False), ({METRIC: None}, False),
            ({METRIC: math.nan}, False), ({METRIC: math.inf}, False), ({METRIC: 0.7}, True)]
@@ -105,7 +105,7 @@ def test_max_concurrent_is_respected(name):
 
 @pytest.mark.parametrize("name", ALL)
 def test_same_seed_same_suggestions_different_seed_different(name):
-    first, again, other = (drive(make(name, seed=seed), 10) for seed in (3, 3, 4))
+    first, again, other = (drive(make(name, seed=seed), 10, value=arch_value) for seed in (3, 3, 4))
     assert first == again
     assert first != other
 
@@ -113,7 +113,7 @@ def test_same_seed_same_suggestions_different_seed_different(name):
 @pytest.mark.parametrize("name", ALL)
 def test_save_restore_continues_identically(name, tmp_path):
     a = make(name, seed=7)
-    drive(a, 10)
+    drive(a, 10, value=arch_value)
     a.suggest("pending")  # a trial in flight at checkpoint time
     path = tmp_path / "searcher-state"
     a.save(str(path))
@@ -122,7 +122,7 @@ def test_save_restore_continues_identically(name, tmp_path):
     b.restore(str(path))
     for s in (a, b):
         s.on_trial_complete("pending", {METRIC: 0.3})
-    assert drive(a, 10, start=10) == drive(b, 10, start=10)
+    assert drive(a, 10, start=10, value=arch_value) == drive(b, 10, start=10, value=arch_value)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -158,6 +158,215 @@ def test_real_tuner_run_with_errored_trials(name, ray_cluster, tmp_path):
     assert [m for m, _ in measured] == pytest.approx([o for _, o in measured], abs=1e-6)
 
 
+# --- (a) metric and mode from TuneConfig, for every searcher ---------------------------------------------
+def bare(name, seed=0, **overrides):
+    """A searcher of ``name`` without metric and mode (they come from Tune or nowhere)."""
+    return SEARCHER_CLASSES[name](seed=seed, **{**SMALL.get(name, {}), **overrides})
+
+
+def run_tuner(tmp_path, trainable, searcher, name, param_space=None, **tune_config):
+    tuner = tune.Tuner(trainable, param_space=param_space,
+                       run_config=tune.RunConfig(storage_path=str(tmp_path), name=name, verbose=0),
+                       tune_config=tune.TuneConfig(search_alg=searcher, **tune_config))
+    return tuner.fit()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_metric_and_mode_from_tune_config_without_param_space(name, ray_cluster, tmp_path):
+    """Metric and mode only in TuneConfig and no param_space, so Tune never calls set_search_properties."""
+    searcher = bare(name)
+    grid = run_tuner(tmp_path, lambda config: {METRIC: len(json.loads(config["genotype"])["cells"][0]["edges"]) / 15},
+                     searcher, "no-space", metric=METRIC, mode="min", num_samples=6, max_concurrent_trials=2)
+    assert len(grid) == 6 and not grid.errors, [str(r.error)[:300] for r in grid if r.error]
+    assert (searcher.metric, searcher.mode) == (METRIC, "min")
+    assert sum(len(v) for v in searcher.results.values()) == 6
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_metric_and_mode_missing_everywhere_is_a_one_line_error(name, ray_cluster, tmp_path):
+    with pytest.raises(ValueError, match="no metric and mode") as info:
+        run_tuner(tmp_path, lambda config: {METRIC: 0.5}, bare(name), "none", num_samples=1)
+    assert "\n" not in str(info.value) and "TuneConfig" in str(info.value)
+    for searcher in (bare(name), bare(name, metric=METRIC), bare(name, mode="max")):
+        with pytest.raises(ValueError, match="no metric and mode") as info:
+            searcher.suggest("t0")
+        assert "\n" not in str(info.value) and searcher.pending == {}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_metric_and_mode_from_set_search_properties_must_agree(name):
+    s = bare(name)
+    assert s.set_search_properties(METRIC, "min", {}) is True
+    assert (s.metric, s.mode) == (METRIC, "min") and s.suggest("t0")
+    assert make(name).set_search_properties(METRIC, "max", {}) is True, "the same values in both places"
+    for metric, mode in [("other", None), (None, "min")]:
+        with pytest.raises(ValueError, match="from Tune differs from the searcher's") as info:
+            make(name).set_search_properties(metric, mode, {})
+        assert "\n" not in str(info.value)
+
+
+# --- (b) the param_space's hyperparameters, for every searcher ----------------------------------------------
+def make_joint(name, seed=0, **overrides):
+    return joint(make(name, seed=seed, **overrides))
+
+
+def check_config(config):
+    """``config`` holds a valid value of every dimension of :func:`hp_space` (constants: where Tune merged them)."""
+    optim = config["optim"]
+    assert isinstance(optim["lr"], float) and 1e-4 <= optim["lr"] <= 1e-1, optim
+    assert optim["batch_size"] in (64, 128), optim
+    assert type(config["layers"]) is int and 1 <= config["layers"] <= 3, config
+    assert round(config["dropout"], 10) in {0.0, 0.1, 0.2, 0.3, 0.4, 0.5}, config
+    assert type(config["width"]) is int and config["width"] in range(8, 65, 8), config
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_param_space_dimensions_reach_the_trainable_as_numbers(name, ray_cluster, tmp_path):
+    """A tune.loguniform (and every other supported dimension) reaches the trainable sampled; constants and nesting
+    are kept."""
+    def trainable(config):
+        optim = config["optim"]
+        assert isinstance(optim["lr"], float) and 1e-4 <= optim["lr"] <= 1e-1, optim
+        assert optim["batch_size"] in (64, 128) and optim["momentum"] == 0.9, optim
+        assert isinstance(config["layers"], int) and 1 <= config["layers"] <= 3, config
+        assert isinstance(config["width"], int) and config["width"] % 8 == 0, config
+        assert config["epochs"] == 3 and config["name"] == "run", config
+        return {METRIC: len(json.loads(config["genotype"])["cells"][0]["edges"]) / 15 - abs(math.log10(optim["lr"]))}
+
+    searcher = bare(name, seed=1)
+    grid = run_tuner(tmp_path, trainable, searcher, "joint", param_space=hp_space(), metric=METRIC, mode="max",
+                     num_samples=8, max_concurrent_trials=2)
+    assert len(grid) == 8 and not grid.errors, [str(r.error)[:300] for r in grid if r.error]
+    assert len({r.config["optim"]["lr"] for r in grid}) == 8 and searcher.pending == {}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_suggestions_hold_valid_values_of_every_dimension(name):
+    for config in drive(make_joint(name), 30):  # past every searcher's random phase
+        assert set(config) == {"genotype", "optim", "layers", "dropout", "width"}, "constants are left to Tune"
+        assert set(config["optim"]) == {"lr", "batch_size"}
+        check_config(config)
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("value, message", [
+    ("sample_from", "sample_from"),
+    ("grid_search", "grid_search"),
+    ("grid of a choice", "grid_search"),
+    ("randn", "Normal"),
+    ("choice of domains", "holding search-space objects"),
+    ("list", "inside a list"),
+])
+def test_unsupported_dimensions_are_one_line_errors_naming_the_key(name, value, message):
+    value = {"sample_from": tune.sample_from(lambda spec: 1), "grid_search": tune.grid_search([1, 2]),
+             "grid of a choice": Categorical([1, 2]).grid(), "randn": tune.randn(0.0, 1.0),
+             "choice of domains": tune.choice([tune.uniform(0, 1), 2]),
+             "list": [tune.uniform(0, 1), 2]}[value]
+    as_tune_passes_it = inject_placeholders(copy.deepcopy({"opt": {"x": value}}), create_resolvers_map())
+    for config in ({"opt": {"x": value}}, as_tune_passes_it):
+        s = make(name)
+        with pytest.raises(ValueError, match=message) as info:
+            s.set_search_properties(None, None, config)
+        assert str(info.value).startswith("param_space['opt']['x']: ") and "\n" not in str(info.value)
+        assert s.dimensions is None
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_same_seed_same_hyperparameters_different_seed_different(name):
+    first, again, other = (drive(make_joint(name, seed=seed), 12) for seed in (3, 3, 4))
+    assert first == again
+    assert [c["optim"]["lr"] for c in first] != [c["optim"]["lr"] for c in other]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_constants_only_change_nothing(name):
+    """A param_space of constants only (the pipelines'): the same suggestions as a searcher never given one."""
+    plain, constants = make(name, seed=2), make(name, seed=2)
+    constants.set_search_properties(None, None, {"epochs": 3, "train": {"lr": 0.1}})
+    assert drive(plain, 8, value=arch_value) == drive(constants, 8, value=arch_value)
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("order", ["param_space first (as Tune does)", "state first"])
+def test_save_restore_continues_identically_with_hyperparameters(name, order, tmp_path):
+    a = make_joint(name, seed=7)
+    drive(a, 8)
+    if name == "predictor-evolution":
+        assert a.predictor is not None and len(a.hp_history) == 8, "past the random phase"
+    a.suggest("pending")
+    path = tmp_path / "searcher-state-x.json"
+    a.save(str(path))
+    state = json.loads(path.read_text())
+    assert [d["path"] for d in state["hyperparameters"]["dimensions"]] == [
+        ["optim", "lr"], ["optim", "batch_size"], ["layers"], ["dropout"], ["width"]]
+    assert set(state["hyperparameters"]["pending"]) == {"pending"}
+    b = SEARCHER_CLASSES[name](seed=99)  # default settings: the state's replace them
+    if order.startswith("param_space"):
+        b.set_search_properties(METRIC, "max", hp_space())
+        b.restore(str(path))
+    else:
+        b.restore(str(path))
+        with pytest.raises(ValueError, match=r"samples param_space\['optim'\]\['lr'\].*give the same param_space"):
+            b.suggest("too-early")
+        b.set_search_properties(None, None, hp_space())
+    assert b.get_state() == a.get_state()
+    for s in (a, b):
+        s.on_trial_complete("pending", {METRIC: 0.3})
+    assert drive(a, 8, start=8) == drive(b, 8, start=8)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_restore_refuses_rows_of_other_dimensions_and_changes_nothing(name, tmp_path):
+    a = make_joint(name)
+    drive(a, 3)
+    path = tmp_path / "state.json"
+    a.save(str(path))
+    other = {**hp_space(), "optim": {"lr": tune.loguniform(1e-5, 1e-1), "batch_size": tune.choice([64, 128])}}
+    b = make(name)
+    b.set_search_properties(None, None, other)
+    expected = b.get_state()
+    with pytest.raises(ValueError, match="other dimensions") as info:
+        b.restore(str(path))
+    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+    assert b.get_state() == expected
+    with pytest.raises(ValueError, match="other dimensions"):
+        a.set_search_properties(None, None, other)  # a has rows over the original dimensions
+    assert a.dimensions is not None
+    assert a.get_state()["hyperparameters"] == json.loads(path.read_text())["hyperparameters"]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_a_state_of_the_previous_version_restores(name):
+    """States written before trials stopped early, hyperparameters and budgets existed: same format, fewer keys."""
+    a = make(name, seed=5)
+    drive(a, 6, value=arch_value)
+    b = SEARCHER_CLASSES[name](seed=1)
+    b.set_state(previous_version(a.get_state()))
+    assert b.get_state() == a.get_state()
+    assert drive(a, 4, start=6, value=arch_value) == drive(b, 4, start=6, value=arch_value)
+
+
+# --- (c) trials stopped early, for every searcher ---------------------------------------------------------
+@pytest.mark.parametrize("name", ALL)
+def test_trials_stopped_early_are_not_results_and_not_proposed_again(name):
+    s = make_joint(name, full_budget=4)
+    configs = [s.suggest(f"t{t}") for t in range(6)]
+    for t in range(3):  # a scheduler stopped it: done, but below the full budget
+        s.on_trial_complete(f"t{t}", {METRIC: 9.0, "training_iteration": 2, "done": True})
+    for t, config in enumerate(configs[3:], start=3):
+        s.on_trial_complete(f"t{t}", None, error=True)
+        s.add_evaluated_point(config, 9.0, pruned=True, intermediate_values=[0.1, 9.0])
+    assert s.results == {} and len(s.pruned) == 6 and s.pending == {}
+    assert [v for _, v in s.pruned] == [9.0] * 6
+    stopped = {arch(c) for c in configs}
+    later = drive(s, 20, start=100)
+    assert not stopped & {arch(c) for c in later}, "never proposed again"
+    assert all(v < 9.0 for values in s.results.values() for v in values), "no partial metric became a result"
+    s.suggest("full")
+    s.on_trial_complete("full", {METRIC: 0.5, "training_iteration": 4})
+    assert 0.5 in [v for values in s.results.values() for v in values], "a trial at the full budget is a result"
+
+
 # --- JSON state ------------------------------------------------------------------------------------
 class Exploit:
     """Unpickling it creates the file ``marker``: proof that a pickle was loaded."""
@@ -172,7 +381,7 @@ class Exploit:
 @pytest.mark.parametrize("name", JSON_STATE)
 def test_restore_rejects_pickle_other_class_and_corrupt_states(name, tmp_path):
     s = make(name)
-    drive(s, 5)
+    drive(s, 5, value=arch_value)
     pickled = tmp_path / "state.pkl"
     pickled.write_bytes(pickle.dumps(s.get_state()))
     others = []
@@ -235,7 +444,7 @@ def test_an_old_pickled_predictor_evolution_state_is_refused_by_name(tmp_path):
 @pytest.mark.parametrize("name", JSON_STATE)
 def test_tune_checkpoint_files_are_json(name, tmp_path):
     a = make(name, seed=1)
-    drive(a, 6)
+    drive(a, 6, value=arch_value)
     a.save_to_dir(str(tmp_path), "session")
     (path,) = tmp_path.glob("searcher-state-*")
     assert path.suffix == ".json" and json.loads(path.read_text())["searcher"] == type(a).__name__
@@ -248,7 +457,7 @@ def test_metric_mode_and_settings_are_checked():
     for cls in (RandomSearcher, RegularizedEvolutionSearcher):
         with pytest.raises(ValueError, match="mode"):
             cls(METRIC, "up")
-        with pytest.raises(ValueError, match="set metric and mode"):
+        with pytest.raises(ValueError, match="no metric and mode"):
             cls().suggest("t0")
         s = cls()
         assert s.set_search_properties(METRIC, "min", {}) is True
@@ -276,7 +485,7 @@ def test_aging_keeps_the_last_population_completions_even_dropping_the_best():
 @pytest.mark.parametrize("mode", ["max", "min"])
 def test_regularized_evolution_follows_the_mode(mode):
     def last_20_of_60(searcher):
-        values = [objective(Genotype.from_json(g)) for g in drive(searcher, 60)]
+        values = [arch_value(c) for c in drive(searcher, 60, value=arch_value)]
         return np.mean(values[-20:])
 
     random = last_20_of_60(RandomSearcher(METRIC, mode, seed=0))

@@ -1,5 +1,7 @@
-"""pipelines/text_vae.py end to end through a real Ray Tune (tiny budgets): the run directory, resume after a
-finished run and after ``kill -9``, the Optuna path, Ray Train workers, and the command-line errors."""
+"""pipelines/text_vae.py end to end through a real Ray Tune (tiny budgets): the run directory, the console, the
+report and the MLflow run tree, resume after a finished run and after ``kill -9``, the Optuna path, Ray Train
+workers, and the command-line errors; without Ray: the recorder, the progress bar, the report's reading and the
+plots."""
 import json
 import os
 import signal
@@ -50,6 +52,12 @@ def mlflow_runs(uri: str, experiment: str = "text-vae-toy", search: str | None =
                                    filter_string=f"tags.search = '{search}'" if search else ""))
 
 
+def parents_and_trials(runs: list) -> tuple[list, list]:
+    """``(parent runs, trial runs)`` of a sweep: a trial run is nested (tag ``mlflow.parentRunId``)."""
+    return ([r for r in runs if "mlflow.parentRunId" not in r.data.tags],
+            [r for r in runs if "mlflow.parentRunId" in r.data.tags])
+
+
 def tune_files(out: Path) -> dict[str, int]:
     """Every file of the Tune experiment with its modification time."""
     return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in (out / "tune").rglob("*") if p.is_file()}
@@ -98,11 +106,59 @@ def test_sweep_writes_the_run_directory_and_one_mlflow_run_per_row(finished):
     assert beta["constant-gaussian"] == 1.0 and beta["cyclical@0.5-gaussian"] <= 0.5
     assert len(pd.read_parquet(out / "latents.parquet")) == 2 * 10 * 5  # 10 test sentences x 5 samples each
     assert not list(out.glob(".*.tmp")), "no temporary file left behind"
-    runs = mlflow_runs(uri)
+    _, runs = parents_and_trials(mlflow_runs(uri))
     assert len(runs) == len(results) and {r.info.run_id for r in runs} == set(results["mlflow_run_id"])
     assert {r.info.status for r in runs} == {"FINISHED"} and all("elbo" in r.data.metrics for r in runs)
     assert all(len(r.data.params) > 10 and r.data.tags["search"] == "grid" for r in runs)
-    assert "[2/2]" in proc.stdout, "one progress line per recorded configuration"
+
+
+def test_console_is_a_progress_bar_and_ends_by_naming_every_output(finished):
+    out, uri, _, proc, _ = finished
+    assert proc.returncode == 0
+    console = proc.stdout + proc.stderr
+    assert "sweep: 100%" in proc.stderr and "2/2" in proc.stderr and "best elbo=" in proc.stderr
+    assert "Trial status" not in console and "╭" not in console and "+----" not in console, "Tune's tables are off"
+    assert console.count("\n") < 40, console
+    tail = proc.stdout.split("outputs:\n", 1)[1]
+    for name in ("results.parquet", "curves.parquet", "latents.parquet", "beta_schedules.png", "learning_curves.png",
+                 "latent_toy.png", "report.md", "manifest.json"):
+        assert f"  {out / name}\n" in tail and (out / name).exists(), name
+    (parent,), _ = parents_and_trials(mlflow_runs(uri))
+    assert f"MLflow experiment text-vae-toy (parent run {parent.info.run_id}) at {uri}" in tail
+
+
+def test_report_states_what_ran_the_table_the_reading_and_embeds_the_plots(finished):
+    out, uri, _, proc, _ = finished
+    assert proc.returncode == 0
+    report = (out / "report.md").read_text()
+    for fact in ("**Preset** `toy`", "toy: vocab 6, train/val/test 20/10/10", "['constant', 'cyclical@0.5']",
+                 "**Seeds**: [0]", "2 epochs × 2 updates", "| constant / gaussian | 1 | 0 |",
+                 "| cyclical@0.5 / gaussian | 1 | 0 |", "One seed per configuration", "Posterior collapse",
+                 "in z, by schedule", "Best test ELBO", "Lowest perplexity", "![learning_curves](learning_curves.png)",
+                 "![latent_toy](latent_toy.png)", "![beta_schedules](beta_schedules.png)", uri):
+        assert fact in report, fact
+    assert " ± " not in report.split("| configuration")[1].split("## Reading")[0], "no sd from one seed"
+
+
+def test_mlflow_parent_run_holds_the_settings_and_versions_and_the_trials_carry_their_training_times(finished):
+    out, uri, _, proc, _ = finished
+    assert proc.returncode == 0
+    (parent,), trials = parents_and_trials(mlflow_runs(uri))
+    params, tags = parent.data.params, parent.data.tags
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert params["epochs"] == "2" and params["schedules"] == "['constant', 'cyclical@0.5']"
+    assert params["search"] == "grid" and params["seeds"] == "[]"
+    assert set(manifest["config"]) <= set(params), "every setting is a param"
+    assert tags["dcsod.code_version"] and params["version.torch"] and params["version.ray"]
+    assert parent.info.status == "FINISHED" and manifest["stages"]["sweep"]["mlflow_parent_run"] == parent.info.run_id
+    assert (parent.data.metrics["trainings"], parent.data.metrics["failed"]) == (2, 0)
+    results = pd.read_parquet(out / "results.parquet").set_index("mlflow_run_id")
+    assert {r.info.run_id for r in trials} == set(results.index)
+    for run in trials:
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        seconds = (run.info.end_time - run.info.start_time) / 1000
+        assert seconds >= results.loc[run.info.run_id, "train_seconds"] - 0.05, "the run spans the training"
+        assert parent.info.start_time <= run.info.start_time and run.info.end_time <= parent.info.end_time + 1000
 
 
 def test_rerun_of_a_finished_sweep_trains_nothing_and_adds_no_mlflow_run(finished):
@@ -142,7 +198,9 @@ def test_rerun_after_a_crash_between_tune_and_the_manifest_records_the_missing_r
     assert "continuing the interrupted sweep" in again.stdout
     assert {p: p.read_text() for p in (out / "tune").rglob("result.json")} == trial_results, "a trial ran again"
     pd.testing.assert_frame_equal(pd.read_parquet(out / "results.parquet"), results)
-    assert {r.info.run_id for r in mlflow_runs(uri)} == runs_before
+    assert {r.info.run_id for r in mlflow_runs(uri)} == runs_before, "the parent run was found again"
+    (parent,), _ = parents_and_trials(mlflow_runs(uri))
+    assert parent.info.status == "FINISHED"
     assert list(json.loads((out / "manifest.json").read_text())["stages"]) == list(stages)
 
 
@@ -177,7 +235,9 @@ def test_kill_minus_9_mid_sweep_then_rerun_records_each_configuration_once(tmp_p
     assert len(keys) == len(set(keys)) == 4 and set(results["status"]) == {"complete"}
     killed_ids = dict(zip(zip(killed["schedule"], killed["posterior"], killed["aggressive"]), killed["mlflow_run_id"]))
     assert {k: v for k, v in zip(keys, results["mlflow_run_id"]) if k in killed_ids} == killed_ids
-    runs = mlflow_runs(uri)
+    (parent,), runs = parents_and_trials(mlflow_runs(uri))
+    assert parent.info.status == "FINISHED", "one parent run, found again by the rerun and ended"
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
     tags = [r.data.tags["dcsod.key"] for r in runs]
     assert len(tags) == len(set(tags)) == 4, "duplicate or missing MLflow runs"
     assert {r.info.run_id for r in runs} == set(results["mlflow_run_id"])
@@ -198,6 +258,7 @@ def test_optuna_search_with_asha(ray_local, tmp_path, store, monkeypatch):
     assert results["cycles"].between(1, 8).all() and results["ratio"].between(0.1, 0.9).all()
     assert results["lr"].nunique() == 2, "each trial got its own Optuna suggestion"
     runs = [r for r in mlflow_runs(store, search="optuna") if r.data.tags["text_vae.run_dir"] == str(out)]
+    (parent,), runs = parents_and_trials(runs)
     assert sorted(r.info.run_id for r in runs) == sorted(results["mlflow_run_id"])
     assert json.loads((out / "manifest.json").read_text())["config"]["search"] == "optuna"
 
@@ -229,6 +290,20 @@ def test_workers_beyond_a_local_cluster_exit_2_before_writing(ray_local, tmp_pat
     assert err.count("\n") == 1 and not out.exists()
 
 
+def test_a_deleted_mlflow_experiment_stops_with_one_line_before_any_trial(ray_local, tmp_path, capsys, monkeypatch):
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    client.delete_experiment(client.create_experiment("text-vae-toy"))
+    out = tmp_path / "out"
+    assert text_vae.main([*GRID, "--output", str(out), "--tracking-uri", uri, "--address", "local"]) == 1
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert line.startswith(f"error: MLflow {uri}: MLflow experiment 'text-vae-toy' is deleted")
+    assert not (out / "tune").exists() and not (out / "results.parquet").exists()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--set", "bogus=1"], "unknown key 'bogus'; valid: "),
     (["--set", "epochs"], "expected key.sub=value"),
@@ -250,6 +325,9 @@ def test_workers_beyond_a_local_cluster_exit_2_before_writing(ray_local, tmp_pat
     (["--set", "schedules=[cyclical, cyclical@1]"], "schedules: entries ['cyclical', 'cyclical@1'] name the same "),
     (["--set", "workers=0"], "workers: expected an integer >= 1, got 0"),
     (["--set", "k_min=3", "--set", "k_max=2"], "need 0 <= k_min <= k_max"),
+    (["--set", "seeds=3"], "seeds: expected a list of integers >= 0, e.g. --set 'seeds=[0, 1, 2]', got 3"),
+    (["--set", "seeds=[0, 0]"], "seeds: duplicate entries in [0, 0]"),
+    (["--search", "optuna", "--set", "seeds=[0, 1]"], "--search optuna trains each proposal once: seeds takes"),
     (["--preset", "imdb"], "unknown preset 'imdb'; valid: toy, ptb, yelp, ptb-paper, yelp-paper"),
     (["--preset", "ptb", "--data-dir", "/nonexistent/data"], "data directory /nonexistent/data does not exist"),
     (["--tracking-uri", "sqlite:////nonexistent/dir/mlflow.db"], "directory /nonexistent/dir does not exist"),
@@ -364,6 +442,10 @@ def test_recorder_records_each_trial_once_whatever_the_hooks_and_crashes(store, 
     rec.on_trial_result(0, [], stopped, epoch)
     rec.on_trial_complete(0, [], stopped)
     rec.on_trial_complete(0, [], stopped)  # reported twice: still one row and run
+    seed_1 = config("cyclical")
+    seed_1["train"]["seed"] = 1
+    timed = {**epoch, "timestamp": 1_900_000_100, "time_total_s": 42.5}
+    rec.on_trial_complete(0, [], SimpleNamespace(trial_id="t_seed1", config=seed_1, last_result=timed))
     diverged = SimpleNamespace(trial_id="t_nan", config=config("monotonic"),
                                last_result={"error": "diverged at epoch 1", "final": True})
     rec.on_trial_complete(0, [], diverged)
@@ -374,12 +456,16 @@ def test_recorder_records_each_trial_once_whatever_the_hooks_and_crashes(store, 
     rows = {r["trial_id"]: r for r in pd.read_parquet(tmp_path / "results.parquet").to_dict("records")}
     assert [rows[t]["status"] for t in ("t_stopped", "t_nan", "t_crash")] == ["stopped", "failed", "failed"]
     assert pd.isna(rows["t_stopped"]["elbo"]) and rows["t_stopped"]["val_elbo"] == -3.0
-    assert rows["t_nan"]["error"] == "diverged at epoch 1" and len(rows) == 3
+    assert rows["t_nan"]["error"] == "diverged at epoch 1" and len(rows) == 4
+    assert (rows["t_seed1"]["schedule"], rows["t_seed1"]["seed"]) == ("cyclical", 1), "another seed, another row"
     runs = mlflow_runs(store, "text-vae-recorder-test", "unit")
-    assert sorted(r.info.status for r in runs) == ["FAILED", "FAILED", "FINISHED"]
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
     from mlflow import MlflowClient
 
     client = MlflowClient(store)
+    timed_run = client.get_run(rows["t_seed1"]["mlflow_run_id"]).info
+    assert (timed_run.start_time, timed_run.end_time) == (1_900_000_057_500, 1_900_000_100_000), "the training's"
+    assert timed_run.run_name == "cyclical-gaussian-s1"
     history = sorted(client.get_metric_history(rows["t_stopped"]["mlflow_run_id"], "val_elbo"), key=lambda m: m.step)
     assert [m.value for m in history] == [-4.0, -3.0]
 
@@ -388,9 +474,123 @@ def test_recorder_records_each_trial_once_whatever_the_hooks_and_crashes(store, 
     again = TextVAERecorder(tmp_path, "text-vae-recorder-test", "grid", tracking_uri=store)
     assert again.record(stopped.config, epoch, "t_stopped") == rows["t_stopped"]["mlflow_run_id"]
     # ... or while logging it (a run left RUNNING): that run is replaced, so one complete run per key remains.
-    unfinished = again.create_run(("constant", "semi-implicit", False), "constant-semi-implicit")
+    unfinished = again.create_run(("constant", "semi-implicit", False, 0), "constant-semi-implicit")
     final = {"epoch": 5, "final": True, "elbo": -2.5, "rec": 2.0, "kl": 0.5}
     run_id = again.record(config("constant", "semi-implicit"), final, "t_new")
     assert run_id != unfinished and client.get_run(unfinished).info.lifecycle_stage == "deleted"
     assert client.get_run(run_id).data.metrics["elbo"] == -2.5
-    assert len(mlflow_runs(store, "text-vae-recorder-test")) == 4
+    assert len(mlflow_runs(store, "text-vae-recorder-test")) == 5
+
+
+def test_a_list_of_seeds_trains_every_configuration_once_per_seed():
+    cfg = text_vae.load_config("toy", ["seeds=[3, 4]", "schedules=[cyclical]", "posteriors=[gaussian]",
+                                       "aggressive=[false]"])
+    assert text_vae.training_seeds(cfg) == [3, 4] and text_vae.sweep_size(cfg, "grid") == 2
+    space = text_vae.param_space(cfg, text_vae.base_trial_config(cfg, None), "grid")
+    assert space["train"]["seed"] == {"grid_search": [3, 4]}
+    once = text_vae.load_config("toy", ["seed=7"])
+    assert text_vae.training_seeds(once) == [7] and text_vae.sweep_size(once, "grid") == 12
+    assert text_vae.param_space(once, text_vae.base_trial_config(once, None), "grid")["train"]["seed"] == 7
+
+
+def test_help_describes_the_stages_the_outputs_and_the_run_time(capsys):
+    with pytest.raises(SystemExit) as stop:
+        text_vae.main(["--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    for part in ("Stages:", "prepare", "sweep", "outputs", "progress bar", "results.parquet", "learning_curves.png",
+                 "latent_toy.png", "report.md", "parent run", "Run time:", "configurations × seeds × epochs",
+                 "9 min 52 s on a loaded 2-core machine (measured", "2026-11-29"):
+        assert part in text, part
+    assert "``" not in text and "**" not in text
+
+
+def test_progress_bar_counts_rows_keeps_the_best_and_warns_once_per_failure(capsys):
+    from pipelines.text_vae_tracking import SweepProgress
+
+    progress = SweepProgress(4)
+    progress.start([{"status": "complete", "elbo": -20.0, "ppl": 6.0, "trial_id": "a"}])  # a resumed sweep
+    progress.update({"status": "complete", "elbo": -18.0, "ppl": 7.0, "trial_id": "b"}, "constant-gaussian-s0")
+    progress.update({"status": "failed", "elbo": None, "ppl": None, "trial_id": "c", "error": "diverged at epoch 3"},
+                    "cyclical-gaussian-s0")
+    progress.close()
+    err = capsys.readouterr().err
+    assert (progress.done, progress.failed, progress.best_elbo, progress.best_ppl) == (3, 1, -18.0, 6.0)
+    assert "3/4" in err and "best elbo=-18.000" in err and "lowest ppl=6.000" in err
+    warnings = [ln for ln in err.replace("\r", "\n").splitlines() if ln.startswith("warning:")]
+    assert warnings == ["warning: sweep: cyclical-gaussian-s0 (c) failed: diverged at epoch 3"]
+
+
+def report_rows(values: dict[str, list[tuple[float, float, float]]]) -> pd.DataFrame:
+    """results.parquet-like rows: schedule -> [(kl, mi, elbo) per seed]."""
+    rows = []
+    for schedule, seeds in values.items():
+        for seed, (kl, mi, elbo) in enumerate(seeds):
+            rows.append({"schedule": schedule, "posterior": "gaussian", "aggressive": False, "seed": seed,
+                         "rec": -elbo - kl, "kl": kl, "elbo": elbo, "ppl": 5.0 - elbo / 100, "au": 1.0, "mi": mi,
+                         "status": "complete", "trial_id": f"{schedule}{seed}"})
+    return pd.DataFrame(rows)
+
+
+def test_report_reading_tells_seed_noise_from_real_differences_and_names_collapse():
+    from pipelines.text_vae_report import aggregate, reading, results_table
+
+    noisy = report_rows({"cyclical": [(3.0, 1.0, -20.0), (5.0, 1.4, -22.0)],
+                         "constant": [(0.01, 0.0, -21.0), (0.03, 0.0, -21.2)]})
+    agg = aggregate(noisy, "grid")
+    assert list(agg["seeds"]) == [2, 2] and agg.loc[0, "kl_mean"] == 4.0
+    assert agg.loc[0, "kl_sd"] == pytest.approx(2 ** 0.5)
+    table = results_table(agg)
+    assert "| cyclical / gaussian | 2 | 0 | " in table and "4.000 ± 1.414" in table
+    text = "\n".join(reading(noisy, agg))
+    assert "**Most KL(q(z|x) ‖ p(z)) in z, by schedule**: `cyclical`" in text
+    assert "exceeds the larger sd" in text, "KL 4.0 vs 0.02 with sd 1.41: a real difference"
+    assert "within seed noise" in text, "ELBO -21.0 vs -21.1 with sd 1.41: noise"
+    assert "Posterior collapse** (mean test KL < 0.1" in text and "constant / gaussian (KL 0.020)" in text
+    assert "One seed per configuration" not in text
+
+    single = report_rows({"cyclical": [(3.0, 1.0, -20.0)], "constant": [(0.5, 0.2, -21.0)]})
+    one = aggregate(single, "grid")
+    text = "\n".join(reading(single, one))
+    assert "One seed per configuration" in text and "seed noise is unmeasured" in text
+    assert "Posterior collapse**: none" in text and " ± " not in results_table(one)
+
+
+def test_learning_curves_keep_the_bulk_readable_when_one_run_diverges(tmp_path, monkeypatch):
+    from pipelines import text_vae_plots
+
+    assert text_vae_plots.robust_limits([None, float("nan")]) is None
+    lo, hi = text_vae_plots.robust_limits([-20.0, -19.0, -18.5, -18.0, 1e9])
+    assert lo < -20.0 and -18.0 < hi < 0, "the diverged value lies outside"
+    figures = []
+    saved = text_vae_plots._save
+    monkeypatch.setattr(text_vae_plots, "_save", lambda fig, path, **kw: figures.append(fig) or saved(fig, path, **kw))
+    good = [{"epoch": e, "val_elbo": -20.0 + e / 10, "val_rec": 19.0, "val_kl": 1.0 + e / 10} for e in range(1, 11)]
+    bad = [{**p, "val_elbo": -1e6 * p["epoch"], "val_rec": 1e6 * p["epoch"]} for p in good[:2]]
+    curves = {f"ok-{i}": good for i in range(4)} | {"diverged": bad}
+    assert text_vae_plots.plot_learning_curves(tmp_path / "curves.png", curves).stat().st_size > 1000
+    elbo_ax = figures[0].axes[0]
+    assert elbo_ax.get_ylim()[0] > -100, "one diverging run does not flatten the others"
+    assert "2 point(s) outside" in elbo_ax.get_title() and elbo_ax.get_ylabel() == "nats per sentence"
+
+
+def test_latent_panels_have_axis_labels_and_a_colour_key(tmp_path, monkeypatch):
+    import numpy as np
+
+    from pipelines import text_vae_plots
+
+    figures = []
+    saved = text_vae_plots._save
+    monkeypatch.setattr(text_vae_plots, "_save", lambda fig, path, **kw: figures.append(fig) or saved(fig, path, **kw))
+    z = np.random.default_rng(0).normal(size=(30, 2))
+    latents = {"cyclical-gaussian": {"z": z, "labels": np.arange(30) % 3},
+               "constant-gaussian": {"z": z[:, :1], "labels": np.arange(30) % 3}}
+    text_vae_plots.plot_latents(tmp_path / "latent.png", latents)
+    (fig,) = figures
+    two, one = fig.axes[1], fig.axes[0]  # panels in name order: constant (1-D), cyclical (2-D)
+    assert (two.get_xlabel(), two.get_ylabel()) == ("z₁", "z₂") and one.get_ylabel() == "0 (1-D latent)"
+    (legend,) = fig.legends
+    assert legend.get_title().get_text() == "colour = toy sequence"
+    assert [t.get_text() for t in legend.get_texts()] == ["sequence 0", "sequence 1", "sequence 2"]
+    with pytest.raises(ValueError, match="no configuration has latent samples"):
+        text_vae_plots.plot_latents(tmp_path / "none.png", {})

@@ -210,7 +210,8 @@ def make_trainable(hashes, fail=()):
         rng = random.Random(hashes[genotype])
         tune.report({"arch_hash": hashes[genotype], "genotype": genotype, "seed": config["seed"],
                      "auroc_msp": rng.random(), "auroc_energy": rng.random(), "fpr95_msp": rng.random(),
-                     "id_acc": rng.random(), "train_seconds": 0.01})  # no auroc_maha: stored as NaN
+                     "id_acc": rng.random(), "train_seconds": 0.01,  # no auroc_maha: stored as NaN
+                     "started_at": 1_700_000_000.0, "finished_at": 1_700_000_042.5})
     return trainable
 
 
@@ -247,11 +248,15 @@ def test_one_run_and_one_row_per_trial_idempotent(services, genotypes, tmp_path)
     assert set(history["mlflow_run_id"]) == {r.info.run_id for r in runs}
     assert history["auroc_maha"].isna().all() and history["auroc_msp"].between(0, 1).all()
     run = next(r for r in runs if r.info.run_id == history["mlflow_run_id"][0])
-    assert run.info.run_name == history["arch_hash"][0]
+    assert run.info.run_name == f"warmup/{history['arch_hash'][0]}"
     assert run.data.tags[KEY_TAG] == f"{callback.run_uid}/{history['arch_hash'][0]}/warmup/0/0"
     assert run.data.tags["genotype"] == history["genotype"][0]
     assert run.data.params == {"arch_hash": history["arch_hash"][0], "stage": "warmup", "iteration": "0", "seed": "0"}
     assert set(run.data.metrics) == {"auroc_msp", "auroc_energy", "fpr95_msp", "id_acc", "train_seconds"}
+    assert (run.info.start_time, run.info.end_time) == (1_700_000_000_000, 1_700_000_042_500)  # the training's
+    some = "%" + history["genotype"][0][5:40] + "%"  # the genotype is found by a search on its tag
+    found = client.search_runs([callback.experiment_id], filter_string=f"tags.genotype LIKE '{some}'")
+    assert history["mlflow_run_id"][0] in {r.info.run_id for r in found}
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["genotype.json"]
 
     # A restored driver (callback unpickled as by Tuner.restore) re-reports every trial: nothing new.
@@ -370,3 +375,83 @@ def test_error_message_reads_the_text_file_and_never_the_pickle(tmp_path):
     assert MLflowRecorder.error_message(trial) == "ValueError: diverged at epoch 3"
     assert not marker.exists()
     assert MLflowRecorder.error_message(SimpleNamespace(error_file=None)) == "unknown error"
+
+
+def test_run_names_carry_the_stage_label_and_the_seed_where_asked(tmp_path):
+    from pipelines.rundir import RunDir
+
+    RunDir.open(tmp_path, {"x": 1}, tracking_uri=f"sqlite:///{tmp_path}/m.db")
+    uri = f"sqlite:///{tmp_path}/m.db"
+    key = ("abc", "distill", 2, 3)
+    assert MLflowHistoryCallback(tmp_path, "e", "distill", 2, uri).run_name(key) == "distill-2/abc"
+    assert MLflowHistoryCallback(tmp_path, "e", "warmup", 0, uri).run_name(("abc", "warmup", 0, 3)) == "warmup/abc"
+    named = MLflowHistoryCallback(tmp_path, "e", "compare", 0, uri, label="compare", seed_in_name=True)
+    assert named.run_name(("abc", "compare", 0, 3)) == "compare/abc/seed3"
+
+
+def test_run_tree_parent_children_settings_and_rerun(tmp_path):
+    """A parent run with flattened settings, code and package versions; nested runs found again on a rerun
+    (never duplicated); a run ended FAILED opens again when the rerun reaches it."""
+    from mlflow import MlflowClient
+
+    from pipelines.mlflow_runs import MLflowRecorder, RunTree, code_version
+    from pipelines.rundir import RunDir
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    RunDir.open(tmp_path / "out", {"x": 1}, tracking_uri=uri)
+    settings = {"train": {"lr": 0.05, "epochs": 2}, "scores": ["msp", "energy"], "preset": "ci"}
+    tree = RunTree(MLflowRecorder(tmp_path / "out", "tree", uri), "dcsod (ci)", settings, tags={"a": "b"})
+    stage = tree.child("warmup")
+    trial = tree.recorder.create_run(("t",), "warmup/abc", RunTree.nest_under(stage))
+    tree.log_metrics(stage, {"trials": 6, "nan": float("nan"), "text": "x"})
+    tree.end(stage, "FAILED")
+    again = RunTree(MLflowRecorder(tmp_path / "out", "tree", uri), "dcsod (ci)", settings)
+    assert again.root == tree.root and again.child("warmup") == stage
+    again.end(stage)
+    again.end()
+    client = MlflowClient(uri)
+    runs = {r.info.run_id: r for r in client.search_runs([tree.recorder.experiment_id])}
+    assert set(runs) == {tree.root, stage, trial}
+    root = runs[tree.root]
+    assert root.info.run_name == "dcsod (ci)" and root.info.status == "FINISHED"
+    assert root.data.params["train.lr"] == "0.05" and root.data.params["scores"] == "['msp', 'energy']"
+    assert root.data.params["version.torch"].startswith("2.") and root.data.params["version.python"]
+    assert root.data.tags["dcsod.code_version"] == code_version() and root.data.tags["a"] == "b"
+    assert runs[stage].data.tags["mlflow.parentRunId"] == tree.root and runs[stage].info.status == "FINISHED"
+    assert runs[stage].data.metrics == {"trials": 6.0}
+    assert runs[trial].data.tags["mlflow.parentRunId"] == stage
+    attached = RunTree.attach(tree.recorder, stage)
+    assert runs.keys() >= {attached.root} and client.get_run(attached.child("x")).data.tags[
+        "mlflow.parentRunId"] == stage
+
+
+def test_epoch_curve_becomes_per_epoch_metrics_and_stopped_trials_are_killed_runs(tmp_path):
+    """The final result's ``epoch_curve`` is logged as one point per epoch (step = epoch, timestamps from the
+    training's start); a trial whose last result is an epoch before its last (a scheduler stopped it) is one
+    KILLED run tagged ``stopped_early`` and no history row, however often it is reported."""
+    import json
+
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    cb = MLflowHistoryCallback(tmp_path / "out", "curves", stage="search", tracking_uri=uri)
+    curve = [{"epoch": e, "epochs": 3, "train_loss": 1.0 / e, "lr": 0.1, "epoch_seconds": 2.0,
+              "auroc_msp": 0.5 + e / 10} for e in (1, 2, 3)]
+    result = {**{k: v for k, v in ROW.items() if k not in ("stage", "iteration", "mlflow_run_id")},
+              "started_at": 1_700_000_000.0, "finished_at": 1_700_000_006.5, "epoch": 3, "epochs": 3,
+              "epoch_curve": json.dumps(curve)}
+    run_id = cb.record(result)
+    client = MlflowClient(uri)
+    history = client.get_metric_history(run_id, "train_loss")
+    assert [(m.step, m.value, m.timestamp) for m in history] == [
+        (1, 1.0, 1_700_000_002_000), (2, 0.5, 1_700_000_004_000), (3, 1 / 3, 1_700_000_006_000)]
+    assert sorted(m.step for m in client.get_metric_history(run_id, "auroc_msp")) == [0, 1, 2, 3]
+
+    stopped = {**result, "arch_hash": "def456", "epoch": 1, "epoch_curve": json.dumps(curve[:1])}
+    trial = SimpleNamespace(trial_id="t9", last_result=stopped, config={})
+    cb.on_trial_complete(0, [], trial)
+    cb.on_trial_complete(0, [], trial)
+    runs = cb.find_runs(("def456", "search", 0, 1))
+    assert [r.info.status for r in runs] == ["KILLED"]
+    assert runs[0].data.tags["stopped_early"] == "stopped by the scheduler after epoch 1 of 3"
+    assert list(cb.history.read()["arch_hash"]) == ["abc123"]

@@ -147,3 +147,23 @@ def test_evaluation_sets_are_normalised_once(digits):
     assert digits.evaluation_sets("val") is first
     assert torch.equal(first[0], digits.norm(digits.eval["val"][0]))
     assert digits.evaluation_sets("test")[3] is first[3], "the normalised training set is shared"
+
+
+def test_per_epoch_curve_and_reports_leave_the_training_unchanged(digits):
+    """``on_epoch`` gets every epoch but the last (the caller's final result covers it); ``eval_every`` adds the
+    metrics to those entries without changing the trained weights (evaluation draws no random numbers and
+    leaves the batch-norm statistics alone); the curve's last entry holds the final metrics."""
+    g = SearchSpace().sample(2)
+    seen = []
+    plain = train_candidate(g, digits, TrainConfig(**{**TINY, "epochs": 3}))
+    tracked = train_candidate(g, digits, TrainConfig(**{**TINY, "epochs": 3, "eval_every": 1}), on_epoch=seen.append)
+    assert [e["epoch"] for e in seen] == [1, 2] and all(e["epochs"] == 3 for e in seen)
+    assert all(0 <= e["auroc_msp"] <= 1 and e["train_loss"] > 0 and e["lr"] > 0 for e in seen)
+    assert seen[1]["lr"] < seen[0]["lr"], "cosine schedule: the rate falls"
+    assert [e["epoch"] for e in tracked["curve"]] == [1, 2, 3]
+    assert tracked["curve"][-1]["auroc_msp"] == tracked["auroc_msp"]
+    assert "auroc_msp" not in plain["curve"][0] and plain["curve"][-1]["id_acc"] == plain["id_acc"]
+    for key, value in plain["state_dict"].items():
+        assert torch.equal(value, tracked["state_dict"][key]), key
+    with pytest.raises(ValueError, match="eval_every"):
+        TrainConfig(eval_every=-1)

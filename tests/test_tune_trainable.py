@@ -119,3 +119,40 @@ def test_distill_without_auxiliary_outliers_trains_with_lam_zero():
     assert no_aux.objective_args == {"lam": 0.0, "alpha": 0.5} and no_aux.seed == 3
     with_aux = stage_train_config(cfg, SimpleNamespace(aux=torch.zeros(4, 1, 8, 8)), torch.device("cpu"))
     assert with_aux.objective_args["lam"] == 0.5
+
+
+def test_tune_trials_report_every_epoch_and_carry_the_curve(ray_local, tmp_path):
+    """Inside Tune, every epoch is a result (TensorBoard curves; schedulers can act on them); the last result
+    carries the whole curve. A direct call reports nothing per epoch."""
+    import json
+
+    from ray import tune
+
+    direct = candidate_trainable(config(0, epochs=2))
+    assert [e["epoch"] for e in json.loads(direct["epoch_curve"])] == [1, 2]
+    grid = tune.Tuner(candidate_trainable, param_space=config(0, epochs=3, eval_every=1),
+                      run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0)).fit()
+    result = grid[0]
+    frame = result.metrics_dataframe
+    assert list(frame["epoch"]) == [1, 2, 3] and frame["auroc_msp"].between(0, 1).all()
+    assert result.metrics["epoch"] == result.metrics["epochs"] == 3
+    assert [e["epoch"] for e in json.loads(result.metrics["epoch_curve"])] == [1, 2, 3]
+
+
+def test_per_epoch_reports_satisfy_a_searchers_metric_check(ray_local, tmp_path):
+    """A searcher stage (the pipeline's search) with trainings of several epochs and no per-epoch evaluation: every
+    per-epoch report carries the ranking metric (NaN before the end), so Tune's strict metric check passes and
+    the searcher learns from the final values only."""
+    from ray import tune
+
+    from search_space.searcher import PredictorEvolutionSearcher
+
+    searcher = PredictorEvolutionSearcher(metric="auroc_msp", mode="max", min_results=4, seed=0)
+    space = {k: v for k, v in config(0, epochs=2).items() if k != "genotype"}
+    grid = tune.Tuner(candidate_trainable, param_space={**space, "metric": "auroc_msp"},
+                      tune_config=tune.TuneConfig(search_alg=searcher, num_samples=2),
+                      run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0)).fit()
+    assert grid.num_errors == 0
+    assert all(math.isnan(r.metrics_dataframe["auroc_msp"].iloc[0]) for r in grid)
+    assert sorted(len(v) for v in searcher.results.values()) == [1, 1]
+    assert all(0 <= v[0] <= 1 for v in searcher.results.values())

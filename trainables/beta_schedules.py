@@ -7,7 +7,7 @@ number of iterations of the whole run. Every schedule is a :class:`Schedule` bui
 (:meth:`Schedule.level`; the semi-implicit posterior anneals its mixing draws K with it). Entries ignore the
 arguments they do not use (but every argument is checked).
 
-Cyclical annealing (DESIGN.md): with M = ``cycles`` and R = ``ratio``,
+Cyclical annealing (DESIGN.md, "Methods as implemented"): with M = ``cycles`` and R = ``ratio``,
 ``τ = mod(t − 1, ⌈T/M⌉) / (T/M)`` is the position inside the current cycle, and
 ``level_t = f(τ / R)`` for ``τ ≤ R``, else 1, where the ramp ``f: [0, 1] → [0, 1]`` (``shape``) is linear,
 sigmoid or cosine with ``f(0) = 0`` and ``f(1) = 1``. So β is 0 at each cycle start, reaches β_max after a

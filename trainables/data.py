@@ -316,7 +316,7 @@ def load_image_folder_part(path: str | os.PathLike, part: str, **options) -> Lab
 def cifar10_split_protocol(path: str | None = None, root: str | None = None, download: bool = False,
                            train_limit: int | None = None, seed: int = 0, id_fractions=(0.8, 0.1, 0.1),
                            test_path: str | None = None) -> Protocol:
-    """CIFAR-10 class split (DESIGN.md): ID = airplane..dog, aux = frog, ship, OOD = horse, truck.
+    """CIFAR-10 class split (DESIGN.md, "Data"): ID = airplane..dog, aux = frog, ship, OOD = horse, truck.
 
     Images come from ``path`` (an ImageFolder directory or zip of the 50,000 training images; its ``train/``
     folder if it has one) or from a torchvision ``root`` (training split). The split is made inside the training
@@ -370,7 +370,8 @@ def _cross_dataset(id_name: str, ood_name: str, root: str, aux_path: str | None,
         id_val=_tensors(train.images[np.sort(va)], train.labels[np.sort(va)]),
         id_test=_tensors(test.images, test.labels),
         ood={"val": _tensors(ood_train.images[np.sort(ood_val)]), "test": _tensors(ood.images)},
-        aux=aux, info={"seed": seed, "aux_path": aux_path},
+        aux=aux, info={"seed": seed, "aux_path": aux_path, "id_classes": list(train.classes),
+                       "ood_classes": list(ood.classes), "aux_classes": []},
     )
 
 

@@ -159,7 +159,7 @@ class EnergyBounded(Objective):
 @register_objective("distill")
 @dataclasses.dataclass(frozen=True)
 class OutlierDistillation(Objective):
-    """Outlier distillation (DESIGN.md, eq. 4.11)::
+    """Outlier distillation (DESIGN.md, "Methods as implemented", eq. 4.11)::
 
         L = mean_in[ a*L_DS(P_t, P_s^T) + (1-a)*CE(y, P_s) ] + lam*mean_out[ b*L_DS(P_t, P_s^T) + (1-b)*CE(U, P_s) ]
 

@@ -31,6 +31,7 @@ from torch import nn
 from search_space import Genotype, StandardModel, architecture_json, build_model, count_flops, parse_architecture
 
 from .augment import normalise, random_crop_flip
+from .cuda_graph import graphed_step
 from .data import Protocol
 from .errors import DivergedError
 from .losses import ensemble_probs, make_objective
@@ -64,6 +65,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model's training forward
     # torch.compile mode: default | reduce-overhead (CUDA graphs on CUDA) | max-autotune | max-autotune-no-cudagraphs
     compile_mode: str = "default"
+    # Capture the whole training step as one CUDA graph per candidate and replay it (trainables/cuda_graph.py).
+    # CUDA only: a CPU device is a ValueError at set-up; DDP training falls back to eager steps with a warning.
+    cuda_graph: bool = False
     teacher_mode: str = "online"  # online | cached (see TeacherCache)
     scores: tuple = ("msp", "energy", "maha")
     eval_split: str = "val"  # val (search stages) | test (final report)
@@ -73,6 +77,9 @@ class TrainConfig:
     train_fraction: float = 1.0
     # Also train on the ID validation images (the final retrain; only a model scored on `test` may).
     train_on_val: bool = False
+    # Evaluate on `eval_split` every `eval_every` epochs as well as after the last one (0: after the last only);
+    # the per-epoch reports then carry the metrics, which an early-stopping scheduler (ASHA) needs.
+    eval_every: int = 0
 
     def __post_init__(self) -> None:
         def number(name: str) -> bool:  # not a bool, not a string such as '1e6x'
@@ -90,8 +97,13 @@ class TrainConfig:
             (self.precision in ("auto", "fp32", "bf16"), "precision", "auto, fp32 or bf16"),
             (self.teacher_mode in ("online", "cached"), "teacher_mode", "online or cached"),
             (self.compile_mode in COMPILE_MODES, "compile_mode", ", ".join(COMPILE_MODES)),
+            (isinstance(self.cuda_graph, bool), "cuda_graph", "true or false"),
+            (not (self.cuda_graph and self.compile), "cuda_graph",
+             "false when compile is true (a captured step replaces torch.compile: choose one)"),
+            (not (self.cuda_graph and self.device == "cpu"), "cuda_graph", "false on device cpu (it needs CUDA)"),
             (self.eval_split in ("val", "test"), "eval_split", "val or test"),
             (integer("width") and self.width >= 1, "width", "an integer >= 1"),
+            (integer("eval_every") and self.eval_every >= 0, "eval_every", "an integer >= 0"),
             (number("train_fraction") and 0 < self.train_fraction <= 1, "train_fraction", "a fraction in (0, 1]"),
             (not self.train_on_val or self.eval_split == "test", "train_on_val",
              "false unless eval_split is test (a model that trained on the validation images is scored on test)"),
@@ -234,7 +246,8 @@ class CandidateTraining:
     per-rank ``batch``/``out_batch`` sizes (images), ``steps_per_epoch``, the training images (``train_x``,
     ``train_y``: :meth:`DeviceData.training_set`; ``index``: the ``train_fraction`` subset of it or None;
     ``n_train`` images used), teachers (``cache`` on the device or online ``teachers``; None without
-    distillation) and the ``bf16`` flag. :meth:`step` is one optimisation
+    distillation), the ``bf16`` flag and ``graphed`` (the captured step under ``config.cuda_graph``, else
+    None). :meth:`step` is one optimisation
     step, :meth:`train` the epoch loop, :meth:`evaluate` the OOD evaluation."""
 
     def __init__(self, candidate, data: DeviceData, config: TrainConfig,
@@ -283,9 +296,12 @@ class CandidateTraining:
         self.aux_gen = (self.gen if self.world == 1
                         else torch.Generator(device=self.device).manual_seed(config.seed * 1_000_003 + self.rank))
         self.pad = data.protocol.image_size // 8 if config.crop_padding is None else config.crop_padding
+        self.graphed = graphed_step(self)  # config.cuda_graph: step() replays a captured graph (None: eager)
 
     def autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+        """bf16 autocast if ``bf16``; without its weight-cast cache under ``cuda_graph`` (graph capture needs that)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16,
+                              cache_enabled=not self.config.cuda_graph)
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, C, H, W)`` -> float32, augmented (if ``config.augment``, drawing from ``gen``) and
@@ -298,10 +314,23 @@ class CandidateTraining:
     def step(self, images: torch.Tensor, labels: torch.Tensor, teacher_in: torch.Tensor | None = None) -> torch.Tensor:
         """One optimisation step on one ID batch, all on the device: ``images`` uint8 ``(B, C, H, W)``,
         ``labels`` long ``(B,)``, ``teacher_in`` the cached teacher probabilities ``(B, C)`` (None unless
-        ``cache``). Draws ``out_batch`` outlier indices from ``aux_gen`` (if ``use_aux``), runs ID and outliers
-        through one forward under autocast, then loss, backward, SGD step and one ``schedule`` step.
+        ``cache``): :meth:`loss`, backward, SGD step and one ``schedule`` step.
         Returns the loss as a detached 0-dim float32 tensor. No host synchronisation and no branch on tensor
-        values (branches depend on the set-up only): the unit to capture as a CUDA graph."""
+        values (branches depend on the set-up only): the unit to capture as a CUDA graph. With ``graphed`` (a
+        :class:`~trainables.cuda_graph.GraphedStep`) the same step is replayed from its graph instead."""
+        if self.graphed is not None:
+            return self.graphed(images, labels, teacher_in)
+        loss = self.loss(images, labels, teacher_in)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.schedule.step()
+        return loss.detach()
+
+    def loss(self, images: torch.Tensor, labels: torch.Tensor, teacher_in: torch.Tensor | None = None) -> torch.Tensor:
+        """The objective on one ID batch (arguments as in :meth:`step`), differentiable: draws ``out_batch``
+        outlier indices from ``aux_gen`` (if ``use_aux``), runs ID and outliers through one forward under
+        autocast. Returns a 0-dim float32 tensor."""
         x = self.prepare(images)
         teacher_out = None
         if self.use_aux:
@@ -316,24 +345,27 @@ class CandidateTraining:
             teacher_in, teacher_out = probs[:b], (probs[b:] if self.use_aux else None)
         with self.autocast():
             logits = self.forward(x).float()
-        loss = self.objective(logits[:b], labels, logits[b:] if self.use_aux else None, teacher_in, teacher_out)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.schedule.step()
-        return loss.detach()
+        return self.objective(logits[:b], labels, logits[b:] if self.use_aux else None, teacher_in, teacher_out)
 
-    def train(self) -> tuple[float, float]:
+    def train(self, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> tuple[float, float]:
         """``config.epochs`` epochs of ``steps_per_epoch`` steps; returns (mean loss of the last epoch, wall
-        seconds). Every rank draws the same epoch permutation from ``gen`` and takes its own ``batch`` slice
-        of each global step (positions in ``index`` when training on a subset). One host sync per epoch; raises
-        :class:`DivergedError` on a non-finite loss."""
+        seconds of training, evaluations between epochs excluded). Every rank draws the same epoch permutation
+        from ``gen`` and takes its own ``batch`` slice of each global step (positions in ``index`` when training
+        on a subset). One host sync per epoch; raises :class:`DivergedError` on a non-finite loss.
+
+        After every epoch but the last, ``on_epoch`` (if given) gets that epoch's entry of :attr:`curve`:
+        ``epoch`` (1-based), ``epochs``, ``train_loss`` (mean over the epoch), ``lr`` (at the epoch's end),
+        ``epoch_seconds`` and, every ``config.eval_every`` epochs, the metrics of :meth:`evaluate`. The last
+        epoch's entry is completed by :func:`train_candidate` with the final evaluation."""
         epochs = self.config.epochs
+        self.curve: list[dict[str, Any]] = []
         self.model.train()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
+        paused = 0.0  # seconds spent evaluating between epochs
         for epoch in range(epochs):
+            epoch_start = time.perf_counter()
             order = torch.randperm(self.n_train, device=self.device, generator=self.gen)
             loss_sum = torch.zeros((), device=self.device)
             for step in range(self.steps_per_epoch):
@@ -346,9 +378,21 @@ class CandidateTraining:
             mean_loss = float(loss_sum) / self.steps_per_epoch
             if not math.isfinite(mean_loss):
                 raise DivergedError(f"training loss became {mean_loss} in epoch {epoch + 1} of {epochs}")
+            entry = {"epoch": epoch + 1, "epochs": epochs, "train_loss": mean_loss,
+                     "lr": float(self.optimizer.param_groups[0]["lr"]),  # a tensor under cuda_graph
+                     "epoch_seconds": time.perf_counter() - epoch_start}
+            self.curve.append(entry)
+            if epoch + 1 < epochs:
+                every = self.config.eval_every
+                if every and (epoch + 1) % every == 0:
+                    metrics, seconds = self.evaluate()
+                    entry.update(metrics)
+                    paused += seconds
+                if on_epoch is not None:
+                    on_epoch(dict(entry))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return mean_loss, time.perf_counter() - start
+        return mean_loss, time.perf_counter() - start - paused
 
     def evaluate(self) -> tuple[dict[str, float], float]:
         """:func:`evaluate_ood` on ``config.eval_split`` under autocast; returns (metrics, wall seconds)."""
@@ -362,7 +406,8 @@ class CandidateTraining:
 
 def train_candidate(candidate, data: Protocol | DeviceData, config: TrainConfig | None = None,
                     teachers: Sequence[nn.Module] | TeacherCache | None = None,
-                    distributed: tuple[int, int, Callable[[nn.Module], nn.Module]] | None = None) -> dict[str, Any]:
+                    distributed: tuple[int, int, Callable[[nn.Module], nn.Module]] | None = None,
+                    on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train ``candidate`` on ``data`` with ``config`` and evaluate it on ``config.eval_split``.
 
     ``teachers``: the ensemble for the ``distill`` objective, either modules (online path: every teacher runs
@@ -375,16 +420,18 @@ def train_candidate(candidate, data: Protocol | DeviceData, config: TrainConfig 
     ``fpr95_<score>``), ``train_seconds``, ``eval_seconds``, ``final_loss`` (mean loss of the last epoch),
     ``epochs``, ``precision`` (``bf16``/``fp32``, as autocast ran), ``params``, ``flops`` (forward, one image, a
     multiply-add counts 2), ``aux_images`` (auxiliary outlier images the objective drew from; 0 without),
-    ``arch_hash``, ``genotype`` and
-    ``state_dict`` (trained weights on the CPU).
+    ``arch_hash``, ``genotype``, ``curve`` (one dict per epoch, see :meth:`CandidateTraining.train`; the last
+    one holds the final metrics) and ``state_dict`` (trained weights on the CPU).
+    ``on_epoch``: called after every epoch but the last with that epoch's ``curve`` entry (e.g. to report it).
     Raises :class:`DivergedError` if the loss becomes non-finite.
     """
     config = config or TrainConfig()
     if isinstance(data, Protocol):
         data = DeviceData(data, resolve_device(config.device))
     run = CandidateTraining(candidate, data, config, teachers, distributed)
-    final_loss, train_seconds = run.train()
+    final_loss, train_seconds = run.train(on_epoch)
     metrics, eval_seconds = run.evaluate()
+    run.curve[-1].update(metrics)
     return {
         **metrics,
         "train_seconds": train_seconds,
@@ -398,6 +445,7 @@ def train_candidate(candidate, data: Protocol | DeviceData, config: TrainConfig 
         "aux_images": len(data.aux) if run.use_aux else 0,
         "arch_hash": run.arch_hash,
         "genotype": run.genotype,
+        "curve": run.curve,
         "state_dict": {k: v.detach().cpu() for k, v in run.model.state_dict().items()},
     }
 

@@ -6,15 +6,23 @@ worker (a per-process cache keyed by protocol, options and device), not once per
 ensemble is handed over with ``tune.with_parameters(candidate_trainable, teachers=bundle)``, which puts it
 into the Ray object store once for all trials.
 
-``config`` keys: ``genotype`` (the architecture's JSON: a genotype, or a standard model ``{"model": ...,
-"args": ...}``; see :mod:`search_space.architecture`), ``protocol`` (name), ``protocol_options`` (dict),
-``train`` (dict of :class:`trainables.TrainConfig` fields), ``seed``, ``stage``, ``iteration``, ``checkpoint``
-(bool: also report the trained weights as a Tune checkpoint holding ``weights.pt``, a CPU state dict; the
-pipeline loads teachers from them). The result holds the metrics of :func:`trainables.train_candidate` (without
-weights) plus ``arch_hash``, ``genotype``, ``seed``, ``stage``, ``iteration``, ``data_seconds`` (protocol load on a
-cold worker, 0 when cached), ``trainable_seconds`` (wall time inside the trainable), ``started_at``/``finished_at``
-(Unix seconds) and ``worker_pid`` (to measure the gaps between consecutive trials of one reused worker). A diverged
-run is reported, not raised, so Tune does not retry it: its metrics are NaN and ``error`` holds the reason.
+``config`` keys: ``genotype`` (the architecture's JSON: a genotype, or a standard model ``{"model": ..., "args":
+...}``; see :mod:`search_space.architecture`), ``protocol`` (name), ``protocol_options`` (dict), ``train`` (dict of
+:class:`trainables.TrainConfig` fields), ``seed``, ``stage``, ``iteration``, ``checkpoint`` (bool: also report the
+trained weights as a Tune checkpoint holding ``weights.pt``, a CPU state dict; the pipeline loads teachers from
+them), ``metric`` (optional: the stage's ranking metric, present in every per-epoch report — NaN in an epoch without
+evaluation — because Tune checks that a searcher's metric is in every result). The result holds the metrics of
+:func:`trainables.train_candidate` (without weights) plus ``arch_hash``, ``genotype``, ``seed``, ``stage``,
+``iteration``, ``data_seconds`` (protocol load on a cold worker, 0 when cached), ``trainable_seconds`` (wall time
+inside the trainable), ``started_at``/``finished_at`` (Unix seconds), ``worker_pid`` (to measure the gaps between
+consecutive trials of one reused worker) and ``epoch_curve`` (the per-epoch entries of
+:meth:`trainables.train.CandidateTraining.train` as a JSON string). A diverged run is reported, not raised, so Tune
+does not retry it: its metrics are NaN and ``error`` holds the reason.
+
+Every epoch but the last is reported too (``tune.report`` without a checkpoint: ``epoch``, ``epochs``,
+``train_loss``, ``lr``, ``epoch_seconds``, the identity keys and, every ``train.eval_every`` epochs, the metrics),
+so TensorBoard shows learning curves and a Tune scheduler (ASHA) may stop a hopeless candidate early; a trial so
+stopped ends with such a report as its last result (``epoch < epochs``) and no checkpoint.
 """
 from __future__ import annotations
 
@@ -139,17 +147,30 @@ def candidate_trainable(config: dict[str, Any], teachers: TeacherBundle | None =
     identity = {"genotype": config["genotype"], "seed": train.seed, "stage": config.get("stage", "search"),
                 "iteration": config.get("iteration", 0)}
     state_dict = None
+
+    curve: list[dict] = []
+
+    def report_epoch(entry: dict) -> None:
+        from search_space import arch_hash_of
+
+        curve.append(entry)
+        ranked = {config["metric"]: math.nan} if config.get("metric") else {}  # Tune's searchers require the key
+        tune.report({**ranked, **entry, **identity, "arch_hash": arch_hash_of(config["genotype"]),
+                     "started_at": started_at, "epoch_curve": json.dumps(curve, allow_nan=True)})
+
     try:
-        result = train_candidate(config["genotype"], data, train, teachers=models)
+        result = train_candidate(config["genotype"], data, train, teachers=models,
+                                 on_epoch=report_epoch if in_tune_trial() else None)
+        result["epoch_curve"] = json.dumps(result.pop("curve"), allow_nan=True)
         state_dict = result.pop("state_dict")
         error = None
     except DivergedError as err:
         from search_space import arch_hash_of
 
-        result = {"arch_hash": arch_hash_of(config["genotype"]), "id_acc": math.nan,
-                  **{f"auroc_{s}": math.nan for s in train.scores}}
+        result = {"arch_hash": arch_hash_of(config["genotype"]), "id_acc": math.nan, "epochs": train.epochs,
+                  "epoch": train.epochs, **{f"auroc_{s}": math.nan for s in train.scores}}
         error = f"diverged: {err}"
-    metrics = {**result, **identity, "error": error, "data_seconds": data_seconds,
+    metrics = {**result, **identity, "epoch": train.epochs, "error": error, "data_seconds": data_seconds,
                "trainable_seconds": time.perf_counter() - start, "started_at": started_at,
                "finished_at": time.time(), "worker_pid": os.getpid()}
     if not config.get("checkpoint") or state_dict is None:
@@ -158,6 +179,17 @@ def candidate_trainable(config: dict[str, Any], teachers: TeacherBundle | None =
         torch.save(state_dict, os.path.join(tmp, WEIGHTS_FILE))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
     return None
+
+
+def in_tune_trial() -> bool:
+    """Whether this runs inside a Tune trial (per-epoch reports make sense); False for a direct call."""
+    import warnings
+
+    from ray import tune
+
+    with warnings.catch_warnings():  # outside a trial Ray warns and returns None
+        warnings.simplefilter("ignore")
+        return tune.get_context().get_trial_id() is not None
 
 
 def load_weights(checkpoint) -> dict:
