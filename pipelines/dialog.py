@@ -49,17 +49,12 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import pandas as pd
 
-from pipelines.mlflow_runs import (
-    MLflowRecorder,
-    RunTree,
-    TrackingUnavailable,
-    check_tracking_uri,
-    default_tracking_uri,
-    one_line,
-)
-from pipelines.ray_session import check_resources, error_line, is_local, quiet_libraries, start_ray
-from pipelines.rundir import RunDir, RunDirError, atomic_write, read_json, stop_reason, write_json
+from pipelines import sweep_cli
+from pipelines.mlflow_runs import RunTree, check_tracking_uri, default_tracking_uri
+from pipelines.ray_session import check_resources, is_local, quiet_libraries, start_ray
+from pipelines.rundir import RunDir, RunDirError, atomic_write, read_json, write_json
 from pipelines.settings import ConfigError, PresetFile, check, is_int
+from pipelines.sweep_cli import SWEEP_STAGE, Prepared
 from pipelines.text_vae import resolve_data_dir, training_seeds
 
 DATA_KEYS = ("context_window", "max_utt_len", "min_freq", "val_frac", "test_frac", "max_dialogs", "seed")
@@ -76,7 +71,6 @@ INTEGERS = {"context_window": 1, "max_utt_len": 1, "min_freq": 1, "max_dialogs":
 FLOATS = ("val_frac", "test_frac", "bow_weight", "act_weight", "word_dropout", "lr", "ratio", "monotonic_ratio",
           "beta_max", "cpus_per_trial", "gpus_per_trial")
 EXPERIMENT = "dialog-swda"
-SWEEP_STAGE = "sweep"
 
 
 # --- settings -----------------------------------------------------------------------------------------
@@ -185,7 +179,7 @@ def tune_outputs(grid) -> tuple[pd.DataFrame, dict[str, list]]:
     """``(curves, examples)`` from Tune's per-trial results: per-epoch points of every trial, and the generated
     examples of each configuration's first complete seed (configuration label -> examples)."""
     from pipelines.dialog_tracking import EPOCH_KEYS, curve_points
-    from pipelines.text_vae_tracking import trial_identity
+    from pipelines.sweep_tracking import trial_identity
 
     curves, examples = [], {}
     for result in sorted(grid, key=lambda r: str(r.path)):
@@ -206,41 +200,17 @@ def tune_outputs(grid) -> tuple[pd.DataFrame, dict[str, list]]:
 
 
 # --- command line -------------------------------------------------------------------------------------
-def _plain(text: str) -> str:
-    """``text`` without reST markup (double backticks, bold, roles), as ``--help`` prints it."""
-    text = text.replace("``", "").replace("**", "")
-    for role in (":func:", ":class:", ":meth:"):
-        text = text.replace(role, "")
-    return text.replace("`", "")
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python pipelines/dialog.py", description=_plain(__doc__),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="swda-small", help=f"one of {', '.join(DIALOG_PRESETS.names())}")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting, e.g. --set epochs=5 --set 'seeds=[0, 1]' (values are YAML)")
-    parser.add_argument("--data-dir", help="folder holding swda/ (default $DCSOD_DATA_DIR, else ../shared/data)")
-    parser.add_argument("--output", default=None, help="run directory (default runs/dialog/<preset>)")
-    parser.add_argument("--resume", action="store_true", help="require an existing run in --output and continue it")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default MLFLOW_TRACKING_URI, "
-                        "else sqlite:///mlflow.db in the working directory)")
-    parser.add_argument("--address", default=None, help="Ray address (default RAY_ADDRESS, else a local Ray)")
-    parser.add_argument("--no-dashboard", action="store_true", help="local Ray without the dashboard")
-    return parser.parse_args(argv)
-
-
-@dataclass
-class Prepared:
-    """Everything checked before Ray starts."""
-
-    cfg: dict
-    settings: dict  # cfg + data directory: what the manifest records
-    output: Path
-    tracking_uri: str
-    data_dir: Path
-    train_size: int
-    data_description: str
+    return sweep_cli.sweep_parser("python pipelines/dialog.py", __doc__, {
+        "--preset": {"default": "swda-small", "help": f"one of {', '.join(DIALOG_PRESETS.names())}"},
+        "--set": {"help": "override a setting, e.g. --set epochs=5 --set 'seeds=[0, 1]' (values are YAML)"},
+        "--data-dir": {"help": "folder holding swda/ (default $DCSOD_DATA_DIR, else ../shared/data)"},
+        "--output": {"default": None, "help": "run directory (default runs/dialog/<preset>)"},
+        "--resume": {},
+        "--tracking-uri": {"help": "MLflow tracking URI (default MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in "
+                                   "the working directory)"},
+        "--address": {}, "--no-dashboard": {},
+    }).parse_args(argv)
 
 
 def prepare(args: argparse.Namespace) -> Prepared:
@@ -252,19 +222,13 @@ def prepare(args: argparse.Namespace) -> Prepared:
     output = Path(args.output or Path("runs") / "dialog" / args.preset)
     tracking_uri = check_tracking_uri(args.tracking_uri or default_tracking_uri(output))
     settings = {**cfg, "data_dir": str(data_dir)}
-    if args.resume and not (output / "manifest.json").exists():
-        raise RunDirError(f"--resume: {output} holds no run to resume")
-    RunDir.open(output, settings, create=False, tracking_uri=tracking_uri)
-    try:
-        data = load_swda(data_dir, **{k: cfg[k] for k in DATA_KEYS})
-    except (OSError, ValueError) as err:
-        raise ConfigError(one_line(err)) from None
-    print(data.describe())
+    sweep_cli.check_output(args, output, settings, tracking_uri)
+    data = sweep_cli.load_corpus(lambda: load_swda(data_dir, **{k: cfg[k] for k in DATA_KEYS}))
     return Prepared(cfg, settings, output, tracking_uri, data_dir, len(data.train), data.describe())
 
 
 @dataclass
-class Finished:
+class FinishedDialog:
     run: RunDir
     results: pd.DataFrame
     curves: pd.DataFrame
@@ -274,11 +238,9 @@ class Finished:
     tree: RunTree | None = None
 
 
-def train_sweep(args: argparse.Namespace, p: Prepared, start: float) -> Finished | int:
+def train_sweep(args: argparse.Namespace, p: Prepared, start: float) -> FinishedDialog | int:
     """Run (or resume) the sweep with a progress bar under the MLflow parent run; the exit status if it stopped."""
-    from mlflow.exceptions import MlflowException
-
-    from pipelines.dialog_tracking import DialogRecorder, ResultsTable, SweepProgress
+    from pipelines.dialog_tracking import DialogRecorder, DialogResultsTable, SweepProgress
 
     cfg = p.cfg
     try:
@@ -292,44 +254,37 @@ def train_sweep(args: argparse.Namespace, p: Prepared, start: float) -> Finished
         print(f"error: {err}", file=sys.stderr)
         return 2
     tags = {"preset": cfg["preset"], "dialog.run_dir": str(run.path)}
-    try:
-        tree = RunTree(MLflowRecorder(run.path, EXPERIMENT, p.tracking_uri, extra_tags=tags),
-                       f"dialog ({cfg['preset']})", p.settings)
-    except (MlflowException, ValueError, OSError) as err:
-        print(f"error: MLflow {p.tracking_uri}: {one_line(err)}; rerun the same command once that is fixed",
-              file=sys.stderr)
-        return 1
+    tree = sweep_cli.parent_run_or_exit(run, p, EXPERIMENT, tags, f"dialog ({cfg['preset']})")
+    if isinstance(tree, int):
+        return tree
     trial_tags = {**tags, **RunTree.nest_under(tree.root)}
 
     def recorder(progress: SweepProgress | None = None) -> DialogRecorder:
         return DialogRecorder(run.path, EXPERIMENT, p.tracking_uri, extra_tags=trial_tags, progress=progress)
 
     total = len(cfg["schedules"]) * len(cfg["posteriors"]) * len(training_seeds(cfg))
-    try:
-        grid = run_sweep(run, cfg, p.data_dir, recorder(SweepProgress(total)))
-    except Exception as err:  # Tune itself stopped (disk full, lost node): finished trials are kept
-        reason = stop_reason(err) or (f"Ray Tune stopped: {error_line(err)}; finished trainings are kept, rerun "
-                                      "the same command to resume")
-        print(f"\nerror: {reason}", file=sys.stderr)
-        tree.end(status="KILLED")
-        return 1
+    grid = sweep_cli.fit_or_exit(lambda: run_sweep(run, cfg, p.data_dir, recorder(SweepProgress(total))), tree,
+                                 "trainings")
+    if isinstance(grid, int):
+        return grid
     recorder().reconcile(grid)
-    results = ResultsTable(run / "results.parquet").read()
+    results = DialogResultsTable(run / "results.parquet").read()
     curves, examples = tune_outputs(grid)
-    return Finished(run, results, curves, examples, time.perf_counter() - start, tree.root, tree)
+    return FinishedDialog(run, results, curves, examples, time.perf_counter() - start, tree.root, tree)
 
 
-def stored_sweep(run: RunDir) -> Finished:
+def stored_sweep(run: RunDir) -> FinishedDialog:
     """A finished sweep's rows, curves and examples read back (nothing trains, MLflow is not touched)."""
-    from pipelines.dialog_tracking import ResultsTable
+    from pipelines.dialog_tracking import DialogResultsTable
 
     info = run.info(SWEEP_STAGE)
     print(f"the sweep in {run.path} finished on {info['finished']}: nothing to train; rewriting the outputs")
-    return Finished(run, ResultsTable(run / "results.parquet").read(), pd.read_parquet(run / "curves.parquet"),
-                    read_json(run / "examples.json"), float(info.get("seconds", 0.0)), info.get("mlflow_parent_run"))
+    return FinishedDialog(run, DialogResultsTable(run / "results.parquet").read(),
+                          pd.read_parquet(run / "curves.parquet"), read_json(run / "examples.json"),
+                          float(info.get("seconds", 0.0)), info.get("mlflow_parent_run"))
 
 
-def write_outputs(done: Finished, p: Prepared) -> list[Path]:
+def write_outputs(done: FinishedDialog, p: Prepared) -> list[Path]:
     """curves.parquet, examples.json, the plots and report.md; returns the paths written."""
     from pipelines.dialog_plots import plot_curves
     from pipelines.dialog_report import write_report
@@ -364,37 +319,13 @@ def summary(results: pd.DataFrame) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        p = prepare(args)
-    except (ConfigError, RunDirError, TrackingUnavailable) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    start = time.perf_counter()
-    run = RunDir.open(p.output, p.settings, create=False, tracking_uri=p.tracking_uri)
-    if run is not None and run.done(SWEEP_STAGE):
-        done = stored_sweep(run)
-    else:
-        outcome = train_sweep(args, p, start)
-        if isinstance(outcome, int):
-            return outcome
-        done = outcome
-    run, results = done.run, done.results
+    outcome = sweep_cli.prepare_and_run(args, prepare, lambda run, p: stored_sweep(run),
+                                        lambda p, start: train_sweep(args, p, start))
+    if isinstance(outcome, int):
+        return outcome
+    p, done, start = outcome
     written = write_outputs(done, p)
-    failed = int((results["status"] == "failed").sum())
-    if done.tree is not None:
-        done.tree.log_metrics(done.tree.root, {"trainings": len(results), "failed": failed, "seconds": done.seconds})
-        done.tree.end()
-    if not run.done(SWEEP_STAGE):
-        run.finish(SWEEP_STAGE, seconds=round(done.seconds, 1), rows=len(results), failed=failed,
-                   mlflow_parent_run=done.parent_id)
-    print(summary(results))
-    print(f"{len(results)} trainings ({failed} failed) in {time.perf_counter() - start:.0f} s; outputs:")
-    for path in (run / "results.parquet", *written, run / "manifest.json"):
-        print(f"  {path}")
-    print(f"  {run / 'tune' / SWEEP_STAGE} (Tune's experiment; TensorBoard reads it)")
-    print(f"  MLflow experiment {EXPERIMENT} (parent run {done.parent_id}) at {p.tracking_uri}")
-    return 1 if failed == len(results) else 0
-
+    return sweep_cli.finish_sweep(done, p, written, summary(done.results), EXPERIMENT, start)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -71,17 +71,22 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import pandas as pd
 
-from pipelines.mlflow_runs import (
-    MLflowRecorder,
-    RunTree,
-    TrackingUnavailable,
-    check_tracking_uri,
-    default_tracking_uri,
-    one_line,
-)
-from pipelines.ray_session import check_resources, error_line, is_local, quiet_libraries, start_ray
-from pipelines.rundir import RunDir, RunDirError, atomic_write, stop_reason
+from pipelines.mlflow_runs import RunTree, check_tracking_uri, default_tracking_uri
+from pipelines.ray_session import check_resources, is_local, quiet_libraries, start_ray
+from pipelines.rundir import RunDir, RunDirError, atomic_write
 from pipelines.settings import ConfigError, PresetFile, check, is_int
+from pipelines.sweep_cli import (
+    SWEEP_STAGE,
+    Prepared,
+    check_output,
+    finish_sweep,
+    fit_or_exit,
+    load_corpus,
+    mlflow_line,
+    parent_run_or_exit,
+    prepare_and_run,
+    sweep_parser,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_KEYS = ("emb_dim", "hidden_dim", "latent_dim", "word_dropout")
@@ -100,7 +105,6 @@ INTEGERS = {"toy_copies": 1, "max_len": 1, "min_freq": 1, "limit": 0, "emb_dim":
             "mi_rows": 1, "latent_samples": 0, "concurrency": 1, "workers": 1, "optuna_trials": 1, "asha_grace": 1}
 FLOATS = ("word_dropout", "lr", "ratio", "monotonic_ratio", "beta_max", "val_frac", "test_frac", "cpus_per_trial",
           "gpus_per_trial")
-SWEEP_STAGE = "sweep"
 
 
 # --- settings -----------------------------------------------------------------------------------------
@@ -378,44 +382,17 @@ def summary(results: pd.DataFrame) -> str:
 
 
 # --- command line -------------------------------------------------------------------------------------
-def help_text() -> str:
-    """The module docstring as ``--help`` prints it: without reST markup (double backticks, bold, roles)."""
-    text = __doc__.replace("``", "").replace("**", "")
-    for role in (":func:", ":class:", ":meth:"):
-        text = text.replace(role, "")
-    return text.replace("`", "")
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python pipelines/text_vae.py", description=help_text(),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="toy", help=f"one of {', '.join(TEXT_VAE_PRESETS.names())} "
-                        "(default toy: offline)")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting, e.g. --set epochs=5 --set 'schedules=[constant, cyclical]' "
-                        "(values are YAML)")
-    parser.add_argument("--output", default=None, help="run directory (default runs/text_vae/<preset>)")
-    parser.add_argument("--resume", action="store_true", help="require an existing run in --output and continue it")
-    parser.add_argument("--search", choices=("grid", "optuna"), default="grid")
-    parser.add_argument("--data-dir", help="folder with ptb/ and yelp-sentiment/ (ptb and yelp presets)")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default MLFLOW_TRACKING_URI, "
-                        "else MLflow's default sqlite:///mlflow.db in the working directory)")
-    parser.add_argument("--address", default=None, help="Ray address (default RAY_ADDRESS, else a local Ray)")
-    parser.add_argument("--no-dashboard", action="store_true", help="local Ray without the dashboard")
-    return parser.parse_args(argv)
-
-
-@dataclass
-class Prepared:
-    """Everything checked before Ray starts."""
-
-    cfg: dict
-    settings: dict  # cfg + search + data directory: what the manifest records
-    output: Path
-    tracking_uri: str
-    data_dir: Path | None
-    train_size: int
-    data_description: str  # the corpus in words (vocabulary, split sizes)
+    return sweep_parser("python pipelines/text_vae.py", __doc__, {
+        "--preset": {"default": "toy", "help": f"one of {', '.join(TEXT_VAE_PRESETS.names())} (default toy: offline)"},
+        "--set": {"help": "override a setting, e.g. --set epochs=5 --set 'schedules=[constant, cyclical]' "
+                          "(values are YAML)"},
+        "--output": {"default": None, "help": "run directory (default runs/text_vae/<preset>)"},
+        "--resume": {},
+        "--search": {"choices": ("grid", "optuna"), "default": "grid"},
+        "--data-dir": {"help": "folder with ptb/ and yelp-sentiment/ (ptb and yelp presets)"},
+        "--tracking-uri": {}, "--address": {}, "--no-dashboard": {},
+    }).parse_args(argv)
 
 
 def prepare(args: argparse.Namespace) -> Prepared:
@@ -429,14 +406,8 @@ def prepare(args: argparse.Namespace) -> Prepared:
     output = Path(args.output or Path("runs") / "text_vae" / args.preset)
     tracking_uri = check_tracking_uri(args.tracking_uri or default_tracking_uri(output))
     settings = {**cfg, "search": args.search, "data_dir": str(data_dir) if data_dir else None}
-    if args.resume and not (output / "manifest.json").exists():
-        raise RunDirError(f"--resume: {output} holds no run to resume")
-    RunDir.open(output, settings, create=False, tracking_uri=tracking_uri)  # same settings and store
-    try:
-        data = load_text_data(cfg["dataset"], data_dir, **data_options(cfg))
-    except (OSError, ValueError) as err:
-        raise ConfigError(one_line(err)) from None
-    print(data.describe())
+    check_output(args, output, settings, tracking_uri)
+    data = load_corpus(lambda: load_text_data(cfg["dataset"], data_dir, **data_options(cfg)))
     return Prepared(cfg, settings, output, tracking_uri, data_dir, len(data.train), data.describe())
 
 
@@ -458,13 +429,6 @@ def open_run(args: argparse.Namespace, p: Prepared) -> RunDir:
                     hints={"CPU": "lower workers or cpus_per_trial",
                            "GPU": "lower workers or gpus_per_trial (0: train on CPUs)"})
     return RunDir.open(p.output, p.settings, tracking_uri=p.tracking_uri)
-
-
-def parent_run(run: RunDir, p: Prepared, experiment: str, tags: dict[str, str]) -> RunTree:
-    """The run directory's MLflow parent run (created once, found again on a rerun): every setting as a param,
-    the code and package versions."""
-    recorder = MLflowRecorder(run.path, experiment, p.tracking_uri, extra_tags=tags)
-    return RunTree(recorder, f"text-vae ({p.cfg['preset']}, {p.settings['search']})", p.settings)
 
 
 @dataclass
@@ -491,28 +455,20 @@ def train_sweep(args: argparse.Namespace, p: Prepared, start: float) -> Finished
         print(f"error: {err}", file=sys.stderr)
         return 2
     tags = {"preset": cfg["preset"], "search": args.search, "text_vae.run_dir": str(run.path)}
-    from mlflow.exceptions import MlflowException
-
-    try:
-        tree = parent_run(run, p, experiment, tags)
-    except (MlflowException, ValueError, OSError) as err:  # the store went away since prepare, or a deleted experiment
-        print(f"error: MLflow {p.tracking_uri}: {one_line(err)}; rerun the same command once that is fixed",
-              file=sys.stderr)
-        return 1
+    tree = parent_run_or_exit(run, p, experiment, tags, f"text-vae ({cfg['preset']}, {p.settings['search']})")
+    if isinstance(tree, int):
+        return tree
     trial_tags = {**tags, **RunTree.nest_under(tree.root)}
 
     def recorder(progress: SweepProgress | None = None) -> TextVAERecorder:
         return TextVAERecorder(run.path, experiment, args.search, p.tracking_uri, extra_tags=trial_tags,
                                progress=progress)
 
-    try:
-        grid = run_sweep(run, cfg, args.search, p.data_dir, recorder(SweepProgress(sweep_size(cfg, args.search))))
-    except Exception as err:  # Tune itself stopped (disk full, lost node): finished trials are kept
-        reason = stop_reason(err) or (f"Ray Tune stopped: {error_line(err)}; finished configurations are kept, "
-                                      "rerun the same command to resume")
-        print(f"\nerror: {reason}", file=sys.stderr)  # a new line: the progress bar may be mid-line
-        tree.end(status="KILLED")  # not FAILED: the rerun finds this parent again and continues it
-        return 1
+    grid = fit_or_exit(lambda: run_sweep(run, cfg, args.search, p.data_dir,
+                                         recorder(SweepProgress(sweep_size(cfg, args.search)))),
+                       tree, "configurations")
+    if isinstance(grid, int):
+        return grid
     # Rows the callback could not record (a trial that finished while a previous driver was killed) come
     # from Tune's own results; a fresh recorder reads the table as the (possibly restored) callback left it.
     recorder().reconcile(grid)
@@ -545,45 +501,18 @@ def write_report(done: Finished, p: Prepared, plots: list[Path], experiment: str
     return write(done.run / "report.md", p.settings, results, facts, plots)
 
 
-def mlflow_line(experiment: str, tracking_uri: str, parent_id: str | None) -> str:
-    """``experiment E (parent run R) at URI``."""
-    parent = f" (parent run {parent_id})" if parent_id else ""
-    return f"experiment {experiment}{parent} at {tracking_uri}"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        p = prepare(args)
-    except (ConfigError, RunDirError, TrackingUnavailable) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    experiment, start = f"text-vae-{p.cfg['dataset']}", time.perf_counter()
-    run = RunDir.open(p.output, p.settings, create=False, tracking_uri=p.tracking_uri)
-    if run is not None and run.done(SWEEP_STAGE):
-        done = stored_sweep(run, args, p)
-    else:
-        outcome = train_sweep(args, p, start)
-        if isinstance(outcome, int):
-            return outcome
-        done = outcome
-    run, results = done.run, done.results
-    tables, plots = write_outputs(run, p.cfg, args.search, done.curves, done.latents, p.train_size)
+    outcome = prepare_and_run(args, prepare, lambda run, p: stored_sweep(run, args, p),
+                              lambda p, start: train_sweep(args, p, start))
+    if isinstance(outcome, int):
+        return outcome
+    p, done, start = outcome
+    experiment = f"text-vae-{p.cfg['dataset']}"
+    tables, plots = write_outputs(done.run, p.cfg, args.search, done.curves, done.latents, p.train_size)
     report = write_report(done, p, plots, experiment)
-    failed = int((results["status"] == "failed").sum())
-    if done.tree is not None:  # FINISHED even if every training failed: the trial runs say why; never a 2nd parent
-        done.tree.log_metrics(done.tree.root, {"trainings": len(results), "failed": failed, "seconds": done.seconds})
-        done.tree.end()
-    if not run.done(SWEEP_STAGE):
-        run.finish(SWEEP_STAGE, seconds=round(done.seconds, 1), rows=len(results), failed=failed,
-                   stopped=int((results["status"] == "stopped").sum()), mlflow_parent_run=done.parent_id)
-    print(summary(results))
-    print(f"{len(results)} trainings ({failed} failed) in {time.perf_counter() - start:.0f} s; outputs:")
-    for path in (run / "results.parquet", *tables, *plots, report, run / "manifest.json"):
-        print(f"  {path}")
-    print(f"  {run / 'tune' / SWEEP_STAGE} (Tune's experiment; TensorBoard reads it)")
-    print(f"  MLflow {mlflow_line(experiment, p.tracking_uri, done.parent_id)}")
-    return 1 if failed == len(results) else 0
+    return finish_sweep(done, p, [*tables, *plots, report], summary(done.results), experiment, start,
+                        stopped=int((done.results["status"] == "stopped").sum()))
 
 
 if __name__ == "__main__":

@@ -13,11 +13,10 @@ from trainables.dialog_model import (
     DialogCVAE,
     DialogModelConfig,
     DialogTrainConfig,
-    gaussian_kl_to,
     kl_to_prior,
     train_dialog,
 )
-from trainables.posteriors import kl_bound
+from trainables.posteriors import gaussian_kl_to, kl_bound
 
 TINY = dict(emb_dim=8, utt_hidden=8, ctx_hidden=12, dec_hidden=12, mlp_hidden=8, latent_dim=3, act_dim=4,
             posterior_options={"semi-implicit": {"noise_dim": 2, "mix_hidden": 8}})

@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,47 +31,18 @@ import numpy as np
 import torch
 
 from .text_data import split_indices
+from .vocab import Vocab, teacher_forcing
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
-SPECIALS = (PAD, UNK, BOS, EOS)
+#: Special tokens by role, in id order (:class:`trainables.vocab.Vocab`); dialog acts have ``<unk>`` alone.
+SPECIALS = {"pad": PAD, "unk": UNK, "bos": BOS, "eos": EOS}
+ACT_SPECIALS = {"unk": UNK}
 _TOKEN = re.compile(r"\w+|[^\w\s]+")
 
 
 def tokenize(text: str) -> list[str]:
     """Lower-cased word and punctuation runs: ``"I don't"`` -> ``["i", "don", "'", "t"]``."""
     return _TOKEN.findall(text.lower())
-
-
-class Vocab:
-    """token <-> id over ``specials`` then ``words`` (duplicates of a special skipped)."""
-
-    def __init__(self, words: Iterable[str], specials: Sequence[str] = SPECIALS) -> None:
-        self.itos: list[str] = list(specials) + [w for w in words if w not in specials]
-        self.stoi = {w: i for i, w in enumerate(self.itos)}
-        self.unk = self.stoi[UNK]
-        self.pad, self.bos, self.eos = (self.stoi.get(s, -1) for s in (PAD, BOS, EOS))
-
-    @classmethod
-    def build(cls, items: Iterable[str], min_freq: int = 1, specials: Sequence[str] = SPECIALS) -> Vocab:
-        """Items seen at least ``min_freq`` times, by decreasing count (ties alphabetical): deterministic."""
-        counts = Counter(items)
-        return cls((w for w, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if c >= min_freq), specials)
-
-    def __len__(self) -> int:
-        return len(self.itos)
-
-    def encode(self, tokens: Sequence[str]) -> list[int]:
-        return [self.stoi.get(w, self.unk) for w in tokens]
-
-    def decode(self, ids: Iterable[int]) -> list[str]:
-        """Tokens of ``ids`` up to the first ``</s>``, without ``<pad>``/``<s>``."""
-        out = []
-        for i in ids:
-            if i == self.eos:
-                break
-            if i not in (self.pad, self.bos):
-                out.append(self.itos[i])
-        return out
 
 
 @dataclass
@@ -205,8 +175,8 @@ def load_swda(data_dir: str | Path, *, context_window: int = 10, max_utt_len: in
                              f"test_frac={test_frac}")
         source = f"{root}/valid.jsonl split by dialog, seed {seed}, val/test fractions {val_frac}/{test_frac}"
     train_utts = [u for i in split[0] for u in dialogs[i].utts]
-    vocab = Vocab.build((w for u in train_utts for w in u.words), min_freq)
-    acts = Vocab.build((u.act for u in train_utts), 1, specials=(UNK,))
+    vocab = Vocab.build((u.words for u in train_utts), min_freq, specials=SPECIALS)
+    acts = Vocab.build(([u.act] for u in train_utts), 1, specials=ACT_SPECIALS)
     tr, va, te = (make_split(dialogs, ids, vocab, acts, context_window) for ids in split)
     return DialogData(vocab, acts, tr, va, te, context_window, max_utt_len, source)
 
@@ -246,26 +216,16 @@ def make_batch(split: DialogSplit, idx: Sequence[int], vocab: Vocab, device: tor
     responses = [split.utts[int(split.pairs[i][1])] for i in idx]
     b, w = len(idx), max(len(c) for c, _ in contexts)
     length = max(max(len(u) for c, _ in contexts for u in c), 1)
-    r = max(len(x) for x in responses)
     ctx = torch.full((b, w, length), vocab.pad, dtype=torch.long)
     word_lens = torch.ones((b, w), dtype=torch.long)
     same = torch.zeros((b, w))
-    resp = torch.full((b, r), vocab.pad, dtype=torch.long)
-    dec_in = torch.full((b, r + 1), vocab.pad, dtype=torch.long)
-    target = torch.full((b, r + 1), vocab.pad, dtype=torch.long)
-    for i, ((utts, feats), x) in enumerate(zip(contexts, responses)):
+    for i, (utts, feats) in enumerate(contexts):
         for j, u in enumerate(utts):
             ctx[i, j, :len(u)] = torch.as_tensor(u)
             word_lens[i, j] = len(u)
         same[i, :len(feats)] = torch.as_tensor(feats, dtype=torch.float)
-        n = len(x)
-        resp[i, :n] = torch.as_tensor(x)
-        dec_in[i, 0] = vocab.bos
-        dec_in[i, 1:n + 1] = resp[i, :n]
-        target[i, :n] = resp[i, :n]
-        target[i, n] = vocab.eos
+    resp, resp_lens, dec_in, target = teacher_forcing(responses, vocab)
     ctx_lens = torch.as_tensor([len(c) for c, _ in contexts], dtype=torch.long)
-    resp_lens = torch.as_tensor([len(x) for x in responses], dtype=torch.long)
     act = torch.as_tensor(split.acts[split.pairs[np.asarray(idx, dtype=np.int64), 1]], dtype=torch.long)
     tensors = (ctx, word_lens, ctx_lens, same, resp, resp_lens, dec_in, target, (target != vocab.pad).float(), act)
     return DialogBatch(*(t.to(device) for t in tensors))

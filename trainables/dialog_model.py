@@ -27,15 +27,15 @@ the second is the repulsive term B_j of ``kl_bound``, which does not involve the
 ``kl = (1/J) Σ_j [KL(N(ψ_j) ‖ N(m(c), s²(c))) − B_j]``: an upper bound of KL(q(z|x, c) ‖ p(z|c)) in expectation
 (SIVI), exact for K = 0 and tending to it as K → ∞; it can be slightly negative as a Monte-Carlo estimate.
 
-Training (:func:`train_dialog`) mirrors ``trainables.text_vae_model.train_vae``: Adam, gradient clipping, β and
-the semi-implicit K annealed per iteration (K_t = k_min + round((k_max − k_min)·β_t/β_max)); aggressive training
-reuses that module's encoder-step loop (the *encoder* being the recognition network; every other weight is
-the generative side p(x, y, z|c)), switched off after the first epoch whose validation I(x, z) does not
+Training (:func:`train_dialog`) mirrors ``trainables.text_vae_model.train_vae`` on the same machinery
+(``trainables.vae_training``): Adam, gradient clipping, β and the semi-implicit K annealed per iteration
+(K_t = k_min + round((k_max − k_min)·β_t/β_max)); aggressive training reuses the shared encoder-step loop
+(the *encoder* being the recognition network; every other weight is the generative side p(x, y, z|c)),
+switched off after the first epoch whose validation I(x, z) does not
 exceed the best so far.
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -46,13 +46,12 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from .beta_schedules import make_schedule
 from .dialog_data import DialogBatch, DialogData, DialogSplit, Vocab, batch_indices, make_batch
 from .dialog_metrics import act_accuracy, generation_metrics
 from .errors import DivergedError
-from .posteriors import diag_normal_log_prob, make_posterior, sample_components
-from .text_vae_model import _aggressive_encoder_steps, _step
+from .posteriors import kl_bound, make_posterior
 from .vae_metrics import mutual_information, perplexity
+from .vae_training import AnnealedTrainConfig, AnnealedTraining, TrainingResult, aggressive_encoder_steps
 
 
 @dataclass
@@ -75,33 +74,12 @@ class DialogModelConfig:
     word_dropout: float = 0.0
 
 
-def gaussian_kl_to(mu: torch.Tensor, logvar: torch.Tensor, p_mu: torch.Tensor, p_logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, e^logvar) ‖ N(p_mu, e^p_logvar)) in nats, summed over the last dim (broadcasting): [..., D] -> [...]."""
-    return 0.5 * (p_logvar - logvar + (logvar.exp() + (mu - p_mu).pow(2)) / p_logvar.exp() - 1.0).sum(-1)
-
-
 def kl_to_prior(mu: torch.Tensor, logvar: torch.Tensor, p_mu: torch.Tensor, p_logvar: torch.Tensor,
                 j_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """The KL term against the prior N(p_mu, e^p_logvar) [B, D] and the z samples (module docstring).
-
-    ``mu``, ``logvar``: [B, C, D] posterior components, laid out as for ``trainables.posteriors.kl_bound`` (C = 1:
-    one component for all J samples; else components 0..J−1 are the samples' own draws, J..C−1 the K shared
-    ones). Returns ``(kl [B], z [J, B, D])``; with a N(0, I) prior it equals ``kl_bound`` exactly."""
-    c = mu.shape[1]
-    if c == 1:
-        own_mu, own_lv = mu.expand(-1, j_samples, -1), logvar.expand(-1, j_samples, -1)
-    elif c >= j_samples:
-        own_mu, own_lv = mu[:, :j_samples], logvar[:, :j_samples]
-    else:
-        raise ValueError(f"kl_to_prior: {c} components cannot give each of the J = {j_samples} samples its own draw")
-    z = sample_components(own_mu, own_lv)  # [J, B, D]
-    kl = gaussian_kl_to(own_mu, own_lv, p_mu.unsqueeze(1), p_logvar.unsqueeze(1)).mean(1)
-    if c > j_samples:  # the repulsive term B_j of each sample against the K shared draws
-        own_lp = diag_normal_log_prob(z, own_mu.transpose(0, 1), own_lv.transpose(0, 1))  # [J, B]
-        mix_lp = diag_normal_log_prob(z.unsqueeze(2), mu[None, :, j_samples:], logvar[None, :, j_samples:])
-        log_q = torch.logsumexp(torch.cat([own_lp.unsqueeze(2), mix_lp], dim=2), dim=2) - math.log(c - j_samples + 1)
-        kl = kl - (own_lp - log_q).mean(0)
-    return kl, z
+    """The KL term against the prior N(p_mu, e^p_logvar) [B, D] and the z samples (module docstring):
+    ``trainables.posteriors.kl_bound`` with that prior. ``mu``, ``logvar``: [B, C, D] posterior components, laid
+    out as for ``kl_bound``. Returns ``(kl [B], z [J, B, D])``; with a N(0, I) prior it equals ``kl_bound``."""
+    return kl_bound(mu, logvar, j_samples, prior=(p_mu, p_logvar), name="kl_to_prior")
 
 
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
@@ -242,42 +220,22 @@ class DialogCVAE(nn.Module):
 
 
 @dataclass
-class DialogTrainConfig:
-    """Optimisation and evaluation settings (lr in Adam units; schedule arguments as in
-    ``trainables.beta_schedules.make_schedule``; ``samples`` = N responses generated per test context,
-    ``gen_max_len`` their longest length in words)."""
+class DialogTrainConfig(AnnealedTrainConfig):
+    """Optimisation and evaluation settings: those of :class:`trainables.vae_training.AnnealedTrainConfig` (lr in
+    Adam units; schedule arguments as in ``trainables.beta_schedules.make_schedule``), at most 10 aggressive
+    encoder steps, and ``samples`` = N responses generated per test context, ``gen_max_len`` their longest
+    length in words."""
 
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    schedule: str = "cyclical"
-    cycles: int = 4
-    ratio: float = 0.5
-    monotonic_ratio: float = 0.25
-    beta_max: float = 1.0
-    shape: str = "linear"
-    k_max: int = 0
-    k_min: int = 0
-    j_samples: int = 1
-    aggressive: bool = False
     aggressive_max_steps: int = 10
-    aggressive_window: int = 5
-    clip: float = 5.0
-    seed: int = 0
-    eval_batch_size: int = 128
-    eval_components: int = 20
-    mi_rows: int = 500
     samples: int = 5
     gen_max_len: int = 30
 
 
 @dataclass
-class DialogResult:
-    """Per-epoch history, final test metrics (with ``examples``), the trained model and the training seconds."""
+class DialogResult(TrainingResult):
+    """Per-epoch history, final test metrics (with ``examples``), the trained :class:`DialogCVAE` and the
+    training seconds."""
 
-    history: list[dict[str, Any]]
-    test: dict[str, Any]
-    model: DialogCVAE
     train_seconds: float
 
 
@@ -352,15 +310,8 @@ def train_dialog(data: DialogData, model_cfg: DialogModelConfig, cfg: DialogTrai
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = DialogCVAE(data.vocab, len(data.acts), model_cfg).to(device)
-    opt_enc = torch.optim.Adam(model.encoder_parameters(), lr=cfg.lr)
-    opt_dec = torch.optim.Adam(model.decoder_parameters(), lr=cfg.lr)
-    all_params = list(model.parameters())
-    n_batches = math.ceil(len(data.train) / cfg.batch_size)
-    total = cfg.epochs * n_batches
-    beta_of = make_schedule(cfg.schedule, total, cycles=cfg.cycles, ratio=cfg.ratio,
-                            monotonic_ratio=cfg.monotonic_ratio, beta_max=cfg.beta_max, shape=cfg.shape)
-    aggressive, best_mi = cfg.aggressive, -math.inf
-    history, t, train_seconds = [], 0, 0.0
+    run = AnnealedTraining(model, cfg, len(data.train))
+    history, train_seconds = [], 0.0
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
         model.train()
@@ -369,19 +320,14 @@ def train_dialog(data: DialogData, model_cfg: DialogModelConfig, cfg: DialogTrai
         sums = {"rec": 0.0, "kl": 0.0, "bow": 0.0, "act": 0.0}
         inner, beta, k = 0, 1.0, cfg.k_max
         for batch, _ in train:
-            t += 1
-            beta = beta_of(t)
-            k = cfg.k_min + round((cfg.k_max - cfg.k_min) * beta_of.level(t))
-            if aggressive:
-                inner += _aggressive_encoder_steps(model, model, train, opt_enc, beta, k, cfg, rng, 1)
+            beta, k = run.next_iteration()
+            if run.aggressive:
+                inner += aggressive_encoder_steps(model, model, train, run.opt_enc, beta, k, cfg, rng, 1)
             out = model(batch, beta, k, cfg.j_samples)
             if not torch.isfinite(out["loss"]):
-                raise DivergedError(f"dialog CVAE diverged at epoch {epoch}, iteration {t} "
+                raise DivergedError(f"dialog CVAE diverged at epoch {epoch}, iteration {run.t} "
                                     f"(loss {float(out['loss'].detach())})")
-            if aggressive:
-                _step([opt_dec], model.decoder_parameters(), out["loss"], cfg.clip)
-            else:
-                _step([opt_enc, opt_dec], all_params, out["loss"], cfg.clip)
+            run.update(model, out["loss"])
             for key in sums:
                 if key in out:
                     sums[key] += float(out[key].detach().sum())
@@ -390,14 +336,12 @@ def train_dialog(data: DialogData, model_cfg: DialogModelConfig, cfg: DialogTrai
                               n_components=cfg.eval_components, mi_rows=cfg.mi_rows, seed=cfg.seed + epoch,
                               device=device)
         n = len(data.train)
-        row = {"epoch": epoch, "iteration": t, "beta": beta, "k": k, "aggressive": aggressive, "inner_steps": inner,
+        row = {"epoch": epoch, "iteration": run.t, "beta": beta, "k": k, "aggressive": run.aggressive,
+               "inner_steps": inner,
                **{f"train_{key}": v / n for key, v in sums.items() if key != "act" or model_cfg.act_knowledge},
                **{f"val_{m}": float(val[m]) for m in ("rec", "kl", "elbo", "rec_ppl", "mi")}}
         history.append(row)
-        if aggressive:
-            if val["mi"] <= best_mi:
-                aggressive = False
-            best_mi = max(best_mi, val["mi"])
+        run.end_epoch(val["mi"])
         if on_epoch is not None:
             on_epoch(row)
     test = evaluate_dialog(model, data.test, data.vocab, batch_size=cfg.eval_batch_size,

@@ -63,7 +63,14 @@ def sample_components(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return mu + torch.randn_like(std) * std
 
 
-def kl_bound(mu: torch.Tensor, logvar: torch.Tensor, j_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def gaussian_kl_to(mu: torch.Tensor, logvar: torch.Tensor, p_mu: torch.Tensor, p_logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, e^logvar) ‖ N(p_mu, e^p_logvar)) in nats, summed over the last dim (broadcasting): [..., D] -> [...]."""
+    return 0.5 * (p_logvar - logvar + (logvar.exp() + (mu - p_mu).pow(2)) / p_logvar.exp() - 1.0).sum(-1)
+
+
+def kl_bound(mu: torch.Tensor, logvar: torch.Tensor, j_samples: int = 1,
+             prior: tuple[torch.Tensor, torch.Tensor] | None = None,
+             name: str = "kl_bound") -> tuple[torch.Tensor, torch.Tensor]:
     """The KL term of the training objective and the z samples to reconstruct from (module docstring).
 
     Args:
@@ -71,6 +78,10 @@ def kl_bound(mu: torch.Tensor, logvar: torch.Tensor, j_samples: int = 1) -> tupl
             C > 1: components 0..J−1 are the J samples' own draws ψ_j, components J..C−1 the K = C − J shared
             mixing draws ψ̃_k (C >= J required).
         j_samples: J, z-samples per row.
+        prior: ``(p_mu, p_logvar)`` [B, D] of a diagonal Gaussian prior in place of N(0, I) (a learned prior,
+            e.g. the dialog CVAE's p(z|c)): the analytic part becomes KL(N(ψ_j) ‖ prior); the repulsive term
+            does not involve the prior.
+        name: the function an error message names.
     Returns:
         ``(kl [B], z [J, B, D])``, kl in nats; z_j is drawn from component j (from component 0 when C = 1).
     """
@@ -80,9 +91,12 @@ def kl_bound(mu: torch.Tensor, logvar: torch.Tensor, j_samples: int = 1) -> tupl
     elif c >= j_samples:
         own_mu, own_lv = mu[:, :j_samples], logvar[:, :j_samples]
     else:
-        raise ValueError(f"kl_bound: {c} components cannot give each of the J = {j_samples} samples its own draw")
+        raise ValueError(f"{name}: {c} components cannot give each of the J = {j_samples} samples its own draw")
     z = sample_components(own_mu, own_lv)  # [J, B, D]
-    kl = gaussian_kl(own_mu, own_lv).mean(1)  # [B]
+    if prior is None:
+        kl = gaussian_kl(own_mu, own_lv).mean(1)  # [B]
+    else:
+        kl = gaussian_kl_to(own_mu, own_lv, prior[0].unsqueeze(1), prior[1].unsqueeze(1)).mean(1)
     if c > j_samples:  # K >= 1 shared mixing draws: the repulsive term of each sample
         own_lp = diag_normal_log_prob(z, own_mu.transpose(0, 1), own_lv.transpose(0, 1))  # [J, B]
         mix_lp = diag_normal_log_prob(z.unsqueeze(2), mu[None, :, j_samples:], logvar[None, :, j_samples:])

@@ -16,8 +16,7 @@ perplexity include the end token). ``<pad>`` is id 0 and never predicted.
 """
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,40 +25,11 @@ import torch
 
 from search_space.registry import Registry
 
-PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
+from .vocab import SPECIALS as _SPECIALS
+from .vocab import Vocab, teacher_forcing
+
+PAD, BOS, EOS, UNK = (_SPECIALS[role] for role in ("pad", "bos", "eos", "unk"))
 SPECIALS = (PAD, BOS, EOS, UNK)
-
-
-class Vocab:
-    """token <-> id; ids 0..3 are ``<pad>``, ``<bos>``, ``<eos>``, ``<unk>``, then words by decreasing
-    frequency (ties alphabetical), so the vocabulary is a deterministic function of the training text."""
-
-    def __init__(self, words: Iterable[str]) -> None:
-        self.itos: list[str] = list(SPECIALS) + [w for w in words if w not in SPECIALS]
-        self.stoi = {w: i for i, w in enumerate(self.itos)}
-        self.pad, self.bos, self.eos, self.unk = (self.stoi[s] for s in SPECIALS)
-
-    @classmethod
-    def build(cls, sentences: Iterable[Sequence[str]], min_freq: int = 1) -> Vocab:
-        """Words occurring at least ``min_freq`` times in ``sentences`` (lists of tokens)."""
-        counts = Counter(w for s in sentences for w in s)
-        return cls(w for w, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if c >= min_freq)
-
-    def __len__(self) -> int:
-        return len(self.itos)
-
-    def encode(self, tokens: Sequence[str]) -> list[int]:
-        return [self.stoi.get(w, self.unk) for w in tokens]
-
-    def decode(self, ids: Iterable[int]) -> list[str]:
-        """Tokens of ``ids``, stopping at the first ``<eos>`` and skipping ``<pad>``/``<bos>``."""
-        out = []
-        for i in ids:
-            if i == self.eos:
-                break
-            if i not in (self.pad, self.bos):
-                out.append(self.itos[i])
-        return out
 
 
 @dataclass
@@ -237,18 +207,7 @@ class Batch:
 
 def make_batch(sentences: Sequence[Sequence[int]], vocab: Vocab, device: torch.device | str = "cpu") -> Batch:
     """Pad id lists into a :class:`Batch` (every sentence needs at least one word)."""
-    b, length = len(sentences), max(len(s) for s in sentences)
-    src = torch.full((b, length), vocab.pad, dtype=torch.long)
-    dec_in = torch.full((b, length + 1), vocab.pad, dtype=torch.long)
-    target = torch.full((b, length + 1), vocab.pad, dtype=torch.long)
-    for i, s in enumerate(sentences):
-        n = len(s)
-        src[i, :n] = torch.as_tensor(s)
-        dec_in[i, 0] = vocab.bos
-        dec_in[i, 1:n + 1] = src[i, :n]
-        target[i, :n] = src[i, :n]
-        target[i, n] = vocab.eos
-    lengths = torch.as_tensor([len(s) for s in sentences], dtype=torch.long)
+    src, lengths, dec_in, target = teacher_forcing(sentences, vocab)
     mask = (target != vocab.pad).float()
     return Batch(src.to(device), lengths.to(device), dec_in.to(device), target.to(device), mask.to(device))
 

@@ -22,7 +22,6 @@ information I(x, z) does not exceed the best so far.
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -33,11 +32,18 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from .beta_schedules import cyclical_lr, make_schedule
+from .beta_schedules import cyclical_lr
 from .errors import DivergedError
 from .posteriors import kl_bound, make_posterior
 from .text_data import Batch, TextData, shard_batches
 from .vae_metrics import evaluate_vae
+from .vae_training import (
+    AnnealedTrainConfig,
+    AnnealedTraining,
+    TrainingResult,
+    aggressive_encoder_steps,
+    all_reduce_sum,
+)
 
 
 @dataclass
@@ -125,69 +131,26 @@ class TextVAE(nn.Module):
 
 
 @dataclass
-class VAETrainConfig:
-    """Optimisation settings of :func:`train_vae` (lr in Adam units). ``schedule``: a schedule entry (a name of
-    ``trainables.beta_schedules.SCHEDULES``, optionally ``name@β_max``); ``ratio`` = R of each cyclical cycle,
-    ``cycles`` = M, ``monotonic_ratio`` = R of the monotonic warm-up, ``beta_max`` = the largest β."""
+class VAETrainConfig(AnnealedTrainConfig):
+    """Optimisation settings of :func:`train_vae`: those of :class:`trainables.vae_training.AnnealedTrainConfig`
+    (lr in Adam units; ``schedule``: a schedule entry, a name of ``trainables.beta_schedules.SCHEDULES``,
+    optionally ``name@β_max``; ``ratio`` = R of each cyclical cycle, ``cycles`` = M, ``monotonic_ratio`` = R of
+    the monotonic warm-up, ``beta_max`` = the largest β), the cyclical learning rate, and the test's
+    importance samples and latent samples."""
 
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    schedule: str = "cyclical"
-    cycles: int = 4
-    ratio: float = 0.5
-    monotonic_ratio: float = 0.25
-    beta_max: float = 1.0
-    shape: str = "linear"
     cyclical_lr: bool = False
     lr_min: float = 0.0
-    k_max: int = 0
-    k_min: int = 0
-    j_samples: int = 1
-    aggressive: bool = False
-    aggressive_max_steps: int = 30
-    aggressive_window: int = 5
-    clip: float = 5.0
-    seed: int = 0
-    eval_batch_size: int = 128
-    eval_components: int = 20
     iw_samples: int = 20
-    mi_rows: int = 500
     latent_samples: int = 0
 
 
 @dataclass
-class TrainResult:
-    """Per-epoch history (dicts), final test metrics and the trained model (on the training device)."""
+class TrainResult(TrainingResult):
+    """A :class:`trainables.vae_training.TrainingResult` (history, test metrics, the :class:`TextVAE`) with the
+    training's tokens per second and seconds."""
 
-    history: list[dict[str, Any]]
-    test: dict[str, Any]
-    model: TextVAE
     tokens_per_second: float
     train_seconds: float
-
-
-def _step(optimizers: list[torch.optim.Optimizer], params: list[nn.Parameter], loss: torch.Tensor,
-          clip: float) -> torch.Tensor:
-    """One update; returns the gradient norm before clipping (after DDP's all-reduce, so equal on all ranks)."""
-    for opt in optimizers:
-        opt.zero_grad(set_to_none=True)
-    loss.backward()
-    norm = nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
-    for opt in optimizers:
-        opt.step()
-    return norm
-
-
-def _all_reduce_sum(values: list[float], world: int) -> list[float]:
-    """Element-wise sum over ranks (identity when ``world == 1``)."""
-    if world == 1:
-        return values
-    import torch.distributed as dist
-
-    t = torch.tensor(values, dtype=torch.float64)
-    dist.all_reduce(t)
-    return t.tolist()
 
 
 def _broadcast(obj: Any, rank: int, world: int) -> Any:
@@ -199,27 +162,6 @@ def _broadcast(obj: Any, rank: int, world: int) -> Any:
     box = [obj if rank == 0 else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
-
-
-def _aggressive_encoder_steps(net: nn.Module, model: TextVAE, train: list[tuple[Batch, float]],
-                              opt_enc: torch.optim.Optimizer, beta: float, k: int, cfg: VAETrainConfig,
-                              rng: np.random.Generator, world: int) -> int:
-    """Encoder-only updates on random training batches until the windowed loss stops falling or the cap; returns
-    the number of inner steps taken. Under DDP the rng draws the same batch on every rank and the stopping
-    test uses the loss summed over ranks, so all ranks take the same number of steps."""
-    params = model.encoder_parameters()
-    losses: list[float] = []
-    w = cfg.aggressive_window
-    for step in range(1, cfg.aggressive_max_steps + 1):
-        batch, share = train[int(rng.integers(len(train)))]
-        loss = net(batch, beta, k, cfg.j_samples)["loss"] * (share * world)
-        _step([opt_enc], params, loss, cfg.clip)
-        losses.append(float(loss.detach()))
-        if step % w == 0 and step >= 2 * w:
-            recent, before = _all_reduce_sum([float(np.mean(losses[-w:])), float(np.mean(losses[-2 * w:-w]))], world)
-            if recent >= before:
-                return step
-    return cfg.aggressive_max_steps
 
 
 def train_vae(data: TextData, model_cfg: VAEModelConfig, cfg: VAETrainConfig, device: str | torch.device = "cpu",
@@ -244,15 +186,8 @@ def train_vae(data: TextData, model_cfg: VAEModelConfig, cfg: VAETrainConfig, de
     rng = np.random.default_rng(cfg.seed)
     model = TextVAE(len(data.vocab), model_cfg, data.vocab.pad, data.vocab.unk).to(device)
     net = wrap(model) if wrap is not None else model
-    opt_enc = torch.optim.Adam(model.encoder_parameters(), lr=cfg.lr)
-    opt_dec = torch.optim.Adam(model.decoder_parameters(), lr=cfg.lr)
-    all_params = list(model.parameters())
-    n_batches = math.ceil(len(data.train) / cfg.batch_size)
-    total = cfg.epochs * n_batches
-    beta_of = make_schedule(cfg.schedule, total, cycles=cfg.cycles, ratio=cfg.ratio,
-                            monotonic_ratio=cfg.monotonic_ratio, beta_max=cfg.beta_max, shape=cfg.shape)
-    aggressive, best_mi = cfg.aggressive, -math.inf
-    history, t, tokens, train_seconds = [], 0, 0.0, 0.0
+    run = AnnealedTraining(model, cfg, len(data.train))
+    history, tokens, train_seconds = [], 0.0, 0.0
     eval_kw = dict(batch_size=cfg.eval_batch_size, n_components=cfg.eval_components, mi_rows=cfg.mi_rows,
                    device=device)
     for epoch in range(1, cfg.epochs + 1):
@@ -263,30 +198,26 @@ def train_vae(data: TextData, model_cfg: VAEModelConfig, cfg: VAETrainConfig, de
         rec_sum, kl_sum, epoch_tokens = 0.0, 0.0, 0
         inner, beta, k = 0, 1.0, cfg.k_max
         for batch, share in train:
-            t += 1
-            beta = beta_of(t)
-            k = cfg.k_min + round((cfg.k_max - cfg.k_min) * beta_of.level(t))
+            beta, k = run.next_iteration()
+            t = run.t
             if cfg.cyclical_lr:
-                for opt in (opt_enc, opt_dec):
+                for opt in (run.opt_enc, run.opt_dec):
                     for group in opt.param_groups:
-                        group["lr"] = cyclical_lr(t, total, cycles=cfg.cycles, lr_max=cfg.lr, lr_min=cfg.lr_min)
-            if aggressive:
-                inner += _aggressive_encoder_steps(net, model, train, opt_enc, beta, k, cfg, rng, world)
+                        group["lr"] = cyclical_lr(t, run.total, cycles=cfg.cycles, lr_max=cfg.lr, lr_min=cfg.lr_min)
+            if run.aggressive:
+                inner += aggressive_encoder_steps(net, model, train, run.opt_enc, beta, k, cfg, rng, world)
             out = net(batch, beta, k, cfg.j_samples)
             loss = out["loss"] * (share * world)
             if world == 1 and not torch.isfinite(loss):
                 raise DivergedError(f"text VAE diverged at epoch {epoch}, iteration {t} (loss {float(loss.detach())})")
-            if aggressive:  # the encoder had its inner steps: update the decoder only
-                norm = _step([opt_dec], model.decoder_parameters(), loss, cfg.clip)
-            else:
-                norm = _step([opt_enc, opt_dec], all_params, loss, cfg.clip)
+            norm = run.update(model, loss)
             if world > 1 and not torch.isfinite(norm):
                 raise DivergedError(f"text VAE diverged at epoch {epoch}, iteration {t} (gradient norm {float(norm)})")
             if share > 0:
                 rec_sum += float(out["rec"].detach().sum())
                 kl_sum += float(out["kl"].detach().sum())
                 epoch_tokens += batch.n_tokens
-        rec_sum, kl_sum, epoch_tokens = _all_reduce_sum([rec_sum, kl_sum, float(epoch_tokens)], world)
+        rec_sum, kl_sum, epoch_tokens = all_reduce_sum([rec_sum, kl_sum, float(epoch_tokens)], world)
         tokens += epoch_tokens
         train_seconds += time.perf_counter() - start
         val = None
@@ -295,14 +226,11 @@ def train_vae(data: TextData, model_cfg: VAEModelConfig, cfg: VAETrainConfig, de
             val = {m: float(full[m]) for m in ("rec", "kl", "elbo", "ppl", "au", "mi")}
         val = _broadcast(val, rank, world)
         n = len(data.train)
-        row = {"epoch": epoch, "iteration": t, "beta": beta, "k": k, "aggressive": aggressive,
+        row = {"epoch": epoch, "iteration": run.t, "beta": beta, "k": k, "aggressive": run.aggressive,
                "inner_steps": inner, "train_rec": rec_sum / n, "train_kl": kl_sum / n,
                "train_elbo": -(rec_sum + kl_sum) / n, **{f"val_{m}": v for m, v in val.items()}}
         history.append(row)
-        if aggressive:
-            if val["mi"] <= best_mi:
-                aggressive = False
-            best_mi = max(best_mi, val["mi"])
+        run.end_epoch(val["mi"])
         if on_epoch is not None:
             on_epoch(row)
     test = {}
