@@ -28,11 +28,13 @@ MODEL_INFO_FILE = "model_info.pt"
 
 def model_info(protocol, n_examples: int = 4) -> dict:
     """What :func:`package` needs from a protocol: ``mean``/``std`` (C,) float in [0, 1] units, ``class_names``,
-    ``num_classes``, ``in_channels`` and ``examples`` (up to ``n_examples`` ID test images, uint8 NCHW)."""
+    ``num_classes``, ``in_channels`` and ``examples`` (up to ``n_examples`` ID test images, uint8 NCHW); and
+    ``summary`` (:meth:`trainables.data.Protocol.summary`: classes per role, images per part), which report.md
+    reads instead of loading the data set in the driver."""
     mean, std = protocol.mean_std()
     return {"mean": mean, "std": std, "class_names": [str(c) for c in protocol.info.get("id_classes", [])],
             "num_classes": protocol.num_classes, "in_channels": protocol.in_channels,
-            "examples": protocol.id_test[0][:n_examples].clone()}
+            "examples": protocol.id_test[0][:n_examples].clone(), "summary": protocol.summary()}
 
 
 def final_loop(config: dict) -> None:

@@ -200,12 +200,20 @@ def _compare_lines(best: dict) -> list[str]:
 
 # --- the plain-words sections (wording in report_text.py) ---------------------------------------------------
 
-def protocol_summary(cfg: dict) -> tuple[dict | None, str | None]:
-    """``(Protocol.summary(), None)`` of the run's protocol (classes per role, images per part), built in the
-    driver from ``cfg["protocol"]`` and ``cfg["protocol_options"]`` (this loads the data set once), or
-    ``(None, reason)`` when the data can no longer be read."""
+def protocol_summary(cfg: dict, run: RunDir | None = None) -> tuple[dict | None, str | None]:
+    """``(Protocol.summary(), None)`` of the run's protocol (classes per role, images per part): the one the final
+    retrain's worker stored with the model (``final/model_info.pt``) where there is one, else built in the driver
+    from ``cfg["protocol"]`` and ``cfg["protocol_options"]`` (this loads the data set once); ``(None, reason)``
+    when the data can no longer be read."""
     from trainables import make_protocol
 
+    stored = None if run is None else run.path / "final" / "model_info.pt"
+    if stored is not None and stored.exists():
+        import torch
+
+        info = torch.load(stored, map_location="cpu", weights_only=True)
+        if isinstance(info.get("summary"), dict):
+            return info["summary"], None
     try:
         return make_protocol(cfg["protocol"], **cfg["protocol_options"]).summary(), None
     except (ValueError, OSError) as err:
@@ -320,7 +328,7 @@ def write_report(run: RunDir, cfg: dict, best: dict) -> None:
     draw_genotype(best["genotype"], run / "champion_cells.png", title="champion")
 
     pred = read_json(run / "predictor" / "metrics.json")
-    summary, unread = protocol_summary(cfg)
+    summary, unread = protocol_summary(cfg, run)
     se = _validation_error(metric, best["measured_search"].get(metric), summary)
     warmup = history[history.stage == "warmup"][metric].dropna()
     model = best["model"]

@@ -330,3 +330,20 @@ def test_search_trajectory_line_is_the_verdicts_best_before_the_search(monkeypat
                if ln.get_label() == "best before the search"]
     assert list(line.get_ydata()) == [0.995, 0.995]
     assert "before it, 0.9950." in (flow.run / "report.md").read_text()
+
+
+def test_protocol_summary_is_read_from_the_final_model_info_without_loading_the_data(tmp_path):
+    """report.md takes the protocol summary the final retrain's worker stored (``final/model_info.pt``), so the
+    driver never loads the data set for it; here the data path no longer exists."""
+    import torch
+
+    from pipelines.rundir import RunDir
+
+    run = RunDir.open(tmp_path / "run", {"x": 1})
+    (run.path / "final").mkdir()
+    stored = {"protocol": "cifar10-split", "id_classes": ["airplane"], "ood_classes": ["horse"], "id_val": 10}
+    torch.save({"mean": torch.zeros(3), "summary": stored}, run.path / "final" / "model_info.pt")
+    cfg = {"protocol": "cifar10-split", "protocol_options": {"path": str(tmp_path / "gone.zip")}}
+    assert protocol_summary(cfg, run) == (stored, None)
+    summary, error = protocol_summary(cfg)
+    assert summary is None and "gone.zip" in error
