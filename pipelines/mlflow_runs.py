@@ -19,14 +19,37 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .rundir import run_uid
+from .rundir import RunStopped, run_uid
 
 KEY_TAG = "dcsod.key"
 RUN_UID_TAG = "dcsod.run_uid"
 
 
-class TrackingUnavailable(RuntimeError):
-    """The MLflow tracking store cannot be reached; raised before any trial starts."""
+class TrackingUnavailable(RunStopped):
+    """The MLflow tracking store cannot be reached: before Ray starts, a bad-input error (exit 2); found during a
+    run (a recorder built for the next stage), a one-line stop (exit 1) that the same command resumes."""
+
+
+class TrackingLost(RunStopped):
+    """The MLflow tracking store failed during a run (after the client's own retries): the command stops with one
+    line; finished work is kept and the same command resumes."""
+
+
+@contextlib.contextmanager
+def tracking_calls(uri: str | None):
+    """Turn an MLflow client failure inside the block (a :class:`~mlflow.exceptions.MlflowException`, a network
+    or file-system error) into :class:`TrackingLost`; anything else passes unchanged."""
+    try:
+        yield
+    except RunStopped:
+        raise
+    except Exception as err:
+        from mlflow.exceptions import MlflowException
+
+        if not isinstance(err, (MlflowException, OSError, ConnectionError)):
+            raise
+        raise TrackingLost(f"the MLflow tracking store {uri} failed ({one_line(err, 300)}); finished work is kept, "
+                           "rerun the same command to resume") from err
 
 
 #: Set by Ray in the driver of a job submitted with ``ray job submit``.
@@ -284,8 +307,9 @@ class RunTree:
         root_tags = {**self.tags, "dcsod.code_version": code_version()}
         if parent_id:
             root_tags["mlflow.parentRunId"] = parent_id
-        self.root = self._find_or_create(("run",), name, root_tags)
-        log_params(recorder.client, self.root, {**flatten(dict(settings)), **package_versions()})
+        with tracking_calls(recorder.tracking_uri):
+            self.root = self._find_or_create(("run",), name, root_tags)
+            log_params(recorder.client, self.root, {**flatten(dict(settings)), **package_versions()})
         self._children: dict[str, str] = {}
         self._open: set[str] = set()
 
@@ -311,7 +335,8 @@ class RunTree:
         if name not in self._children:
             all_tags = {**self.tags, **{k: str(v) for k, v in (tags or {}).items()},
                         "mlflow.parentRunId": self.root, "dcsod.child": name}
-            self._children[name] = self._find_or_create(("child", name), name, all_tags)
+            with tracking_calls(self.recorder.tracking_uri):
+                self._children[name] = self._find_or_create(("child", name), name, all_tags)
             self._open.add(self._children[name])
         return self._children[name]
 
@@ -335,12 +360,14 @@ class RunTree:
                 continue
             if math.isfinite(x):
                 values.append(Metric(str(k), x, now, 0))
-        for i in range(0, len(values), 1000):
-            self.recorder.client.log_batch(run_id, metrics=values[i:i + 1000])
+        with tracking_calls(self.recorder.tracking_uri):
+            for i in range(0, len(values), 1000):
+                self.recorder.client.log_batch(run_id, metrics=values[i:i + 1000])
 
     def end(self, run_id: str | None = None, status: str = "FINISHED") -> None:
         """End a nested run (or, with no id, the root) now."""
-        self.recorder.terminate(run_id or self.root, status)
+        with tracking_calls(self.recorder.tracking_uri):
+            self.recorder.terminate(run_id or self.root, status)
         self._open.discard(run_id or self.root)
 
     def end_open(self, status: str = "FAILED", root: bool = True) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from pipelines.mlflow_runs import MLflowRecorder, RunTree, TrackingUnavailable, one_line
 from pipelines.ray_session import error_line
-from pipelines.rundir import RunDir, RunDirError, stop_reason
+from pipelines.rundir import RunDir, RunDirError, RunStopped, stop_reason
 from pipelines.settings import ConfigError
 
 SWEEP_STAGE = "sweep"
@@ -89,7 +89,7 @@ def parent_run_or_exit(run: RunDir, p: Prepared, experiment: str, tags: dict[str
 
     try:
         return RunTree(MLflowRecorder(run.path, experiment, p.tracking_uri, extra_tags=tags), name, p.settings)
-    except (MlflowException, ValueError, OSError) as err:  # the store went away since prepare, or a deleted experiment
+    except (MlflowException, RunStopped, ValueError, OSError) as err:  # the store went away, or a deleted experiment
         print(f"error: MLflow {p.tracking_uri}: {one_line(err)}; rerun the same command once that is fixed",
               file=sys.stderr)
         return 1

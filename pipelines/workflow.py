@@ -24,7 +24,7 @@ from trainables import TrainConfig
 
 from .dcsod_settings import MIN_PREDICTOR_PAIRS, dataset_name, distill_args
 from .dcsod_tracking import metrics_of
-from .mlflow_runs import MLflowRecorder, RunTree
+from .mlflow_runs import MLflowRecorder, RunTree, tracking_calls
 from .rundir import RunDir, read_json, write_json
 from .teachers import NoUsableCandidates, choose_teachers, load_bundle, usable
 from .tune_stage import Stage, run_stage
@@ -220,7 +220,8 @@ class Workflow:
         full.save(out / PREDICTOR_FILE)
         write_json(out / "metrics.json", metrics)
         run_id = self.tree.child("predictor", tags={"dcsod.stage": "predictor"})
-        self.tree.recorder.client.log_artifact(run_id, str(out / "metrics.json"), "predictor")
+        with tracking_calls(self.tracking_uri):
+            self.tree.recorder.client.log_artifact(run_id, str(out / "metrics.json"), "predictor")
         self.end_stage("predictor", {k: v for k, v in metrics.items() if k != "validation"})
         self.run.finish("predictor", kendall_tau=metrics["kendall_tau"], pearson_rho=metrics["pearson_rho"])
         return metrics
@@ -392,13 +393,14 @@ class Workflow:
         if "mlflow.parentRunId" in self.tags:
             return
         client, root = self.tree.recorder.client, self.tree.root
-        client.set_tag(root, "dcsod.champion", best["arch_hash"])
-        client.set_tag(root, "dcsod.model_uri", best["model"]["uri"])
-        self.tree.log_metrics(root, {f"test_{k}": v for k, v in best["measured_test"].items()})
-        for name in ("report.md", "best.json"):
-            if (self.run / name).exists():
-                client.log_artifact(root, str(self.run / name))
-        self.tree.end()
+        with tracking_calls(self.tracking_uri):
+            client.set_tag(root, "dcsod.champion", best["arch_hash"])
+            client.set_tag(root, "dcsod.model_uri", best["model"]["uri"])
+            self.tree.log_metrics(root, {f"test_{k}": v for k, v in best["measured_test"].items()})
+            for name in ("report.md", "best.json"):
+                if (self.run / name).exists():
+                    client.log_artifact(root, str(self.run / name))
+            self.tree.end()
 
     def _end_failed(self, err: Exception) -> None:
         """End the open stage runs FAILED, and the parent run (if it is this workflow's) with the tag ``error``."""

@@ -455,3 +455,23 @@ def test_epoch_curve_becomes_per_epoch_metrics_and_stopped_trials_are_killed_run
     assert [r.info.status for r in runs] == ["KILLED"]
     assert runs[0].data.tags["stopped_early"] == "stopped by the scheduler after epoch 1 of 3"
     assert list(cb.history.read()["arch_hash"]) == ["abc123"]
+
+
+def test_a_tracking_store_lost_mid_run_is_a_one_line_stop_not_a_traceback():
+    """An MLflow client failure inside the driver's tree calls becomes ``TrackingLost`` (a ``RunStopped``), which
+    every command prints as one line and resumes from; other exceptions pass unchanged."""
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.mlflow_runs import TrackingLost, tracking_calls
+    from pipelines.rundir import stop_reason
+
+    with pytest.raises(TrackingLost) as lost:
+        with tracking_calls("http://127.0.0.1:9"):
+            raise MlflowException("API request to http://127.0.0.1:9/api/2.0/mlflow/runs/search failed\nretries")
+    line = stop_reason(lost.value)
+    assert line.startswith("the MLflow tracking store http://127.0.0.1:9 failed (API request")
+    assert "rerun the same command" in line and "\n" not in line
+    with pytest.raises(KeyError):
+        with tracking_calls("sqlite:///x.db"):
+            raise KeyError("a bug stays a bug")
+    assert stop_reason(TrackingUnavailable("MLflow tracking server x is unreachable")) is not None
