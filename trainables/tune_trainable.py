@@ -149,14 +149,14 @@ def candidate_trainable(config: dict[str, Any], teachers: TeacherBundle | None =
     state_dict = None
 
     curve: list[dict] = []
+    from search_space import arch_hash_of
+
+    fixed = {**identity, "arch_hash": arch_hash_of(config["genotype"]), "started_at": started_at,
+             **({config["metric"]: math.nan} if config.get("metric") else {})}  # Tune's searchers require the key
 
     def report_epoch(entry: dict) -> None:
-        from search_space import arch_hash_of
-
         curve.append(entry)
-        ranked = {config["metric"]: math.nan} if config.get("metric") else {}  # Tune's searchers require the key
-        tune.report({**ranked, **entry, **identity, "arch_hash": arch_hash_of(config["genotype"]),
-                     "started_at": started_at, "epoch_curve": json.dumps(curve, allow_nan=True)})
+        tune.report({**fixed, **entry, "epoch_curve": json.dumps(curve, allow_nan=True)})
 
     try:
         result = train_candidate(config["genotype"], data, train, teachers=models,
