@@ -89,6 +89,12 @@ def epoch_point(result: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any
     return {"epoch": int(epoch), **{k: as_number(result.get(k)) for k in keys}}
 
 
+def trace_points(result: Mapping[str, Any], keys: Sequence[str]) -> list[dict[str, float]]:
+    """The points of a final result's ``trace`` (a list of points, each a list of values in the order of
+    ``keys``) as dicts; points of another length are skipped (none without ``keys`` or a trace)."""
+    return [dict(zip(keys, point)) for point in result.get("trace") or () if keys and len(point) == len(keys)]
+
+
 def curve_points(results: pd.DataFrame | None, keys: Sequence[str]) -> list[dict[str, Any]]:
     """Per-epoch points of a trial from its reported results (e.g. Tune's ``Result.metrics_dataframe``), by
     epoch; a trial restarted after a crash reports its epochs again, and the last report of an epoch wins."""
@@ -184,11 +190,14 @@ class SweepRecorder(MLflowRecorder, Callback):
 
     A subclass defines :data:`EPOCH_KEYS` (per-epoch keys: learning curves and MLflow metric histories),
     :data:`FINAL_KEYS` (a row's values logged as final MLflow metrics), :meth:`result_row`, :meth:`run_name`
-    and :meth:`run_params`.
+    and :meth:`run_params`; optionally :data:`TRACE_KEYS`, the names of the values of each point of a final
+    result's ``trace`` (a list of points, each a list in this order, the first the iteration): logged as MLflow
+    metric histories ``trace_<key>`` with the iteration as the step.
     """
 
     EPOCH_KEYS: tuple[str, ...] = ()
     FINAL_KEYS: tuple[str, ...] = ()
+    TRACE_KEYS: tuple[str, ...] = ()
 
     def __init__(self, output_dir: str | os.PathLike, experiment_name: str, table: JournaledTable,
                  tracking_uri: str | None = None, extra_tags: Mapping[str, Any] | None = None,
@@ -252,7 +261,8 @@ class SweepRecorder(MLflowRecorder, Callback):
         stored = self.table.get(key)
         if stored is not None:
             return str(stored["mlflow_run_id"])
-        run_id = self._log_run(key, row, config, curve or [], trial_times(result))
+        run_id = self._log_run(key, row, config, curve or [], trial_times(result),
+                               trace_points(result, self.TRACE_KEYS))
         self.table.append({**row, "mlflow_run_id": run_id})
         if self.progress is not None:
             self.progress.update(row, self.run_name(config))
@@ -278,10 +288,12 @@ class SweepRecorder(MLflowRecorder, Callback):
         return len(self.table.keys()) - before
 
     def _log_run(self, key: tuple, row: Mapping[str, Any], config: Mapping[str, Any],
-                 curve: list[dict[str, Any]], times: tuple[float | None, float | None] = (None, None)) -> str:
+                 curve: list[dict[str, Any]], times: tuple[float | None, float | None] = (None, None),
+                 trace: list[dict[str, float]] = ()) -> str:
         """The MLflow run of ``key``: a complete one found by its key tag, else a new one (params, metric
-        histories, final metrics, status) whose start and end are ``times`` (Unix seconds, the training's;
-        None: when logged); a run left unfinished by a crash mid-logging is deleted first."""
+        histories per epoch and per trace point, final metrics, status) whose start and end are ``times`` (Unix
+        seconds, the training's; None: when logged); a run left unfinished by a crash mid-logging is deleted
+        first."""
         from mlflow.entities import Metric, Param
 
         for run in self.find_runs(key):
@@ -299,6 +311,10 @@ class SweepRecorder(MLflowRecorder, Callback):
         for point in curve:
             metrics += [Metric(k, x, now, point["epoch"]) for k in self.EPOCH_KEYS
                         if (x := point.get(k)) is not None]
+        step = self.TRACE_KEYS[:1]
+        for point in trace:
+            metrics += [Metric(f"trace_{k}", x, now, int(point[step[0]])) for k in self.TRACE_KEYS[1:]
+                        if (x := as_number(point.get(k))) is not None]
         for start in range(0, max(len(metrics), 1), 900):  # MLflow takes at most 1000 entities per batch
             self.client.log_batch(run_id, metrics=metrics[start:start + 900], params=params if start == 0 else [])
         self.terminate(run_id, "FAILED" if row["status"] == "failed" else "FINISHED", end_time=ended)

@@ -34,8 +34,12 @@ Stages:
    seed, or per trial for Optuna: ``schedule, posterior, aggressive, elbo, rec, kl, ppl, iw_ppl, au, mi`` on the
    test split, plus ``iw_nll, tokens_per_s, train_seconds``, ``knn_acc`` (toy), ``acc_1pct/acc_10pct/
    acc_100pct`` (yelp), ``val_elbo, epochs_run, seed, status, error, trial_id, mlflow_run_id``, ...; units in
-   ``trainables.vae_metrics``), ``curves.parquet`` (per-epoch metrics), ``latents.parquet`` (toy: z samples of
-   the test sentences), ``beta_schedules.png``, ``learning_curves.png``, ``latent_toy.png`` (toy), ``report.md``
+   ``trainables.vae_metrics``), ``curves.parquet`` (per-epoch metrics), ``trace.parquet`` (with ``trace_every``
+   > 0: KL, MI and AU of a validation subset every ``trace_every`` iterations), ``latents.parquet`` (toy: z
+   samples of the test sentences), ``table.md`` (the thesis's Table 2.1/3.2 columns as mean ± sd over seeds,
+   and a Welch test per thesis claim), ``beta_schedules.png``, ``learning_curves.png``,
+   ``kl_mi_per_iteration.png`` (KL and MI against iteration, one line per schedule), ``active_units.png`` (AU
+   per posterior and schedule), ``latent_toy.png`` (toy), ``report.md``
    (what was run, mean ± sd over seeds per configuration, which schedule kept the most KL/MI in z, posterior
    collapse, and whether the differences exceed seed noise; the plots embedded) and ``manifest.json`` (the
    settings, including ``search`` and the data directory, and the finished sweep). The command ends by naming
@@ -91,9 +95,8 @@ from pipelines.sweep_cli import (
 REPO = Path(__file__).resolve().parents[1]
 MODEL_KEYS = ("emb_dim", "hidden_dim", "latent_dim", "word_dropout")
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "cycles", "ratio", "monotonic_ratio", "beta_max", "shape", "cyclical_lr",
-              "k_max", "k_min",
-              "j_samples", "aggressive_max_steps", "iw_samples", "eval_components", "mi_rows", "latent_samples",
-              "seed")
+              "k_max", "k_min", "j_samples", "aggressive_max_steps", "iw_samples", "eval_components", "mi_rows",
+              "latent_samples", "trace_every", "trace_rows", "seed")
 #: preset key -> loader argument, per dataset.
 DATA_KEYS = {"toy": {"toy_copies": "copies"},
              "ptb": {k: k for k in ("max_len", "min_freq", "val_frac", "test_frac")},
@@ -102,7 +105,8 @@ DATA_KEYS = {"toy": {"toy_copies": "copies"},
 INTEGERS = {"toy_copies": 1, "max_len": 1, "min_freq": 1, "limit": 0, "emb_dim": 1, "hidden_dim": 1,
             "latent_dim": 1, "si_noise_dim": 1, "epochs": 1, "batch_size": 1, "cycles": 1, "k_max": 0, "k_min": 0,
             "j_samples": 1, "aggressive_max_steps": 1, "seed": 0, "iw_samples": 0, "eval_components": 1,
-            "mi_rows": 1, "latent_samples": 0, "concurrency": 1, "workers": 1, "optuna_trials": 1, "asha_grace": 1}
+            "mi_rows": 1, "latent_samples": 0, "trace_every": 0, "trace_rows": 1, "concurrency": 1, "workers": 1,
+            "optuna_trials": 1, "asha_grace": 1}
 FLOATS = ("word_dropout", "lr", "ratio", "monotonic_ratio", "beta_max", "val_frac", "test_frac", "cpus_per_trial",
           "gpus_per_trial")
 
@@ -307,49 +311,89 @@ def run_sweep(run: RunDir, cfg: dict[str, Any], search: str, data_dir: Path | No
 
 
 # --- outputs ------------------------------------------------------------------------------------------
-def tune_curves(grid, search: str, with_seed: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(curves, latents)`` from Tune's durable per-trial results: per-epoch points of every trial
-    (``Result.metrics_dataframe``) and the toy z samples of its final result (``Result.metrics``); ``with_seed``:
-    the curve names carry the training seed (sweeps of several seeds)."""
-    from pipelines.text_vae_tracking import EPOCH_KEYS, curve_name, curve_points, result_row, trial_identity
+#: Row columns that say which configuration and seed a trace point belongs to.
+TRACE_IDENTITY = ("schedule", "posterior", "aggressive", "seed")
 
-    curves, latents = [], []
+
+@dataclass
+class SweepFrames:
+    """Tune's per-trial results as tables: ``curves`` (per-epoch points: trial_id, name, epoch and the
+    ``EPOCH_KEYS``), ``latents`` (toy: z samples of the test sentences) and ``trace`` (one row per trace point:
+    trial_id, name, schedule, posterior, aggressive, seed and ``trainables.text_vae_model.TRACE_KEYS``)."""
+
+    curves: pd.DataFrame
+    latents: pd.DataFrame
+    trace: pd.DataFrame
+
+
+def tune_frames(grid, search: str, with_seed: bool = False) -> SweepFrames:
+    """The :class:`SweepFrames` of Tune's durable per-trial results: per-epoch points of every trial
+    (``Result.metrics_dataframe``), the toy z samples and the trace of its final result (``Result.metrics``);
+    ``with_seed``: the curve names carry the training seed (sweeps of several seeds)."""
+    from pipelines.text_vae_tracking import EPOCH_KEYS, curve_name, curve_points, result_row, trial_identity
+    from trainables.text_vae_model import TRACE_KEYS
+
+    curves, latents, trace = [], [], []
     for result in grid:
         metrics = result.metrics or {}
         config, trial_id = trial_identity(result)
         if config is None:
             continue
-        name = curve_name(result_row(config, metrics, trial_id), search, with_seed)
+        row = result_row(config, metrics, trial_id)
+        name = curve_name(row, search, with_seed)
         curves += [{"trial_id": trial_id, "name": name, **p} for p in curve_points(result.metrics_dataframe)]
-        if result.error is None and metrics.get("final") and metrics.get("latent"):
+        if result.error is not None or not metrics.get("final"):
+            continue
+        if metrics.get("latent"):
             for z, label in zip(metrics["latent"], metrics["latent_labels"]):
                 latents.append({"trial_id": trial_id, "name": name, "label": int(label),
                                 **{f"z{i}": float(v) for i, v in enumerate(z)}})
+        who = {"trial_id": trial_id, "name": name, **{k: row[k] for k in TRACE_IDENTITY}}
+        trace += [{**who, **dict(zip(TRACE_KEYS, point))} for point in metrics.get("trace") or []]
     curves_df = pd.DataFrame(curves, columns=["trial_id", "name", "epoch", *EPOCH_KEYS])
-    return curves_df.sort_values(["name", "epoch"], kind="stable").reset_index(drop=True), pd.DataFrame(latents)
+    trace_df = pd.DataFrame(trace, columns=["trial_id", "name", *TRACE_IDENTITY, *TRACE_KEYS])
+    return SweepFrames(curves_df.sort_values(["name", "epoch"], kind="stable").reset_index(drop=True),
+                       pd.DataFrame(latents),
+                       trace_df.sort_values(["name", "iteration"], kind="stable").reset_index(drop=True))
 
 
 def write_parquet(path: Path, df: pd.DataFrame) -> None:
     atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
-def write_outputs(run: RunDir, cfg: dict[str, Any], search: str, curves: pd.DataFrame, latents: pd.DataFrame,
+def write_outputs(run: RunDir, cfg: dict[str, Any], search: str, frames: SweepFrames, results: pd.DataFrame,
                   train_size: int) -> tuple[list[Path], list[Path]]:
-    """curves.parquet, latents.parquet (if any) and the PNG plots (``train_size``: training sentences, for the
-    iteration axis of the β plot); results.parquet is the tracking table's. Returns ``(tables, plots)``, the paths
-    written."""
-    from pipelines.text_vae_plots import plot_latents, plot_learning_curves, plot_schedules
+    """curves.parquet, latents.parquet and trace.parquet (each if not empty), table.md (the results as mean ± sd
+    over seeds, ``pipelines.text_vae_report.write_table``) and the PNG plots (``train_size``: training sentences,
+    for the iteration axis of the β plot); results.parquet is the tracking table's. Returns ``(tables, plots)``,
+    the paths written."""
+    from pipelines.text_vae_plots import (
+        plot_active_units,
+        plot_latents,
+        plot_learning_curves,
+        plot_schedules,
+        plot_trace,
+    )
+    from pipelines.text_vae_table import write_table
 
     tables = [run / "curves.parquet"]
-    write_parquet(tables[0], curves)
-    if len(latents):
-        tables.append(run / "latents.parquet")
-        write_parquet(tables[-1], latents)
+    write_parquet(tables[0], frames.curves)
+    for name, frame in (("latents", frames.latents), ("trace", frames.trace)):
+        if len(frame):
+            tables.append(run / f"{name}.parquet")
+            write_parquet(tables[-1], frame)
+    tables.append(write_table(run / "table.md", results, search, cfg["dataset"]))
     plots = [plot_schedules(run / "beta_schedules.png", cfg["schedules"] if search == "grid" else ["cyclical"],
                             cfg["epochs"] * batches_per_epoch(cfg, train_size), **schedule_options(cfg),
                             with_lr=cfg["cyclical_lr"]),
              plot_learning_curves(run / "learning_curves.png",
-                                  {name: points.to_dict("records") for name, points in curves.groupby("name")})]
+                                  {name: points.to_dict("records") for name, points in frames.curves.groupby("name")})]
+    if len(frames.trace):
+        plots.append(plot_trace(run / "kl_mi_per_iteration.png", frames.trace))
+    complete = results[results["status"] == "complete"]
+    if len(complete) and complete["au"].notna().any():
+        plots.append(plot_active_units(run / "active_units.png", complete))
+    latents = frames.latents
     if len(latents):
         zs = sorted((c for c in latents.columns if c.startswith("z")), key=lambda c: int(c[1:]))
         plots.append(plot_latents(run / "latent_toy.png",
@@ -363,15 +407,19 @@ def batches_per_epoch(cfg: dict[str, Any], train_size: int) -> int:
     return math.ceil(train_size / cfg["batch_size"])
 
 
-def stored_outputs(run: RunDir, search: str, with_seed: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(curves, latents)`` as a finished sweep stored them; rebuilt from Tune's experiment on disk (no Ray
-    needed) if curves.parquet has gone."""
+def stored_frames(run: RunDir, search: str, with_seed: bool = False) -> SweepFrames:
+    """The :class:`SweepFrames` a finished sweep stored; rebuilt from Tune's experiment on disk (no Ray needed)
+    if curves.parquet has gone."""
     if not (run / "curves.parquet").exists():
         from ray.tune import ExperimentAnalysis, ResultGrid
 
-        return tune_curves(ResultGrid(ExperimentAnalysis(str(run / "tune" / SWEEP_STAGE))), search, with_seed)
-    latents = run / "latents.parquet"
-    return pd.read_parquet(run / "curves.parquet"), pd.read_parquet(latents) if latents.exists() else pd.DataFrame()
+        return tune_frames(ResultGrid(ExperimentAnalysis(str(run / "tune" / SWEEP_STAGE))), search, with_seed)
+
+    def read(name: str) -> pd.DataFrame:
+        path = run / f"{name}.parquet"
+        return pd.read_parquet(path) if path.exists() else pd.DataFrame()
+
+    return SweepFrames(read("curves"), read("latents"), read("trace"))
 
 
 def summary(results: pd.DataFrame) -> str:
@@ -433,12 +481,11 @@ def open_run(args: argparse.Namespace, p: Prepared) -> RunDir:
 
 @dataclass
 class Finished:
-    """What a completed sweep left: its rows, curves and latent samples, wall time and MLflow parent run."""
+    """What a completed sweep left: its rows, its :class:`SweepFrames`, wall time and MLflow parent run."""
 
     run: RunDir
     results: pd.DataFrame
-    curves: pd.DataFrame
-    latents: pd.DataFrame
+    frames: SweepFrames
     seconds: float
     parent_id: str | None
     tree: RunTree | None = None  # set when this invocation ran (or resumed) the sweep: ended after the outputs
@@ -473,8 +520,8 @@ def train_sweep(args: argparse.Namespace, p: Prepared, start: float) -> Finished
     # from Tune's own results; a fresh recorder reads the table as the (possibly restored) callback left it.
     recorder().reconcile(grid)
     results = ResultsTable(run / "results.parquet", args.search).read()
-    curves, latents = tune_curves(grid, args.search, with_seed=len(training_seeds(cfg)) > 1)
-    return Finished(run, results, curves, latents, time.perf_counter() - start, tree.root, tree)
+    frames = tune_frames(grid, args.search, with_seed=len(training_seeds(cfg)) > 1)
+    return Finished(run, results, frames, time.perf_counter() - start, tree.root, tree)
 
 
 def stored_sweep(run: RunDir, args: argparse.Namespace, p: Prepared) -> Finished:
@@ -484,9 +531,9 @@ def stored_sweep(run: RunDir, args: argparse.Namespace, p: Prepared) -> Finished
     print(f"the sweep in {run.path} finished on {run.info(SWEEP_STAGE)['finished']}: nothing to train; "
           "rewriting the outputs from the stored rows")
     results = ResultsTable(run / "results.parquet", args.search).read()
-    curves, latents = stored_outputs(run, args.search, with_seed=len(training_seeds(p.cfg)) > 1)
+    frames = stored_frames(run, args.search, with_seed=len(training_seeds(p.cfg)) > 1)
     info = run.info(SWEEP_STAGE)
-    return Finished(run, results, curves, latents, float(info.get("seconds", 0.0)), info.get("mlflow_parent_run"))
+    return Finished(run, results, frames, float(info.get("seconds", 0.0)), info.get("mlflow_parent_run"))
 
 
 def write_report(done: Finished, p: Prepared, plots: list[Path], experiment: str) -> Path:
@@ -509,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         return outcome
     p, done, start = outcome
     experiment = f"text-vae-{p.cfg['dataset']}"
-    tables, plots = write_outputs(done.run, p.cfg, args.search, done.curves, done.latents, p.train_size)
+    tables, plots = write_outputs(done.run, p.cfg, args.search, done.frames, done.results, p.train_size)
     report = write_report(done, p, plots, experiment)
     return finish_sweep(done, p, [*tables, *plots, report], summary(done.results), experiment, start,
                         stopped=int((done.results["status"] == "stopped").sum()))

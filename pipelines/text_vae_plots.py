@@ -1,4 +1,5 @@
-"""PNG plots of a text-VAE sweep (matplotlib, Agg backend): β schedules, learning curves, toy latent scatter.
+"""PNG plots of a text-VAE sweep (matplotlib, Agg backend): β schedules, learning curves, KL and MI against
+iteration per schedule, active units per posterior, toy latent scatter.
 
 Every plot is written atomically (a temporary file in the same folder, moved into place): a crash never leaves
 a truncated PNG."""
@@ -13,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
 from trainables.beta_schedules import cyclical_lr, make_schedule
 
@@ -97,6 +99,75 @@ def plot_learning_curves(path: Path, curves: Mapping[str, Sequence[Mapping[str, 
         _clip_axis(ax, panel_values[key], title)
     if curves:
         axes[0].legend(fontsize=7, title="configuration", title_fontsize=7)
+    return _save(fig, path)
+
+
+def _variant(posterior: str, aggressive: bool) -> str:
+    return posterior + (" + aggressive" if aggressive else "")
+
+
+def plot_trace(path: Path, trace: pd.DataFrame) -> Path:
+    """Validation KL and mutual information I(x, z) (nats per sentence, on the trace's validation subset)
+    against the training iteration: one column per posterior (and aggressive training), one line per schedule,
+    the mean over seeds with a ±1 sd band where there are several. ``trace``: rows of ``trace.parquet``
+    (``schedule, posterior, aggressive, seed, iteration, val_kl, val_mi``)."""
+    if not len(trace):
+        raise ValueError("plot_trace: the trace is empty")
+    variants = list(trace.groupby(["posterior", "aggressive"], sort=True).groups)
+    fig, axes = plt.subplots(2, len(variants), figsize=(4.6 * len(variants) + 0.4, 6.4), squeeze=False,
+                             sharex=True)
+    colours = plt.get_cmap("tab10")
+    schedules = sorted(trace["schedule"].unique())
+    for col, (posterior, aggressive) in enumerate(variants):
+        part = trace[(trace["posterior"] == posterior) & (trace["aggressive"] == aggressive)]
+        for row, (key, label) in enumerate((("val_kl", "KL(q(z|x) ‖ p(z))"), ("val_mi", "I(x, z)"))):
+            ax = axes[row, col]
+            for i, schedule in enumerate(schedules):
+                stats = part[part["schedule"] == schedule].groupby("iteration")[key].agg(["mean", "std", "count"])
+                if not len(stats):
+                    continue
+                seeds = int(stats["count"].max())
+                ax.plot(stats.index, stats["mean"], color=colours(i % 10),
+                        label=schedule + (f" (mean of {seeds} seeds)" if seeds > 1 else ""))
+                if seeds > 1:
+                    ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
+                                    color=colours(i % 10), alpha=0.2, linewidth=0)
+            ax.set_title(f"{label}: {_variant(posterior, aggressive)}", fontsize=9)
+            ax.set_ylabel("nats per sentence", fontsize=8)
+            if row == 1:
+                ax.set_xlabel("iteration", fontsize=8)
+    axes[0, 0].legend(fontsize=7, title="β schedule", title_fontsize=7)
+    fig.suptitle("validation KL and mutual information against iteration (band: ±1 sd over seeds)", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_active_units(path: Path, results: pd.DataFrame) -> Path:
+    """Active units (latent dimensions whose posterior mean varies over the test sentences, ``au``) per
+    posterior (and aggressive training), one bar per schedule: the mean over seeds with a ±1 sd whisker and each
+    seed's value as a dot. ``results``: complete rows of ``results.parquet``."""
+    rows = results.dropna(subset=["au"])
+    if not len(rows):
+        raise ValueError("plot_active_units: no row has active units")
+    variants = list(rows.groupby(["posterior", "aggressive"], sort=True).groups)
+    schedules = sorted(rows["schedule"].unique())
+    width = 0.8 / len(schedules)
+    colours = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(1.9 * len(variants) * max(1, len(schedules) / 3) + 2.5, 3.8))
+    for i, schedule in enumerate(schedules):
+        for j, (posterior, aggressive) in enumerate(variants):
+            au = rows[(rows["schedule"] == schedule) & (rows["posterior"] == posterior)
+                      & (rows["aggressive"] == aggressive)]["au"].to_numpy(dtype=float)
+            if not len(au):
+                continue
+            x = j + (i - (len(schedules) - 1) / 2) * width
+            sd = float(au.std(ddof=1)) if len(au) > 1 else 0.0
+            ax.bar(x, au.mean(), width, yerr=sd, capsize=3, color=colours(i % 10), alpha=0.75,
+                   label=schedule if j == 0 else None)
+            ax.scatter(np.full(len(au), x), au, color="black", s=8, zorder=3)
+    ax.set_xticks(range(len(variants)), [_variant(*v) for v in variants], fontsize=8)
+    ax.set_ylabel("active units (dims)")
+    ax.set_title("active units on the test split (bar: mean over seeds, whisker: ±1 sd, dots: seeds)", fontsize=9)
+    ax.legend(fontsize=7, title="β schedule", title_fontsize=7)
     return _save(fig, path)
 
 

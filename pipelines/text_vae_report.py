@@ -20,8 +20,12 @@ import pandas as pd
 
 from .rundir import write_text
 
-#: Metrics of the results table, in order, with their units (shown as mean ± sd over seeds where present).
-METRICS = {"rec": "nats", "kl": "nats", "elbo": "nats", "ppl": "per token", "au": "dims", "mi": "nats"}
+#: Metrics of the results table (the thesis's Table 2.1 / 3.2 columns, then the label accuracies), in order:
+#: metric -> (heading, unit); shown as mean ± sd over seeds where present.
+METRICS = {"rec": ("rec", "nats"), "kl": ("KL", "nats"), "elbo": ("ELBO", "nats"), "ppl": ("PPL", "per token"),
+           "iw_ppl": ("IW-PPL", "per token"), "au": ("AU", "dims"), "mi": ("MI", "nats"),
+           "acc_1pct": ("acc 1 %", "fraction"), "acc_10pct": ("acc 10 %", "fraction"),
+           "acc_100pct": ("acc 100 %", "fraction"), "knn_acc": ("1-NN acc", "fraction")}
 #: A configuration whose mean test KL lies below this many nats per sentence has collapsed: z carries next to
 #: nothing about the sentence (the decoder ignores it).
 COLLAPSE_KL = 0.1
@@ -43,9 +47,9 @@ def present_metrics(results: pd.DataFrame) -> list[str]:
 
 def aggregate(results: pd.DataFrame, search: str) -> pd.DataFrame:
     """One row per configuration (grid: :data:`GRID_KEY`; Optuna: per trial) with ``configuration`` (label),
-    ``schedule``, ``seeds`` (complete rows), ``failed`` (failed rows) and ``<m>_mean``, ``<m>_sd`` (sample sd,
-    NaN with fewer than two seeds) for every metric of :func:`present_metrics`; complete rows only in the
-    statistics. Sorted as the results are."""
+    ``schedule``, ``posterior``, ``aggressive``, ``seeds`` (complete rows), ``failed`` (failed rows) and
+    ``<m>_mean``, ``<m>_sd`` (sample sd, NaN with fewer than two seeds) for every metric of
+    :func:`present_metrics`; complete rows only in the statistics. Sorted as the results are."""
     if not len(results):
         raise ValueError("aggregate: the results table is empty")
     metrics = present_metrics(results)
@@ -55,7 +59,8 @@ def aggregate(results: pd.DataFrame, search: str) -> pd.DataFrame:
         first = group.iloc[0]
         done = group[group["status"] == "complete"]
         row = {"configuration": configuration_label(first, search), "schedule": first["schedule"],
-               "seeds": len(done), "failed": int((group["status"] == "failed").sum())}
+               "posterior": first["posterior"], "aggressive": bool(first["aggressive"]), "seeds": len(done),
+               "failed": int((group["status"] == "failed").sum())}
         for m in metrics:
             values = done[m].dropna()
             row[f"{m}_mean"] = float(values.mean()) if len(values) else math.nan
@@ -74,7 +79,7 @@ def mean_sd(mean: float, sd: float) -> str:
 def results_table(agg: pd.DataFrame) -> str:
     """The aggregate as a Markdown table: configuration, seeds, failed, then mean ± sd per metric."""
     metrics = [m for m in METRICS if f"{m}_mean" in agg.columns]
-    head = ["configuration", "seeds", "failed", *[f"{m} ({METRICS[m]})" for m in metrics]]
+    head = ["configuration", "seeds", "failed", *[f"{METRICS[m][0]} ({METRICS[m][1]})" for m in metrics]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in agg.to_dict("records"):
         cells = [row["configuration"], str(row["seeds"]), str(row["failed"]),
@@ -225,11 +230,15 @@ def write_report(path: Path, settings: Mapping[str, Any], results: pd.DataFrame,
     captions = {"beta_schedules.png": "β per training iteration for each schedule entry.",
                 "learning_curves.png": "Validation ELBO, reconstruction and KL per epoch (y clipped to the bulk of "
                                        "the values; the panel title counts points outside).",
-                "latent_toy.png": "z ~ q(z|x) of the toy test sentences, coloured by sequence."}
+                "latent_toy.png": "z ~ q(z|x) of the toy test sentences, coloured by sequence.",
+                "kl_mi_per_iteration.png": "Validation KL and I(x, z) against iteration, one line per schedule "
+                                           "(mean over seeds, band ±1 sd), one column per posterior.",
+                "active_units.png": "Active units per posterior and schedule (bars: mean over seeds; dots: seeds)."}
     parts = [f"# Text-VAE sweep `{settings['preset']}`", "", "## What was run", "", *run_section(settings, facts),
              "", "## Results", "",
              "Test split; mean ± sd over the seeds that completed (no sd with one seed). rec, KL, ELBO and MI in nats "
-             "per sentence, PPL per predicted token, AU in latent dimensions.", "", results_table(agg), "",
+             "per sentence, PPL and IW-PPL per predicted token, AU in latent dimensions. table.md has the same table "
+             "with the thesis's claims tested contrast by contrast.", "", results_table(agg), "",
              "## Reading", "", *reading(results, agg), "", "## Plots", ""]
     for plot in plots:
         parts += [f"![{Path(plot).stem}]({Path(plot).name})", "", captions.get(Path(plot).name, ""), ""]

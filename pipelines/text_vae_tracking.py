@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from trainables.beta_schedules import schedule_entry
+from trainables.text_vae_model import TRACE_KEYS
 
 from .journal import JournaledTable
 from .sweep_tracking import (
@@ -190,6 +191,7 @@ class TextVAERecorder(SweepRecorder):
     """
 
     EPOCH_KEYS = EPOCH_KEYS
+    TRACE_KEYS = TRACE_KEYS
     result_row, run_name, run_params = staticmethod(result_row), staticmethod(run_name), staticmethod(run_params)
     FINAL_KEYS = (*RESULT_COLUMNS[3:], *EXTRA_KEYS)
 

@@ -9,6 +9,7 @@ import torch
 
 from trainables.posteriors import diag_normal_log_prob
 from trainables.text_data import (
+    TextSplit,
     Vocab,
     length_bucketed_batches,
     load_ptb,
@@ -392,3 +393,50 @@ def test_tune_adapter_reports_epochs_and_final_metrics_with_downstream(yelp_dir)
     assert final["data_seconds"] > 0 and run_configuration(config, reports.append)["data_seconds"] == 0.0  # cached
     diverged = run_configuration({**config, "train": {**config["train"], "lr": 1e9}}, reports.append)
     assert "diverged" in diverged["error"] and diverged["final"] is True
+
+
+def test_trace_points_every_n_iterations_without_changing_the_training():
+    """A trace point every ``trace_every`` iterations: the iteration, β_t, K_t, the training rec/KL averaged
+    since the previous point and the validation KL/MI/AU of the first ``trace_rows`` sentences; the training
+    itself (history, test metrics) is bit-identical to one without a trace."""
+    from trainables.text_data import load_text_data
+    from trainables.text_vae_model import TRACE_KEYS
+
+    data = load_text_data("toy", None, copies=4)  # 40 sentences, batch 10: 4 iterations per epoch
+    model = VAEModelConfig(emb_dim=8, hidden_dim=16, latent_dim=2, posterior="semi-implicit")
+    train = dict(epochs=3, batch_size=10, schedule="cyclical", cycles=2, k_max=4, iw_samples=2, eval_components=3,
+                 seed=1)
+    plain = train_vae(data, model, VAETrainConfig(**train))
+    traced = train_vae(data, model, VAETrainConfig(**train, trace_every=4, trace_rows=4))
+    assert plain.trace == {} and plain.history == traced.history and plain.test["elbo"] == traced.test["elbo"]
+    assert list(traced.trace) == list(TRACE_KEYS)
+    assert traced.trace["iteration"] == [4.0, 8.0, 12.0], "12 iterations, a point every 4"
+    from trainables.beta_schedules import make_schedule
+
+    beta = make_schedule("cyclical", 12, cycles=2, ratio=0.5)
+    assert traced.trace["beta"] == [beta(t) for t in (4, 8, 12)]
+    assert traced.trace["k"] == [round(4 * beta.level(t)) for t in (4, 8, 12)]
+    # The last point follows the last update: it is the final model on the first 4 validation sentences.
+    first4 = TextSplit(data.val.sentences[:4], data.val.labels[:4])
+    last = evaluate_vae(traced.model, first4, data.vocab, iw_samples=0, mi_rows=4, n_components=3,
+                        seed=1 + 104_729 + 12)
+    assert [traced.trace[f"val_{m}"][-1] for m in ("rec", "kl", "mi", "au")] == pytest.approx(
+        [last[m] for m in ("rec", "kl", "mi", "au")])
+    for key in TRACE_KEYS:
+        assert all(math.isfinite(x) for x in traced.trace[key]), key
+    assert all(x > 0 for x in traced.trace["train_rec"]) and all(x >= 0 for x in traced.trace["val_kl"])
+
+
+def test_tune_adapter_returns_the_trace_as_rows_in_trace_keys_order():
+    from trainables.text_vae_model import TRACE_KEYS
+    from trainables.text_vae_tune import run_configuration
+
+    config = {"dataset": "toy", "data_dir": None, "data": {"copies": 3},
+              "model": {"emb_dim": 8, "hidden_dim": 16, "latent_dim": 2},
+              "train": {"epochs": 2, "batch_size": 10, "schedule": "monotonic", "iw_samples": 0, "seed": 0,
+                        "trace_every": 2, "trace_rows": 5}}
+    final = run_configuration(config, lambda row: None)
+    assert [row[0] for row in final["trace"]] == [2.0, 4.0, 6.0]
+    assert all(len(row) == len(TRACE_KEYS) for row in final["trace"])
+    untraced = run_configuration({**config, "train": {**config["train"], "trace_every": 0}}, lambda row: None)
+    assert "trace" not in untraced

@@ -26,7 +26,7 @@ SCRIPT = ROOT / "pipelines" / "text_vae.py"
 TINY = ["--set", "concurrency=1", "--set", "epochs=2", "--set", "toy_copies=2", "--set", "iw_samples=3",
         "--set", "latent_samples=5", "--set", "eval_components=3", "--set", "hidden_dim=16", "--set", "emb_dim=8"]
 GRID = [*TINY, "--set", "schedules=[constant, cyclical@0.5]", "--set", "posteriors=[gaussian]",
-        "--set", "aggressive=[false]"]
+        "--set", "aggressive=[false]", "--set", "trace_every=2"]
 
 
 def env() -> dict:
@@ -98,8 +98,14 @@ def test_sweep_writes_the_run_directory_and_one_mlflow_run_per_row(finished):
     assert results[["elbo", "rec", "ppl", "iw_ppl", "mi"]].notna().all().all()
     assert (results["elbo"] < 0).all() and (results["ppl"] > 1).all() and results["knn_acc"].between(0, 1).all()
     assert not (out / "results.journal.jsonl").exists(), "the journal is compacted into results.parquet"
-    for png in ("beta_schedules.png", "learning_curves.png", "latent_toy.png"):
+    for png in ("beta_schedules.png", "learning_curves.png", "latent_toy.png", "kl_mi_per_iteration.png",
+                "active_units.png"):
         assert (out / png).stat().st_size > 1000
+    trace = pd.read_parquet(out / "trace.parquet")  # 4 iterations per training, a point every 2
+    assert sorted(zip(trace["schedule"], trace["iteration"])) == [("constant", 2), ("constant", 4),
+                                                                  ("cyclical@0.5", 2), ("cyclical@0.5", 4)]
+    assert trace[["val_kl", "val_mi", "train_kl", "beta"]].notna().all().all()
+    assert "| constant / gaussian | 1 | 0 |" in (out / "table.md").read_text()
     curves = pd.read_parquet(out / "curves.parquet")
     assert len(curves) == 2 * 2 and set(curves["epoch"]) == {1, 2} and curves["val_elbo"].notna().all()
     beta = curves.groupby("name")["beta"].max()
@@ -109,6 +115,7 @@ def test_sweep_writes_the_run_directory_and_one_mlflow_run_per_row(finished):
     _, runs = parents_and_trials(mlflow_runs(uri))
     assert len(runs) == len(results) and {r.info.run_id for r in runs} == set(results["mlflow_run_id"])
     assert {r.info.status for r in runs} == {"FINISHED"} and all("elbo" in r.data.metrics for r in runs)
+    assert all("trace_val_mi" in r.data.metrics for r in runs), "the trace is an MLflow metric history"
     assert all(len(r.data.params) > 10 and r.data.tags["search"] == "grid" for r in runs)
 
 
@@ -120,8 +127,9 @@ def test_console_is_a_progress_bar_and_ends_by_naming_every_output(finished):
     assert "Trial status" not in console and "╭" not in console and "+----" not in console, "Tune's tables are off"
     assert console.count("\n") < 40, console
     tail = proc.stdout.split("outputs:\n", 1)[1]
-    for name in ("results.parquet", "curves.parquet", "latents.parquet", "beta_schedules.png", "learning_curves.png",
-                 "latent_toy.png", "report.md", "manifest.json"):
+    for name in ("results.parquet", "curves.parquet", "latents.parquet", "trace.parquet", "table.md",
+                 "beta_schedules.png", "learning_curves.png", "latent_toy.png", "kl_mi_per_iteration.png",
+                 "active_units.png", "report.md", "manifest.json"):
         assert f"  {out / name}\n" in tail and (out / name).exists(), name
     (parent,), _ = parents_and_trials(mlflow_runs(uri))
     assert f"MLflow experiment text-vae-toy (parent run {parent.info.run_id}) at {uri}" in tail
@@ -373,10 +381,12 @@ def test_presets_file_documents_every_key_once_and_keeps_the_preset_values():
     assert (toy["epochs"], toy["toy_copies"], toy["lr"], toy["batch_size"], toy["latent_dim"]) == (
         100, 50, 0.005, 10, 2)
     assert toy["schedules"] == ["constant", "monotonic", "cyclical"] and toy["aggressive"] == [False, True]
+    for name in ("ptb", "yelp"):  # the measured CPU grids of benchmarks/RESULTS.md
+        cfg = text_vae.load_config(name)
+        assert (cfg["hidden_dim"], cfg["word_dropout"], cfg["epochs"], cfg["seeds"]) == (128, 0.4, 10, [0, 1, 2])
+        assert text_vae.sweep_size(cfg, "grid") == 36 and cfg["aggressive"] == [False, True]
     yelp = text_vae.load_config("yelp")
-    assert (yelp["dataset"], yelp["max_len"], yelp["val_frac"], yelp["epochs"], yelp["batch_size"]) == (
-        "yelp", 15, 0.05, 3, 64)
-    assert text_vae.load_config("ptb")["hidden_dim"] == 256
+    assert (yelp["dataset"], yelp["max_len"], yelp["val_frac"], yelp["limit"]) == ("yelp", 15, 0.05, 10000)
 
 
 def test_schedule_defaults_are_the_thesis_values_and_table_2_1_is_one_sweep():
@@ -594,3 +604,83 @@ def test_latent_panels_have_axis_labels_and_a_colour_key(tmp_path, monkeypatch):
     assert [t.get_text() for t in legend.get_texts()] == ["sequence 0", "sequence 1", "sequence 2"]
     with pytest.raises(ValueError, match="no configuration has latent samples"):
         text_vae_plots.plot_latents(tmp_path / "none.png", {})
+
+
+def grid_rows(kl: dict[tuple[str, str, bool], list[float]], mi_shift: float = 0.0) -> pd.DataFrame:
+    """results.parquet-like rows with Table 2.1 / 3.2's columns: (schedule, posterior, aggressive) -> KL per seed
+    (MI = KL - 0.1 + mi_shift; AU = round(4 KL))."""
+    rows = []
+    for (schedule, posterior, aggressive), values in kl.items():
+        for seed, k in enumerate(values):
+            rows.append({"schedule": schedule, "posterior": posterior, "aggressive": aggressive, "seed": seed,
+                         "rec": 100.0 - k, "kl": k, "elbo": -100.0, "ppl": 150.0, "iw_ppl": 148.0,
+                         "au": float(round(4 * k)), "mi": k - 0.1 + mi_shift, "acc_1pct": 0.6, "acc_10pct": 0.7,
+                         "acc_100pct": 0.75, "status": "complete", "trial_id": f"{schedule}{posterior}{seed}"})
+    return pd.DataFrame(rows)
+
+
+def test_table_md_has_table_2_1_and_3_2_columns_in_thesis_order_and_tests_each_claim(tmp_path):
+    from pipelines.text_vae_table import contrasts, write_table
+
+    results = grid_rows({("cyclical", "gaussian", False): [1.0, 1.1, 1.2],
+                         ("monotonic", "gaussian", False): [0.5, 0.6, 0.55],
+                         ("constant", "gaussian", False): [0.9, 1.5, 1.3],       # overlaps cyclical: noise
+                         ("cyclical", "semi-implicit", False): [0.2, 0.25, 0.3],   # SI below Gaussian: opposite
+                         ("monotonic", "semi-implicit", False): [0.4],            # one seed: untested
+                         ("constant", "semi-implicit", False): [0.1, 0.12, 0.11]})
+    found = contrasts(results)
+    by = {(r["claim"], r["within"], r["metric"]): r for r in found.to_dict("records")}
+    up = by[("cyclical > monotonic", "gaussian / plain", "kl")]
+    assert up["difference"] == pytest.approx(0.55) and up["p"] < 0.05 and up["verdict"] == "**thesis direction**"
+    assert by[("cyclical > constant", "gaussian / plain", "kl")]["verdict"] == "within seed noise"
+    assert by[("semi-implicit > gaussian", "cyclical / plain", "mi")]["verdict"] == "**opposite**"
+    assert by[("cyclical > monotonic", "semi-implicit / plain", "kl")]["verdict"].startswith("untested")
+    assert not any(r["claim"].startswith("aggressive") for r in found.to_dict("records")), "no aggressive rows"
+
+    text = write_table(tmp_path / "table.md", results, "grid", "yelp").read_text()
+    head = ("| configuration | seeds | failed | rec (nats) | KL (nats) | ELBO (nats) | PPL (per token) | IW-PPL (per "
+            "token) | AU (dims) | MI (nats) | acc 1 % (fraction) | acc 10 % (fraction) | acc 100 % (fraction) |")
+    assert head in text
+    order = [line.split(" | ")[0][2:] for line in text.splitlines() if line.startswith("| ") and " / " in line
+             and "plain" not in line]
+    assert order == ["cyclical / gaussian", "monotonic / gaussian", "constant / gaussian", "cyclical / semi-implicit",
+                     "monotonic / semi-implicit", "constant / semi-implicit"], "posterior, then the sweep's order"
+    assert "| cyclical / gaussian | 3 | 0 | 98.900 ± 0.100 | 1.100 ± 0.100 |" in text
+    assert "| cyclical > monotonic | gaussian / plain | KL | +0.550 |" in text
+    assert "contrasts go the thesis's way beyond seed noise" in text and "chance alone would flag about" in text
+    assert "acc p % = accuracy of a classifier" in text
+
+
+def test_trace_and_active_unit_plots_draw_every_schedule_and_refuse_empty_input(tmp_path):
+    from pipelines.text_vae_plots import plot_active_units, plot_trace
+
+    trace = pd.DataFrame([{"schedule": s, "posterior": p, "aggressive": a, "seed": seed, "iteration": it,
+                           "val_kl": it / 100 + seed, "val_mi": it / 200}
+                          for s in ("constant", "cyclical") for p in ("gaussian", "semi-implicit")
+                          for a in (False, True) for seed in (0, 1) for it in (10, 20, 30)])
+    assert plot_trace(tmp_path / "trace.png", trace).stat().st_size > 5000
+    results = grid_rows({("cyclical", "gaussian", False): [1.0, 1.2], ("constant", "semi-implicit", True): [0.5]})
+    assert plot_active_units(tmp_path / "au.png", results).stat().st_size > 5000
+    with pytest.raises(ValueError, match="trace is empty"):
+        plot_trace(tmp_path / "none.png", trace.iloc[:0])
+    with pytest.raises(ValueError, match="no row has active units"):
+        plot_active_units(tmp_path / "none.png", results.assign(au=float("nan")))
+    assert not (tmp_path / "none.png").exists()
+
+
+def test_recorder_logs_the_trace_as_metric_histories_stepped_by_iteration(store, tmp_path):
+    from mlflow import MlflowClient
+
+    from trainables.text_vae_model import TRACE_KEYS
+
+    rec = TextVAERecorder(tmp_path, "text-vae-trace-test", "grid", tracking_uri=store)
+    rec.setup()
+    config = {"dataset": "toy", "data": {}, "model": {"posterior": "gaussian", "latent_dim": 2},
+              "train": {"schedule": "cyclical", "aggressive": False, "cycles": 4, "ratio": 0.5, "k_max": 0,
+                        "lr": 1e-3, "epochs": 2, "seed": 0}}
+    trace = [[it, 0.5, 0, 20.0, kl, 19.0, kl + 0.01, kl / 2, 1] for it, kl in ((50, 0.3), (100, 0.7))]
+    assert len(trace[0]) == len(TRACE_KEYS)
+    run_id = rec.record(config, {"epoch": 2, "final": True, "elbo": -20.0, "kl": 0.7, "trace": trace}, "t1")
+    history = MlflowClient(store).get_metric_history(run_id, "trace_val_mi")
+    assert sorted((m.step, m.value) for m in history) == [(50, 0.15), (100, 0.35)]
+    assert {m.step for m in MlflowClient(store).get_metric_history(run_id, "trace_beta")} == {50, 100}

@@ -35,7 +35,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from .beta_schedules import cyclical_lr
 from .errors import DivergedError
 from .posteriors import kl_bound, make_posterior
-from .text_data import Batch, TextData, shard_batches
+from .text_data import Batch, TextData, TextSplit, shard_batches
 from .vae_metrics import evaluate_vae
 from .vae_training import (
     AnnealedTrainConfig,
@@ -142,15 +142,58 @@ class VAETrainConfig(AnnealedTrainConfig):
     lr_min: float = 0.0
     iw_samples: int = 20
     latent_samples: int = 0
+    # Trace: every `trace_every` outer iterations (0: no trace) KL, MI and AU on the first `trace_rows`
+    # validation sentences, for KL/MI-against-iteration curves finer than one point per epoch.
+    trace_every: int = 0
+    trace_rows: int = 256
+
+
+#: Keys of a trace point (:func:`train_vae`), in order.
+TRACE_KEYS = ("iteration", "beta", "k", "train_rec", "train_kl", "val_rec", "val_kl", "val_mi", "val_au")
 
 
 @dataclass
 class TrainResult(TrainingResult):
     """A :class:`trainables.vae_training.TrainingResult` (history, test metrics, the :class:`TextVAE`) with the
-    training's tokens per second and seconds."""
+    training's tokens per second and seconds, and its trace (:data:`TRACE_KEYS` -> one value per trace point;
+    empty without ``trace_every``)."""
 
     tokens_per_second: float
     train_seconds: float
+    trace: dict[str, list[float]] = field(default_factory=dict)
+
+
+class Tracer:
+    """The trace of one training: every ``every`` iterations a point with β_t, K_t, the training rec and KL
+    averaged over the iterations since the previous point (this process's rows; nats per sentence) and
+    ``val_{rec,kl,mi,au}`` of the model on ``split`` (``trainables.vae_metrics.evaluate_vae``, no importance
+    samples; the evaluation seconds are not training seconds)."""
+
+    def __init__(self, every: int, split: TextSplit, vocab, eval_kw: dict[str, Any], seed: int) -> None:
+        self.every, self.split, self.vocab, self.eval_kw, self.seed = every, split, vocab, eval_kw, seed
+        self.points: dict[str, list[float]] = {k: [] for k in TRACE_KEYS}
+        self._rec = self._kl = 0.0
+        self._rows = 0
+
+    def add(self, rec: torch.Tensor, kl: torch.Tensor) -> None:
+        """The current batch's per-sentence rec and KL [B] (this process's rows)."""
+        self._rec += float(rec.detach().sum())
+        self._kl += float(kl.detach().sum())
+        self._rows += rec.shape[0]
+
+    def due(self, t: int) -> bool:
+        return self.every > 0 and t % self.every == 0
+
+    def point(self, model: nn.Module, t: int, beta: float, k: int) -> None:
+        """Record the point of iteration ``t``."""
+        val = evaluate_vae(model, self.split, self.vocab, iw_samples=0, seed=self.seed + t, **self.eval_kw)
+        rows = max(self._rows, 1)
+        values = {"iteration": t, "beta": beta, "k": k, "train_rec": self._rec / rows, "train_kl": self._kl / rows,
+                  **{f"val_{m}": float(val[m]) for m in ("rec", "kl", "mi", "au")}}
+        for key in TRACE_KEYS:
+            self.points[key].append(float(values[key]))
+        self._rec = self._kl = 0.0
+        self._rows = 0
 
 
 def _broadcast(obj: Any, rank: int, world: int) -> Any:
@@ -172,6 +215,8 @@ def train_vae(data: TextData, model_cfg: VAEModelConfig, cfg: VAETrainConfig, de
     ``on_epoch(metrics)`` is called after each epoch with ``epoch``, ``beta`` (last of the epoch), ``k``,
     ``aggressive`` (on during this epoch), ``inner_steps``, ``train_{rec,kl,elbo}`` (running means over the
     epoch's batches, nats per sentence) and ``val_{rec,kl,elbo,ppl,au,mi}``. Raises :class:`DivergedError`.
+    With ``cfg.trace_every`` > 0, rank 0 also records a trace point (:class:`Tracer`) every that many iterations,
+    returned as ``TrainResult.trace``.
 
     ``distributed``: ``(rank, world_size, wrap)`` for data-parallel training (e.g. under Ray Train, ``wrap`` =
     ``ray.train.torch.prepare_model``; a process group must exist). Every rank builds the same global batches
@@ -190,6 +235,10 @@ def train_vae(data: TextData, model_cfg: VAEModelConfig, cfg: VAETrainConfig, de
     history, tokens, train_seconds = [], 0.0, 0.0
     eval_kw = dict(batch_size=cfg.eval_batch_size, n_components=cfg.eval_components, mi_rows=cfg.mi_rows,
                    device=device)
+    rows = min(cfg.trace_rows, len(data.val))
+    tracer = Tracer(cfg.trace_every if rank == 0 else 0,
+                    TextSplit(data.val.sentences[:rows], data.val.labels[:rows]), data.vocab,
+                    {**eval_kw, "mi_rows": rows}, cfg.seed + 104_729)
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
         net.train()
@@ -217,6 +266,11 @@ def train_vae(data: TextData, model_cfg: VAEModelConfig, cfg: VAETrainConfig, de
                 rec_sum += float(out["rec"].detach().sum())
                 kl_sum += float(out["kl"].detach().sum())
                 epoch_tokens += batch.n_tokens
+                tracer.add(out["rec"], out["kl"])
+            if tracer.due(t):
+                pause = time.perf_counter()
+                tracer.point(model, t, beta, k)
+                start += time.perf_counter() - pause
         rec_sum, kl_sum, epoch_tokens = all_reduce_sum([rec_sum, kl_sum, float(epoch_tokens)], world)
         tokens += epoch_tokens
         train_seconds += time.perf_counter() - start
@@ -237,7 +291,8 @@ def train_vae(data: TextData, model_cfg: VAEModelConfig, cfg: VAETrainConfig, de
     if rank == 0:
         test = evaluate_vae(model, data.test, data.vocab, iw_samples=cfg.iw_samples, seed=cfg.seed + 7919,
                             latent_samples=cfg.latent_samples, **eval_kw)
-    return TrainResult(history, test, model, tokens / max(train_seconds, 1e-9), train_seconds)
+    return TrainResult(history, test, model, tokens / max(train_seconds, 1e-9), train_seconds,
+                       tracer.points if tracer.every else {})
 
 
 def config_dict(model_cfg: VAEModelConfig, cfg: VAETrainConfig) -> dict[str, Any]:

@@ -14,8 +14,9 @@ Reports: one result per epoch (``epoch``, ``beta``, ``k``, ``val_elbo``, ... see
 epoch's result also carries the test metrics ``elbo, rec, kl, ppl, iw_nll, iw_ppl, au, mi, mi_upper``, the
 ``tokens_per_s`` of training, ``train_seconds``, ``knn_acc`` (leave-one-out 1-NN accuracy of z samples →
 label, when the corpus is labelled and ``latent_samples`` > 0), ``latent``/``latent_labels`` (those samples,
-at most :data:`MAX_LATENT_POINTS`), ``acc_<p>pct`` (downstream) and ``final: True``. A diverged run reports
-``error`` instead of raising, so Tune does not retry it.
+at most :data:`MAX_LATENT_POINTS`), ``acc_<p>pct`` (downstream), ``trace`` (with ``train.trace_every`` > 0:
+one list per trace point, values in the order of ``trainables.text_vae_model.TRACE_KEYS``) and ``final: True``.
+A diverged run reports ``error`` instead of raising, so Tune does not retry it.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import torch
 
 from .errors import DivergedError
 from .text_data import TextData, load_text_data
-from .text_vae_model import VAEModelConfig, VAETrainConfig, train_vae
+from .text_vae_model import TRACE_KEYS, VAEModelConfig, VAETrainConfig, train_vae
 from .vae_metrics import downstream_accuracy, evaluate_vae, knn_accuracy
 
 _DATA: dict[str, TextData] = {}
@@ -74,6 +75,8 @@ def run_configuration(config: dict[str, Any], report, distributed=None) -> dict[
     if not test:  # a rank other than 0 of a distributed run
         return out
     out.update({m: float(test[m]) for m in TEST_METRICS})
+    if result.trace:
+        out["trace"] = [list(point) for point in zip(*(result.trace[k] for k in TRACE_KEYS))]
     if "samples" in test and (test["labels"] >= 0).all():
         n, s, d = test["samples"].shape
         keep = max(1, min(s, MAX_LATENT_POINTS // max(n, 1)))
