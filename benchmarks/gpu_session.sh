@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The prepared device check of issue 20, sized for ONE call of the lent GPU machine: <= 6 minutes of commands
-# (the steps' limits add up to 355 s), one short table at the end ($OUT/summary.md).
+# The prepared device check of issues 20 and 18, sized for ONE call of the lent GPU machine: <= 7 minutes of
+# commands (the steps' limits add up to 415 s), short tables at the end ($OUT/summary.md, $OUT/text_vae.log).
 #
-# Run from the repository root with the CIFAR-10 zip copied to data/ (ignored by .gitignore's /data/, carried):
-#   mkdir -p data && cp ../shared/data/cifar10-train-jpeg.zip data/
-#   device run: bash benchmarks/gpu_session.sh            (carry: ["data"], timeout_s: 420)
+# Run from the repository root with the CIFAR-10 zip and PTB copied to data/ (ignored by .gitignore's /data/,
+# carried):
+#   mkdir -p data && cp ../shared/data/cifar10-train-jpeg.zip data/ && cp -r ../shared/data/ptb data/
+#   device run: bash benchmarks/gpu_session.sh            (carry: ["data"], timeout_s: 480)
 # Steps, each under its own `timeout` so a slow one cannot eat the rest; every step's log lands in $OUT:
 #   1. tests/test_device.py on CUDA (bf16, device-resident data, the captured step against eager steps, teachers
 #      online and cached inside the graph, one capture per candidate), without the torch.compile test (slow).
@@ -15,6 +16,8 @@
 #   4. the fast path without the CUDA graph (eager) at 1 worker: what the graph itself buys.
 #   5. the table: images/s, seconds per candidate at 20 epochs (extrapolated), ratio to the plain loop, where
 #      throughput stops rising, the goal (<= 10 s and >= 10x).
+#   6. issue 18: text-VAE training tokens/s on PTB at the ptb-paper size, one epoch per posterior
+#      (benchmarks/text_vae_tokens.py; skipped when data/ptb is missing).
 # SMOKE=1 runs the same steps at toy sizes on the CPU (CUDA graph off there: it needs CUDA), to check the script
 # on a machine without a GPU.
 set -u -o pipefail
@@ -30,11 +33,11 @@ if [ "${SMOKE:-0}" = 1 ]; then
   export OMP_NUM_THREADS=1  # one thread per process: a small, shared CPU slows badly with more
   DEVICE=cpu; TESTS=cpu; GRAPH=--no-cuda-graph; TEST_FILTER="graph or precision"
   SIZE="--images 256 --epochs 2 --eval-images 200 --width 8 --loader-workers 0 --fast-batch 64 --threads 1"
-  LIMITS=(120 120 400 120 20); WAIT="--start-timeout 250 --phase-timeout 100"
+  LIMITS=(120 120 400 120 20 120); WAIT="--start-timeout 250 --phase-timeout 100"; TV="--cpu-preset"
 else
   DEVICE=cuda; TESTS=cuda; GRAPH=--cuda-graph; TEST_FILTER="not compiled"
   SIZE="--images 25000 --epochs 3 --fast-batch 512"
-  LIMITS=(90 60 150 45 10); WAIT="--start-timeout 75 --phase-timeout 60"
+  LIMITS=(90 60 150 45 10 60); WAIT="--start-timeout 75 --phase-timeout 60"; TV=""
 fi
 SPEED=("$PY" benchmarks/candidate_speed.py --data "$DATA" --device $DEVICE $SIZE --archs k6-median
        --jsonl "$OUT/rows.jsonl")
@@ -58,6 +61,12 @@ step fast_graph "${LIMITS[2]}" "${SPEED[@]}" --skip-reference $GRAPH --workers $
 step fast_eager "${LIMITS[3]}" "${SPEED[@]}" --skip-reference --no-cuda-graph --workers 1
 step summary "${LIMITS[4]}" "$PY" benchmarks/candidate_speed.py --summary "$OUT/rows.jsonl"
 cp "$OUT/summary.log" "$OUT/summary.md" 2>/dev/null
+if [ -d data/ptb ]; then
+  step text_vae "${LIMITS[5]}" "$PY" benchmarks/text_vae_tokens.py --data-dir data --device $DEVICE $TV \
+    --jsonl "$OUT/text_vae.jsonl"
+else
+  echo "== text_vae: skipped (no data/ptb)" | tee -a "$OUT/summary.txt"
+fi
 echo
 cat "$OUT/summary.txt"
 echo

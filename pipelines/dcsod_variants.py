@@ -107,16 +107,33 @@ def _tau(r) -> str:
     return f"{r['kendall_tau']:.2f}{interval} (n={int(r['n'])})"
 
 
-def run_table_4_3(root: RunDir, exp: dict, cfg: dict, tracking, tracking_uri: str):
+def run_variants(root: RunDir, exp: dict, cfg: dict, tracking, tracking_uri: str,
+                 variants: list[tuple[str, dict, dict]]) -> list[dict]:
+    """Run each ``(name, changes, identity)`` variant of DCSOD in order (:func:`run_variant`, sharing the warmup
+    where the changes allow); each result starts with its ``identity`` columns."""
     from .experiment_methods import ExperimentContext
 
     ctx = ExperimentContext(root, exp, cfg, tracking_uri, tracking.experiment, tracking.tags_for)
     shared: dict = {}
-    results = []
-    for lam, alpha, beta in exp["ablation"]["rows"]:
-        changes = {"distill": {"lam": lam, "alpha": alpha, **({"beta": beta} if beta is not None else {})}}
-        name = f"ablation-lam{lam}-alpha{alpha}-beta{'-' if beta is None else beta}"
-        results.append({"lam": lam, "alpha": alpha, "beta": beta, **run_variant(ctx, name, changes, shared)})
+    return [{**identity, **run_variant(ctx, name, changes, shared)} for name, changes, identity in variants]
+
+
+def write_variant_outputs(root: RunDir, stem: str, lines: list[str], results: list[dict], summary: pd.DataFrame,
+                          metric: str, keys: tuple[str, ...], labels: list[str], title: str) -> list[str]:
+    """``<stem>.md`` (``lines``), ``<stem>.parquet`` (one row per variant and seed) and ``<stem>.png`` (bars per
+    variant); their names."""
+    write_text(root.path / f"{stem}.md", "\n".join(lines) + "\n")
+    frame = _per_seed_frame(results, metric, keys)
+    atomic_write(root.path / f"{stem}.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
+    _plot_bars(root.path / f"{stem}.png", summary, labels, metric, title)
+    return [f"{stem}.md", f"{stem}.parquet", f"{stem}.png"]
+
+
+def run_table_4_3(root: RunDir, exp: dict, cfg: dict, tracking, tracking_uri: str):
+    variants = [(f"ablation-lam{lam}-alpha{alpha}-beta{'-' if beta is None else beta}",
+                 {"distill": {"lam": lam, "alpha": alpha, **({"beta": beta} if beta is not None else {})}},
+                 {"lam": lam, "alpha": alpha, "beta": beta}) for lam, alpha, beta in exp["ablation"]["rows"]]
+    results = run_variants(root, exp, cfg, tracking, tracking_uri, variants)
     summary = summarise(results, cfg["metric"])
     metric = cfg["metric"]
     lines = [f"# Table 4.3 — ablation of (λ, α, β), {cfg['protocol']} (preset {exp['preset']})", "",
@@ -133,12 +150,9 @@ def run_table_4_3(root: RunDir, exp: dict, cfg: dict, tracking, tracking_uri: st
         lines.append(f"| {r['lam']:g} | {r['alpha']:g} | {beta} | {_tau(r)} | "
                      f"{_pm(r[f'{metric}_mean'], r[f'{metric}_sd'])} | {_pm(r['id_acc_mean'], r['id_acc_sd'])} | "
                      f"`{r['arch_hash']}` |")
-    write_text(root.path / "table-4.3.md", "\n".join(lines) + "\n")
-    frame = _per_seed_frame(results, metric, ("lam", "alpha", "beta"))
-    atomic_write(root.path / "table-4.3.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
-    _plot_bars(root.path / "table-4.3.png", summary, [f"λ={r['lam']} α={r['alpha']} β={r['beta']}"
-                                                      for _, r in summary.iterrows()], metric, "Table 4.3")
-    return ["table-4.3.md", "table-4.3.parquet", "table-4.3.png"], {}
+    labels = [f"λ={r['lam']} α={r['alpha']} β={r['beta']}" for _, r in summary.iterrows()]
+    return write_variant_outputs(root, "table-4.3", lines, results, summary, metric, ("lam", "alpha", "beta"),
+                                 labels, "Table 4.3"), {}
 
 
 def tradeoff_combinations(exp: dict, cfg: dict) -> list[tuple[int, int]]:
@@ -152,14 +166,9 @@ def tradeoff_combinations(exp: dict, cfg: dict) -> list[tuple[int, int]]:
 
 
 def run_fig_4_4(root: RunDir, exp: dict, cfg: dict, tracking, tracking_uri: str):
-    from .experiment_methods import ExperimentContext
-
-    ctx = ExperimentContext(root, exp, cfg, tracking_uri, tracking.experiment, tracking.tags_for)
-    shared: dict = {}
-    results = []
-    for n, i in tradeoff_combinations(exp, cfg):
-        changes = {"warmup": {"n": n}, "distill": {"iterations": i}}
-        results.append({"n": n, "iterations": i, **run_variant(ctx, f"tradeoff-n{n}-i{i}", changes, shared)})
+    variants = [(f"tradeoff-n{n}-i{i}", {"warmup": {"n": n}, "distill": {"iterations": i}}, {"n": n, "iterations": i})
+                for n, i in tradeoff_combinations(exp, cfg)]
+    results = run_variants(root, exp, cfg, tracking, tracking_uri, variants)
     summary = summarise(results, cfg["metric"])
     metric = cfg["metric"]
     lines = [f"# Figure 4.4 — samples N × distillation iterations I, {cfg['protocol']} (preset {exp['preset']})", "",
@@ -171,12 +180,9 @@ def run_fig_4_4(root: RunDir, exp: dict, cfg: dict, tracking, tracking_uri: str)
     for _, r in summary.iterrows():
         lines.append(f"| {r['n']} | {r['iterations']} | {r['n'] * (1 + r['iterations'])} | {_tau(r)} | "
                      f"{_pm(r[f'{metric}_mean'], r[f'{metric}_sd'])} | {_pm(r['id_acc_mean'], r['id_acc_sd'])} |")
-    write_text(root.path / "fig-4.4.md", "\n".join(lines) + "\n")
-    frame = _per_seed_frame(results, metric, ("n", "iterations"))
-    atomic_write(root.path / "fig-4.4.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
-    _plot_bars(root.path / "fig-4.4.png", summary, [f"N={r['n']} I={r['iterations']}" for _, r in summary.iterrows()],
-               metric, "Figure 4.4")
-    return ["fig-4.4.md", "fig-4.4.parquet", "fig-4.4.png"], {}
+    labels = [f"N={r['n']} I={r['iterations']}" for _, r in summary.iterrows()]
+    return write_variant_outputs(root, "fig-4.4", lines, results, summary, metric, ("n", "iterations"), labels,
+                                 "Figure 4.4"), {}
 
 
 def _per_seed_frame(results: list[dict], metric: str, keys: tuple[str, ...]) -> pd.DataFrame:
