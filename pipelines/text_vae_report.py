@@ -3,10 +3,10 @@ seeds, a plain-words reading (which schedule kept the most information in z, pos
 and perplexity, each with an honest word on seed noise) and the plots.
 
 Conventions: ``rec``, ``kl``, ``elbo`` and ``mi`` are nats per sentence on the test split, ``ppl`` is per predicted
-token, ``au`` counts latent dimensions (``trainables.vae_metrics``). A difference between two configurations is
-called *within seed noise* when the difference of their means is smaller than the larger of their two standard
-deviations over seeds; with one seed per configuration nothing can be said about seed noise, and the report says
-so instead.
+token, ``au`` counts latent dimensions (``trainables.vae_metrics``). A lead of one configuration over another is
+*within seed noise* when Welch's t-test over their seeds (from the means, sds and seed counts) gives p ≥ 0.05,
+the project's convention; with one seed per configuration nothing can be said about seed noise, and the report
+says so instead.
 """
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ class Ranking:
     runner_up: Mapping[str, Any] | None
 
     def noise_note(self, single_seed: bool) -> str:
-        """Whether the lead over the runner-up is beyond seed noise (difference of means vs the larger sd)."""
+        """Whether the lead over the runner-up is beyond seed noise (Welch's t-test over seeds, p < 0.05)."""
         if self.runner_up is None:
             return "no other configuration to compare with."
         if single_seed:
@@ -105,15 +105,25 @@ class Ranking:
                     "seed (add seeds, e.g. --set 'seeds=[0, 1, 2]').")
         m = self.metric
         diff = abs(self.best[f"{m}_mean"] - self.runner_up[f"{m}_mean"])
-        sds = [x for x in (self.best[f"{m}_sd"], self.runner_up[f"{m}_sd"]) if not math.isnan(x)]
-        if not sds:
+        p = welch_from_stats(self.best, self.runner_up, m)
+        if math.isnan(p):
             return "too few complete seeds to measure seed noise."
-        larger = max(sds)
-        if diff < larger:
-            return (f"the lead over {self.runner_up['configuration']} ({diff:.3f}) is smaller than the larger sd "
-                    f"({larger:.3f}): within seed noise, not a real difference.")
-        return (f"the lead over {self.runner_up['configuration']} ({diff:.3f}) exceeds the larger sd ({larger:.3f}) "
-                "over seeds.")
+        lead = f"the lead over {self.runner_up['configuration']} ({diff:.3f}, Welch p = {p:.3f} over seeds)"
+        if p >= 0.05:
+            return f"{lead} is within seed noise, not a real difference."
+        return f"{lead} is beyond seed noise."
+
+
+def welch_from_stats(a: Mapping[str, Any], b: Mapping[str, Any], metric: str) -> float:
+    """Welch's two-sided p-value for two aggregate rows' ``<metric>_mean``, ``<metric>_sd`` and ``seeds``; NaN
+    with fewer than two seeds on a side or no spread on either."""
+    from scipy import stats
+
+    sds = (a[f"{metric}_sd"], b[f"{metric}_sd"])
+    if min(a["seeds"], b["seeds"]) < 2 or any(math.isnan(x) for x in sds) or max(sds) == 0:
+        return math.nan
+    return float(stats.ttest_ind_from_stats(a[f"{metric}_mean"], sds[0], a["seeds"], b[f"{metric}_mean"], sds[1],
+                                            b["seeds"], equal_var=False).pvalue)
 
 
 def rank(agg: pd.DataFrame, metric: str, higher: bool) -> Ranking | None:

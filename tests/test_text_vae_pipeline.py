@@ -545,19 +545,23 @@ def report_rows(values: dict[str, list[tuple[float, float, float]]]) -> pd.DataF
 def test_report_reading_tells_seed_noise_from_real_differences_and_names_collapse():
     from pipelines.text_vae_report import aggregate, reading, results_table
 
-    noisy = report_rows({"cyclical": [(3.0, 1.0, -20.0), (5.0, 1.4, -22.0)],
-                         "constant": [(0.01, 0.0, -21.0), (0.03, 0.0, -21.2)]})
+    noisy = report_rows({"cyclical": [(3.0, 1.0, -20.0), (3.2, 1.4, -22.0), (3.1, 1.2, -21.0)],
+                         "constant": [(0.01, 0.0, -21.0), (0.03, 0.0, -21.2), (0.02, 0.0, -20.8)]})
     agg = aggregate(noisy, "grid")
-    assert list(agg["seeds"]) == [2, 2] and agg.loc[0, "kl_mean"] == 4.0
-    assert agg.loc[0, "kl_sd"] == pytest.approx(2 ** 0.5)
+    assert list(agg["seeds"]) == [3, 3] and agg.loc[0, "kl_mean"] == pytest.approx(3.1)
+    assert agg.loc[0, "kl_sd"] == pytest.approx(0.1)
     table = results_table(agg)
-    assert "| cyclical / gaussian | 2 | 0 | " in table and "4.000 ± 1.414" in table
+    assert "| cyclical / gaussian | 3 | 0 | " in table and "3.100 ± 0.100" in table
     text = "\n".join(reading(noisy, agg))
     assert "**Most KL(q(z|x) ‖ p(z)) in z, by schedule**: `cyclical`" in text
-    assert "exceeds the larger sd" in text, "KL 4.0 vs 0.02 with sd 1.41: a real difference"
-    assert "within seed noise" in text, "ELBO -21.0 vs -21.1 with sd 1.41: noise"
+    assert "is beyond seed noise" in text, "KL 3.1 vs 0.02 with sd 0.1 over 3 seeds: a real difference"
+    assert "Welch p = 1.000" in text and "within seed noise" in text, "ELBO -21.0 vs -21.0: noise"
     assert "Posterior collapse** (mean test KL < 0.1" in text and "constant / gaussian (KL 0.020)" in text
     assert "One seed per configuration" not in text
+    wide = report_rows({"cyclical": [(3.0, 1.0, -20.0), (5.0, 1.4, -22.0)],
+                        "constant": [(0.01, 0.0, -21.0), (0.03, 0.0, -21.2)]})
+    assert "is within seed noise" in "\n".join(reading(wide, aggregate(wide, "grid"))).split("ELBO")[0], \
+        "KL 4.0 vs 0.02 with sd 1.41 over 2 seeds: Welch p = 0.16, not a result"
 
     single = report_rows({"cyclical": [(3.0, 1.0, -20.0)], "constant": [(0.5, 0.2, -21.0)]})
     one = aggregate(single, "grid")
