@@ -641,18 +641,24 @@ def test_table_md_has_table_2_1_and_3_2_columns_in_thesis_order_and_tests_each_c
     assert by[("cyclical > monotonic", "semi-implicit / plain", "kl")]["verdict"].startswith("untested")
     assert not any(r["claim"].startswith("aggressive") for r in found.to_dict("records")), "no aggressive rows"
 
-    text = write_table(tmp_path / "table.md", results, "grid", "yelp").read_text()
+    text = write_table(tmp_path / "table.md", results, "grid", "yelp", ["constant", "monotonic", "cyclical"])
+    text = text.read_text()
     head = ("| configuration | seeds | failed | rec (nats) | KL (nats) | ELBO (nats) | PPL (per token) | IW-PPL (per "
             "token) | AU (dims) | MI (nats) | acc 1 % (fraction) | acc 10 % (fraction) | acc 100 % (fraction) |")
     assert head in text
     order = [line.split(" | ")[0][2:] for line in text.splitlines() if line.startswith("| ") and " / " in line
              and "plain" not in line]
-    assert order == ["cyclical / gaussian", "monotonic / gaussian", "constant / gaussian", "cyclical / semi-implicit",
-                     "monotonic / semi-implicit", "constant / semi-implicit"], "posterior, then the sweep's order"
+    assert order == ["constant / gaussian", "monotonic / gaussian", "cyclical / gaussian", "constant / semi-implicit",
+                     "monotonic / semi-implicit", "cyclical / semi-implicit"], "posterior, then the sweep's order"
     assert "| cyclical / gaussian | 3 | 0 | 98.900 ± 0.100 | 1.100 ± 0.100 |" in text
     assert "| cyclical > monotonic | gaussian / plain | KL | +0.550 |" in text
     assert "contrasts go the thesis's way beyond seed noise" in text and "chance alone would flag about" in text
     assert "acc p % = accuracy of a classifier" in text
+    # Per claim and metric: cyclical > monotonic on KL has the thesis's sign in 1 of 1 signed contrast (the SI one
+    # is untested but signed: -0.15 → 0 of 1 there), so 1 of 2; the sign test is one-sided binomial.
+    assert "| cyclical > monotonic | KL | 2 | 1 of 2 | 0.750 | 1 | 0 |" in text
+    assert "| semi-implicit > gaussian | MI | 3 | 0 of 3 | 1.000 | 0 | 2 |" in text
+    assert "| semi-implicit > gaussian | AU | 3 | 0 of 2 | 1.000 | 0 | 2 |" in text, "an equal AU has no sign"
 
 
 def test_trace_and_active_unit_plots_draw_every_schedule_and_refuse_empty_input(tmp_path):
