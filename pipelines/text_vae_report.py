@@ -69,6 +69,17 @@ def aggregate(results: pd.DataFrame, search: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def table_rows(results: pd.DataFrame, search: str, schedules: Sequence[str] = ()) -> pd.DataFrame:
+    """:func:`pipelines.text_vae_report.aggregate` ordered as the thesis's tables: by posterior, then
+    aggressive training (off first), then the schedules in the order of ``schedules`` (the sweep's list; schedules
+    not in it follow in the order of the rows)."""
+    agg = aggregate(results, search)
+    order = {name: i for i, name in enumerate(dict.fromkeys([*schedules, *results["schedule"]]))}
+    return agg.sort_values(["posterior", "aggressive", "schedule"],
+                           key=lambda col: col.map(order) if col.name == "schedule" else col,
+                           kind="stable").reset_index(drop=True)
+
+
 def mean_sd(mean: float, sd: float) -> str:
     """``1.234 ± 0.056``, ``1.234`` without an sd, ``–`` without a mean."""
     if math.isnan(mean):
@@ -236,7 +247,7 @@ def write_report(path: Path, settings: Mapping[str, Any], results: pd.DataFrame,
     ``facts``: ``data`` (the corpus in words), ``seeds`` (list), ``batches_per_epoch``, ``seconds``, ``rows``,
     ``failed``, ``mlflow`` (experiment, tracking URI, parent run id, in words); ``plots``: the PNGs, embedded by
     file name (they lie next to the report)."""
-    agg = aggregate(results, settings["search"])
+    agg = table_rows(results, settings["search"], settings.get("schedules", ()))
     captions = {"beta_schedules.png": "β per training iteration for each schedule entry.",
                 "learning_curves.png": "Validation ELBO, reconstruction and KL per epoch (y clipped to the bulk of "
                                        "the values; the panel title counts points outside).",

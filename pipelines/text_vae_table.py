@@ -24,21 +24,10 @@ import pandas as pd
 from scipy import stats
 
 from .rundir import write_text
-from .text_vae_report import METRICS, aggregate, results_table
+from .text_vae_report import METRICS, results_table, table_rows
 
 #: Significance level of a contrast's verdict.
 ALPHA = 0.05
-
-
-def table_rows(results: pd.DataFrame, search: str, schedules: Sequence[str] = ()) -> pd.DataFrame:
-    """:func:`pipelines.text_vae_report.aggregate` ordered as the thesis's tables: by posterior, then
-    aggressive training (off first), then the schedules in the order of ``schedules`` (the sweep's list; schedules
-    not in it follow in the order of the rows)."""
-    agg = aggregate(results, search)
-    order = {name: i for i, name in enumerate(dict.fromkeys([*schedules, *results["schedule"]]))}
-    return agg.sort_values(["posterior", "aggressive", "schedule"],
-                           key=lambda col: col.map(order) if col.name == "schedule" else col,
-                           kind="stable").reset_index(drop=True)
 
 
 #: The thesis's directions: (factor, higher level, lower level, metrics where the higher level should be larger);
