@@ -49,7 +49,7 @@ def measure(posterior: str, sizes: dict, args: argparse.Namespace) -> dict:
     updates = result.history[-1]["iteration"]
     return {"posterior": posterior, "device": args.device,
             "gpu": torch.cuda.get_device_name() if args.device == "cuda" else "",
-            "threads": torch.get_num_threads(), **{k: v for k, v in sizes.items()},
+            "threads": torch.get_num_threads(), **sizes,
             "j_samples_used": cfg.j_samples, "k_max_used": cfg.k_max, "batch": args.batch, "epochs": args.epochs,
             "updates": updates, "train_sentences": len(data.train), "tokens_per_s": result.tokens_per_second,
             "seconds_per_update": result.train_seconds / max(updates, 1), "train_seconds": result.train_seconds,

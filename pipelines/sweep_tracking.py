@@ -311,9 +311,9 @@ class SweepRecorder(MLflowRecorder, Callback):
         for point in curve:
             metrics += [Metric(k, x, now, point["epoch"]) for k in self.EPOCH_KEYS
                         if (x := point.get(k)) is not None]
-        step = self.TRACE_KEYS[:1]
-        for point in trace:
-            metrics += [Metric(f"trace_{k}", x, now, int(point[step[0]])) for k in self.TRACE_KEYS[1:]
+        for point in trace:  # the first trace key is the iteration, the MLflow step
+            step = int(point[self.TRACE_KEYS[0]])
+            metrics += [Metric(f"trace_{k}", x, now, step) for k in self.TRACE_KEYS[1:]
                         if (x := as_number(point.get(k))) is not None]
         for start in range(0, max(len(metrics), 1), 900):  # MLflow takes at most 1000 entities per batch
             self.client.log_batch(run_id, metrics=metrics[start:start + 900], params=params if start == 0 else [])

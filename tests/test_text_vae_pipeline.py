@@ -640,6 +640,11 @@ def test_table_md_has_table_2_1_and_3_2_columns_in_thesis_order_and_tests_each_c
     assert by[("semi-implicit > gaussian", "cyclical / plain", "mi")]["verdict"] == "**opposite**"
     assert by[("cyclical > monotonic", "semi-implicit / plain", "kl")]["verdict"].startswith("untested")
     assert not any(r["claim"].startswith("aggressive") for r in found.to_dict("records")), "no aggressive rows"
+    from pipelines.text_vae_table import verdict
+
+    nan = float("nan")  # both sides without spread (e.g. equal AU counts per seed): no p, the sign decides
+    assert [verdict(1.0, nan, (3, 3)), verdict(-1.0, nan, (3, 3)), verdict(0.0, nan, (3, 3))] == [
+        "thesis direction (no spread)", "opposite (no spread)", "no spread to test"]
 
     text = write_table(tmp_path / "table.md", results, "grid", "yelp", ["constant", "monotonic", "cyclical"])
     text = text.read_text()

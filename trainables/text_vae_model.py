@@ -175,11 +175,11 @@ class Tracer:
         self._rec = self._kl = 0.0
         self._rows = 0
 
-    def add(self, rec: torch.Tensor, kl: torch.Tensor) -> None:
-        """The current batch's per-sentence rec and KL [B] (this process's rows)."""
-        self._rec += float(rec.detach().sum())
-        self._kl += float(kl.detach().sum())
-        self._rows += rec.shape[0]
+    def add(self, rec: float, kl: float, rows: int) -> None:
+        """The current batch's rec and KL summed over its ``rows`` sentences (this process's rows; nats)."""
+        self._rec += rec
+        self._kl += kl
+        self._rows += rows
 
     def due(self, t: int) -> bool:
         return self.every > 0 and t % self.every == 0
@@ -263,10 +263,10 @@ def train_vae(data: TextData, model_cfg: VAEModelConfig, cfg: VAETrainConfig, de
             if world > 1 and not torch.isfinite(norm):
                 raise DivergedError(f"text VAE diverged at epoch {epoch}, iteration {t} (gradient norm {float(norm)})")
             if share > 0:
-                rec_sum += float(out["rec"].detach().sum())
-                kl_sum += float(out["kl"].detach().sum())
+                rec, kl = float(out["rec"].detach().sum()), float(out["kl"].detach().sum())
+                rec_sum, kl_sum = rec_sum + rec, kl_sum + kl
                 epoch_tokens += batch.n_tokens
-                tracer.add(out["rec"], out["kl"])
+                tracer.add(rec, kl, out["rec"].shape[0])
             if tracer.due(t):
                 pause = time.perf_counter()
                 tracer.point(model, t, beta, k)

@@ -151,12 +151,13 @@ def candidate_trainable(config: dict[str, Any], teachers: TeacherBundle | None =
     curve: list[dict] = []
     from search_space import arch_hash_of
 
-    fixed = {**identity, "arch_hash": arch_hash_of(config["genotype"]), "started_at": started_at,
-             **({config["metric"]: math.nan} if config.get("metric") else {})}  # Tune's searchers require the key
+    arch_hash = arch_hash_of(config["genotype"])
+    ranked = {config["metric"]: math.nan} if config.get("metric") else {}  # Tune's searchers require the key
+    fixed = {**identity, "arch_hash": arch_hash, "started_at": started_at}
 
     def report_epoch(entry: dict) -> None:
         curve.append(entry)
-        tune.report({**fixed, **entry, "epoch_curve": json.dumps(curve, allow_nan=True)})
+        tune.report({**ranked, **entry, **fixed, "epoch_curve": json.dumps(curve, allow_nan=True)})
 
     try:
         result = train_candidate(config["genotype"], data, train, teachers=models,
@@ -165,9 +166,7 @@ def candidate_trainable(config: dict[str, Any], teachers: TeacherBundle | None =
         state_dict = result.pop("state_dict")
         error = None
     except DivergedError as err:
-        from search_space import arch_hash_of
-
-        result = {"arch_hash": arch_hash_of(config["genotype"]), "id_acc": math.nan, "epochs": train.epochs,
+        result = {"arch_hash": arch_hash, "id_acc": math.nan, "epochs": train.epochs,
                   "epoch": train.epochs, **{f"auroc_{s}": math.nan for s in train.scores}}
         error = f"diverged: {err}"
     metrics = {**result, **identity, "epoch": train.epochs, "error": error, "data_seconds": data_seconds,
