@@ -97,11 +97,13 @@ def check_tracking_uri(uri: str | None = None, timeout: float = 5.0) -> str:
                 pass
         except urllib.error.HTTPError as e:  # the server answered: only a 5xx means it is not usable
             if e.code >= 500:
-                raise TrackingUnavailable(f"MLflow tracking server {uri} is unavailable (HTTP {e.code})") from None
+                raise TrackingUnavailable(f"MLflow tracking server {uri} is unavailable (HTTP {e.code}); rerun the "
+                                         "same command once it answers (finished work is kept)") from None
         except (urllib.error.URLError, OSError) as e:
             reason = one_line(getattr(e, "reason", e))
             raise TrackingUnavailable(
-                f"MLflow tracking server {uri} is unreachable ({reason}); start it or set MLFLOW_TRACKING_URI"
+                f"MLflow tracking server {uri} is unreachable ({reason}); start it or set MLFLOW_TRACKING_URI, then "
+                "rerun the same command (finished work is kept)"
             ) from None
     elif uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///"):])
