@@ -117,7 +117,9 @@ def local_ray(num_cpus: int = 2, **kwargs) -> Iterator[None]:
         return
     saved = {k: os.environ.get(k) for k in RAY_TEST_ENV}
     os.environ.update(RAY_TEST_ENV)
-    ray.init(num_cpus=num_cpus, include_dashboard=False, **{"log_to_driver": False, **kwargs})
+    # "local": a new instance; None would join a cluster that another test started with `ray start`
+    ray.init(**{"address": "local", "num_cpus": num_cpus, "include_dashboard": False, "log_to_driver": False,
+                **kwargs})
     try:
         yield
     finally:
