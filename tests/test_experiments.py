@@ -19,7 +19,9 @@ ROWS_4_1 = ["ResNet-8", "random search", "regularized evolution", "predictor, CE
 #: Table 4.1 in the test: one standard row (every standard model is built and counted in test_standard_models.py)
 #: and 2 seeds, which keeps this end-to-end test near 2 minutes.
 SETS_4_1 = ["--set", "standard=[{model: resnet, args: {depth: 8}}]", "--set", "seeds=[0, 1]"]
-FAST = ["--set", "dcsod.max_concurrent=2"]
+#: One trial at a time: each Tune stage then starts one worker process instead of two (imports of torch and Ray Tune,
+#: about 4 CPU-s each, are most of a ci stage's cost); the wall time is the same, the other core runs other tests.
+FAST = ["--set", "dcsod.max_concurrent=1"]
 
 
 def test_budget_counts_every_candidate_training():
@@ -152,7 +154,7 @@ def test_table_4_1_resumes_after_kill_9_without_training_twice(tmp_path):
     root = Path(__file__).resolve().parent.parent
     out, uri = tmp_path / "t41", f"sqlite:///{tmp_path}/mlflow.db"
     cmd = [sys.executable, str(root / "pipelines" / "experiments.py"), "table-4.1", "--preset", "ci", "--set",
-           "methods=[random]", "--set", "standard=[{model: resnet, args: {depth: 8}}]", "--set", "seeds=[0, 1]",
+           "methods=[random]", "--set", "standard=[{model: resnet, args: {depth: 8}}]", "--set", "seeds=[0, 1]", *FAST,
            "--output", str(out),
            "--tracking-uri", uri, "--no-dashboard"]
     env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "OMP_NUM_THREADS": "1"}
