@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 
@@ -20,13 +21,23 @@ def ray_local():
 
 
 #: Test modules whose tests are independent end-to-end runs (no module-scoped fixture): pytest-xdist may spread
-#: them over its workers one test at a time. Every other module stays on one worker (``--dist loadgroup``), so its
-#: module-scoped fixtures (a submitted DCSOD job, MLflow servers, trained models) are built once.
+#: them over its workers one test at a time. Every other module runs whole on one worker, so its module-scoped
+#: fixtures (a submitted DCSOD job, MLflow servers, trained models) are built once.
 SPREAD_MODULES = {"test_experiments.py", "test_faults.py"}
 
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.path.name not in SPREAD_MODULES:
-            item.add_marker(pytest.mark.xdist_group(item.path.name))
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadscope`` (pyproject's addopts) with a module as the scope, except in :data:`SPREAD_MODULES`,
+    where each test is its own. (``xdist_group`` markers would do this, but pytest-xdist 3.8 cannot rename the node
+    ids of pytest 9, so ``--dist loadgroup`` silently spreads every test.)"""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
 
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return nodeid if Path(module).name in SPREAD_MODULES else module
+
+    return ModuleScheduling(config, log)
