@@ -37,7 +37,12 @@ def pytest_xdist_make_scheduler(config, log):
 
     class ModuleScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
-            return nodeid if Path(module).name in SPREAD_MODULES else module
+            return xdist_scope(nodeid)
 
     return ModuleScheduling(config, log)
+
+
+def xdist_scope(nodeid: str) -> str:
+    """The unit pytest-xdist hands to one worker: the test's module path, or the test itself in a spread module."""
+    module = nodeid.split("::", 1)[0]
+    return nodeid if Path(module).name in SPREAD_MODULES else module
