@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from trainables import Protocol, make_protocol
+from trainables.image import Protocol, make_protocol
 
 
 def add_protocol_args(parser: argparse.ArgumentParser, default: str) -> None:

@@ -2,7 +2,7 @@
 
 (a) plain: fp32, torchvision transforms in a ``torch.utils.data.DataLoader`` over the uint8 images, batch 128,
     one model at a time, cross-entropy; the usual eager loop (foreach SGD, ``LambdaLR``).
-(b) fast path: ``trainables.train_candidate`` (device-resident uint8 data, on-device crop/flip, channels_last,
+(b) fast path: ``trainables.image.train_candidate`` (device-resident uint8 data, on-device crop/flip, channels_last,
     bf16 autocast on CUDA, a larger batch with the lr scaled by batch/128, and on CUDA the whole step captured as
     one CUDA graph per candidate: ``TrainConfig.cuda_graph``), in N worker processes training candidates
     concurrently on the same device, for every N of ``--workers`` (default 1 2 4 8).
@@ -46,12 +46,12 @@ GOAL_SECONDS, GOAL_RATIO = 10.0, 10.0  # issue 20: a median candidate at the pap
 
 
 def build_protocol(data: str | None, images: int, seed: int, eval_images: int | None = None):
-    from trainables import make_protocol
+    from trainables.image import make_protocol
 
     if data:
         p = make_protocol("cifar10-split", path=data, id_fractions=(10, 1, 1), seed=seed, train_limit=images)
     else:  # synthetic CIFAR-shaped images: timings only, metrics meaningless
-        from trainables.data import LabelledImages, class_split
+        from trainables.image.data import LabelledImages, class_split
 
         g = torch.Generator().manual_seed(seed)
         n = 2 * images
@@ -116,7 +116,7 @@ def reference_train(genotype_json: str, protocol, epochs: int, width: int, devic
     from torchvision.transforms import v2
 
     from search_space import Genotype, build_network
-    from trainables.ood import evaluate_ood
+    from trainables.image.ood import evaluate_ood
 
     wall_start = time.perf_counter()
     torch.manual_seed(seed)
@@ -178,7 +178,7 @@ def reference_row(args, protocol, name: str, genotype: str) -> dict:
 # --- (b) fast path ---------------------------------------------------------------------------------
 
 def fast_config(args):
-    from trainables import TrainConfig
+    from trainables.image import TrainConfig
 
     return TrainConfig(epochs=args.epochs, batch_size=args.fast_batch, lr=0.1 * args.fast_batch / 128,
                        width=args.width, objective="ce", device=args.device, scores=("msp",), eval_split="test",
@@ -193,7 +193,7 @@ def fast_label(args) -> str:
 
 
 def _fast_job(data, base, job) -> dict:
-    from trainables import train_candidate
+    from trainables.image import train_candidate
 
     name, genotype, seed = job
     start = time.perf_counter()
@@ -209,7 +209,7 @@ def _fast_worker(rank, args, protocol, genotype, tasks, results):
     """A worker process: data on the device, one warm-up candidate, then jobs from ``tasks`` until None.
     Any error is sent back as ``{"error": ...}``."""
     try:
-        from trainables import DeviceData
+        from trainables.image import DeviceData
 
         if torch.device(args.device).type == "cpu":
             torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // max(args.workers)))

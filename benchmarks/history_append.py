@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipelines.dcsod_tracking import HistoryStore
+from pipelines.nas.tracking import HistoryStore
 
 GENOTYPE = '{"cells":[[[1,0,0],[1,1,0]],[[0,1,0],[1,0,1]],[[1,1,1],[0,0,1]]],"k":6}'
 

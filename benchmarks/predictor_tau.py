@@ -1,7 +1,7 @@
 """Does outlier distillation de-noise the OOD labels the predictor learns from? (DCSOD's central claim.)
 
 Trains ``--archs`` sampled architectures twice with outlier exposure (seeds s and s+1), picks teachers from the
-first pass (top ``--top`` + ``--random`` others, as ``pipelines/teachers.py`` does), then trains every
+first pass (top ``--top`` + ``--random`` others, as ``pipelines/nas/teachers.py`` does), then trains every
 architecture twice more with outlier distillation (eq. 4.11, cached teachers). Prints per objective:
 
 - label reliability: Kendall tau between the two seeds' AUROC(MSP) over all architectures (1 = noise-free);
@@ -28,10 +28,10 @@ import torch
 from bench_protocol import add_protocol_args, protocol_from_args  # benchmarks/ is on sys.path when run as a script
 from scipy.stats import kendalltau
 
-from pipelines.teachers import choose_teachers
+from pipelines.nas.teachers import choose_teachers
 from search_space import SearchSpace, encode_many, validate
-from trainables import DeviceData, TeacherCache, TrainConfig, train_candidate
-from trainables.tune_trainable import TeacherBundle
+from trainables.image import DeviceData, TeacherCache, TrainConfig, train_candidate
+from trainables.image.tune_trainable import TeacherBundle
 
 OBJECTIVES = ("oe", "distill")
 

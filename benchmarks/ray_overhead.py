@@ -1,10 +1,10 @@
 """Ray Tune overhead per candidate: wall time outside the trainable, on reused actors.
 
-Runs ``--trials`` tiny digits candidates through ``trainables.tune_trainable.candidate_trainable`` on a local
+Runs ``--trials`` tiny digits candidates through ``trainables.image.tune_trainable.candidate_trainable`` on a local
 Ray (``--cpus``), ``reuse_actors=True``, for each concurrency in ``--concurrency``. Overhead per trial =
 (concurrency × Tuner wall − Σ time inside the trainable) / trials, i.e. the time a slot spends not training;
 the first actor's start-up is included (amortised), Ray's own start is not. Gap = mean wall time a reused
-worker waits between the end of one trial and the start of its next (``pipelines.tune_stage.between_trials``).
+worker waits between the end of one trial and the start of its next (``pipelines.nas.tune_stage.between_trials``).
 
 ``--checkpoint`` reports the trained weights as a Tune checkpoint (as every pipeline stage does);
 ``--teachers N`` hands an ensemble of N random-weight teachers to every trial through ``tune.with_parameters``
@@ -23,9 +23,9 @@ import time
 import ray
 from ray import tune
 
-from pipelines.tune_stage import between_trials
+from pipelines.nas.tune_stage import between_trials
 from search_space import SearchSpace, build_network
-from trainables.tune_trainable import TeacherBundle, candidate_trainable
+from trainables.image.tune_trainable import TeacherBundle, candidate_trainable
 
 
 def random_teachers(n: int, width: int, seed: int) -> TeacherBundle | None:

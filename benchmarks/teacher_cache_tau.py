@@ -24,7 +24,7 @@ from bench_protocol import add_protocol_args, protocol_from_args  # benchmarks/ 
 from scipy.stats import kendalltau
 
 from search_space import SearchSpace, build_network
-from trainables import DeviceData, TeacherCache, TrainConfig, train_candidate
+from trainables.image import DeviceData, TeacherCache, TrainConfig, train_candidate
 
 
 def main() -> None:

@@ -37,8 +37,8 @@ def train_one(job: dict) -> list[dict]:
     """One training (in a worker process): its per-epoch rows."""
     import torch
 
-    from trainables.text_data import load_text_data
-    from trainables.text_vae_model import VAEModelConfig, VAETrainConfig, train_vae
+    from trainables.text.data import load_text_data
+    from trainables.text.vae_model import VAEModelConfig, VAETrainConfig, train_vae
 
     torch.set_num_threads(1)
     options = {"max_len": job["max_len"], "min_freq": 2, "val_frac": 0.1, "test_frac": 0.1, "seed": 0}

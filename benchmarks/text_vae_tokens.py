@@ -3,7 +3,7 @@ cannot, e.g. the lent GPU machine).
 
 Trains an LSTM VAE on PTB (``ptb/{valid,test}.txt`` pooled and split as the sweep does, or ``train.txt`` when
 present) for ``--epochs`` epochs per posterior with the cyclical schedule, and reports the training tokens/s of
-:func:`trainables.text_vae_model.train_vae` (words plus ``<eos>``, validation excluded) and the seconds per
+:func:`trainables.text.vae_model.train_vae` (words plus ``<eos>``, validation excluded) and the seconds per
 update. Sizes default to the ``ptb-paper`` preset (embedding 512, LSTM 1024, latent 32, J = 5, K_max = 50,
 batch 32); ``--cpu-preset`` uses the CPU ``ptb`` preset's sizes instead (embedding 64, LSTM 128, J = 1, K_max = 10,
 word dropout 0.4). One JSON line per posterior goes to ``--jsonl``; a Markdown table to stdout.
@@ -30,8 +30,8 @@ CPU = {"emb_dim": 64, "hidden_dim": 128, "latent_dim": 32, "noise_dim": 16, "j_s
 def measure(posterior: str, sizes: dict, args: argparse.Namespace) -> dict:
     import torch
 
-    from trainables.text_data import load_text_data
-    from trainables.text_vae_model import VAEModelConfig, VAETrainConfig, train_vae
+    from trainables.text.data import load_text_data
+    from trainables.text.vae_model import VAEModelConfig, VAETrainConfig, train_vae
 
     data = load_text_data("ptb", args.data_dir, max_len=sizes["max_len"], min_freq=sizes["min_freq"],
                           val_frac=0.1, test_frac=0.1, seed=0)

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainables.text_data import load_yelp, toy_corpus
-from trainables.text_vae_model import VAEModelConfig, VAETrainConfig, train_vae
-from trainables.vae_metrics import downstream_accuracy, evaluate_vae, knn_accuracy
+from trainables.text.data import load_yelp, toy_corpus
+from trainables.text.vae_metrics import downstream_accuracy, evaluate_vae, knn_accuracy
+from trainables.text.vae_model import VAEModelConfig, VAETrainConfig, train_vae
 
 SCHEDULES = ("constant", "monotonic", "cyclical")
 POSTERIORS = ("gaussian", "semi-implicit")

@@ -32,7 +32,7 @@ from bench_protocol import add_protocol_args, protocol_from_args  # benchmarks/ 
 from scipy.stats import kendalltau
 
 from search_space import Genotype, SearchSpace
-from trainables import DeviceData, TrainConfig, train_candidate
+from trainables.image import DeviceData, TrainConfig, train_candidate
 
 WIRINGS = {"residual": True, "plain": False}
 

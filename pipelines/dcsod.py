@@ -37,11 +37,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable without installing it
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.dcsod_settings import check_data, dataset_name, load_config, preset_names
-from pipelines.mlflow_runs import TrackingUnavailable, check_tracking_uri, default_tracking_uri
-from pipelines.ray_session import check_resources, is_local, quiet_libraries, start_ray
-from pipelines.rundir import RunDir, RunDirError, stop_reason
-from pipelines.settings import ConfigError
+from pipelines.common.mlflow_runs import TrackingUnavailable, check_tracking_uri, default_tracking_uri
+from pipelines.common.ray_session import check_resources, is_local, quiet_libraries, start_ray
+from pipelines.common.rundir import RunDir, RunDirError, stop_reason
+from pipelines.common.settings import ConfigError
+from pipelines.nas.settings import check_data, dataset_name, load_config, preset_names
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RunDirError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from pipelines.workflow import Workflow
+    from pipelines.nas.workflow import Workflow
 
     start = time.perf_counter()
     try:

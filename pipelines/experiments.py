@@ -11,9 +11,9 @@ labels — ID accuracy, CE-MSP, CE-OT, DCSOD-MSP, DCSOD-OT — with bootstrap in
 ``table-4.2.parquet``, ``table-4.2-predictions.parquet``, ``table-4.2.png``.
 
 ``fig-4.3`` (the noise study: seed vs architecture spread per objective and score), ``table-4.3`` (the (λ, α, β)
-ablation) and ``fig-4.4`` (samples × distillation iterations at equal budget): see ``pipelines/noise_study.py`` and
-``pipelines/dcsod_variants.py``; ``fig-4.5`` (loss landscapes of the champion after CE and after distillation
-training) and ``fig-4.6`` (the champion's cells): ``pipelines/champion_figures.py``.
+ablation) and ``fig-4.4`` (samples × distillation iterations at equal budget): see ``pipelines/thesis/noise_study.py``
+and ``pipelines/thesis/variants.py``; ``fig-4.5`` (loss landscapes of the champion after CE and after distillation
+training) and ``fig-4.6`` (the champion's cells): ``pipelines/thesis/champion_figures.py``.
 
 Every method runs in its own run directory under ``--output`` (``methods/<name>`` or ``labels/<name>``), stage by
 stage through the same Ray Tune stages and candidate trainer as ``pipelines/dcsod.py``: a rerun after a crash
@@ -31,12 +31,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable without installing it
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.dcsod_settings import dataset_name
-from pipelines.experiment_settings import load_experiment, preset_names, search_budget
-from pipelines.mlflow_runs import TrackingUnavailable, check_tracking_uri, default_tracking_uri
-from pipelines.ray_session import check_resources, is_local, quiet_libraries, start_ray
-from pipelines.rundir import RunDir, RunDirError, stop_reason
-from pipelines.settings import ConfigError, check
+from pipelines.common.mlflow_runs import TrackingUnavailable, check_tracking_uri, default_tracking_uri
+from pipelines.common.ray_session import check_resources, is_local, quiet_libraries, start_ray
+from pipelines.common.rundir import RunDir, RunDirError, stop_reason
+from pipelines.common.settings import ConfigError, check
+from pipelines.nas.settings import dataset_name
+from pipelines.thesis.settings import load_experiment, preset_names, search_budget
 
 COMMANDS = ("table-4.1", "table-4.2", "fig-4.3", "table-4.3", "fig-4.4", "fig-4.5", "fig-4.6")
 #: Table 4.2's label kinds: name -> (labels run, stage records, metric). ``plain``: trained without outliers
@@ -76,7 +76,7 @@ def planned_trainings(command: str, exp: dict, cfg: dict) -> tuple[int, int]:
         rows = len(exp["ablation"]["rows"])
         return cfg["warmup"]["n"] + rows * (search_budget(cfg) - cfg["warmup"]["n"]), rows * seeds
     if command == "fig-4.4":
-        from pipelines.dcsod_variants import tradeoff_combinations
+        from pipelines.thesis.variants import tradeoff_combinations
 
         combos = tradeoff_combinations(exp, cfg)
         warmups = sum(dict.fromkeys(n for n, _ in combos))
@@ -89,7 +89,7 @@ def planned_trainings(command: str, exp: dict, cfg: dict) -> tuple[int, int]:
 
 def estimate_line(command: str, exp: dict, cfg: dict) -> str:
     """What the command costs, in trainings and (with ``seconds_per_candidate``) GPU-hours."""
-    from trainables import TrainConfig
+    from trainables.image import TrainConfig
 
     candidates, retrains = planned_trainings(command, exp, cfg)
     line = f"{command}: {candidates} candidate trainings and {retrains} final-budget retrains"
@@ -123,11 +123,11 @@ def run_settings(command: str, exp: dict, cfg: dict) -> dict:
 
 class Tracking:
     """The command's MLflow parent run (the experiment's and DCSOD's settings, code and package versions) and
-    its nested per-method runs, each found again on a rerun by its key (:class:`pipelines.mlflow_runs.RunTree`);
+    its nested per-method runs, each found again on a rerun by its key (:class:`pipelines.common.mlflow_runs.RunTree`);
     a method's stages nest under its run, their trials under the stage."""
 
     def __init__(self, root: RunDir, command: str, exp: dict, cfg: dict, tracking_uri: str) -> None:
-        from pipelines.mlflow_runs import MLflowRecorder, RunTree
+        from pipelines.common.mlflow_runs import MLflowRecorder, RunTree
 
         self.experiment = f"experiments-{dataset_name(cfg)}"
         self.recorder = MLflowRecorder(root.path, self.experiment, tracking_uri)
@@ -156,16 +156,16 @@ def protocol_has_outliers(cfg: dict, records: list[dict]) -> bool:
     seen = [r["aux_images"] for r in records if r.get("aux_images") is not None]
     if seen:
         return any(n > 0 for n in seen)
-    from trainables import make_protocol
+    from trainables.image import make_protocol
 
     aux = make_protocol(cfg["protocol"], **cfg["protocol_options"]).aux
     return aux is not None and len(aux) > 0
 
 
 def run_table_4_1(root: RunDir, exp: dict, cfg: dict, tracking: Tracking, tracking_uri: str):
-    from pipelines.experiment_methods import METHODS, ExperimentContext
-    from pipelines.experiment_tables import table_4_1_frame, write_table_4_1
-    from pipelines.rundir import read_json
+    from pipelines.common.rundir import read_json
+    from pipelines.thesis.methods import METHODS, ExperimentContext
+    from pipelines.thesis.tables import table_4_1_frame, write_table_4_1
 
     ctx = ExperimentContext(root, exp, cfg, tracking_uri, tracking.experiment, tracking.tags_for)
     found = {}
@@ -212,9 +212,9 @@ def run_table_4_2(root: RunDir, exp: dict, cfg: dict, tracking: Tracking, tracki
     import numpy as np
     import pandas as pd
 
-    from pipelines.experiment_tables import write_table_4_2
-    from pipelines.teachers import NoUsableCandidates, usable
-    from pipelines.workflow import Workflow
+    from pipelines.nas.teachers import NoUsableCandidates, usable
+    from pipelines.nas.workflow import Workflow
+    from pipelines.thesis.tables import write_table_4_2
     from search_space import Genotype, encode_many
     from search_space.predictor_quality import cross_validated_correlation
 
@@ -270,10 +270,11 @@ def runner(command: str):
     if command == "table-4.2":
         return run_table_4_2
     if command == "fig-4.3":
-        from pipelines.noise_study import run_fig_4_3
+        from pipelines.thesis.noise_study import run_fig_4_3
 
         return run_fig_4_3
-    from pipelines import champion_figures, dcsod_variants
+    from pipelines.thesis import champion_figures
+    from pipelines.thesis import variants as dcsod_variants
 
     return {"table-4.3": dcsod_variants.run_table_4_3, "fig-4.4": dcsod_variants.run_fig_4_4,
             "fig-4.5": champion_figures.run_fig_4_5, "fig-4.6": champion_figures.run_fig_4_6}[command]

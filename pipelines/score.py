@@ -6,7 +6,7 @@
 used, every image counts). Images are read as the model's channels (grayscale for a 1-channel model) and must
 share one size unless ``--image-size`` resizes them. For each score (``--scores``, default ``msp energy``: those
 computed from the logits alone) it prints and writes to ``--out`` (default ``score.json``) AUROC, AUPR-In,
-AUPR-Out and FPR95 in this project's conventions plus OpenOOD's (:mod:`trainables.ood`), ID positive, higher
+AUPR-Out and FPR95 in this project's conventions plus OpenOOD's (:mod:`trainables.image.ood`), ID positive, higher
 score = more in-distribution. The tracking store is ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else
 MLflow's default. Bad input is one line and exit status 2.
 """
@@ -22,12 +22,12 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 
 def score_sets(model, id_images, ood_images, scores: list[str], batch_size: int = 512) -> dict[str, dict]:
-    """``{score: {metric: value}}`` for ``model`` (a :class:`trainables.export.ScoredClassifier`) on uint8 image
-    arrays ``(N, C, H, W)``; metrics are every kind of :data:`trainables.ood.DETECTION_METRICS`."""
+    """``{score: {metric: value}}`` for ``model`` (a :class:`trainables.image.export.ScoredClassifier`) on uint8 image
+    arrays ``(N, C, H, W)``; metrics are every kind of :data:`trainables.image.ood.DETECTION_METRICS`."""
     import numpy as np
     import torch
 
-    from trainables.ood import DETECTION_METRICS
+    from trainables.image.ood import DETECTION_METRICS
 
     def per_batch(images, kind):
         with torch.no_grad():
@@ -57,7 +57,7 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from trainables.export import ScoredClassifier
+    from trainables.image.export import ScoredClassifier
 
     bad = [s for s in args.scores if s not in ScoredClassifier.KINDS]
     if bad:
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import mlflow
 
-    from trainables.data import load_image_folder
+    from trainables.image.data import load_image_folder
 
     if args.tracking_uri:
         mlflow.set_tracking_uri(args.tracking_uri)

@@ -283,7 +283,7 @@ class RandomSearcher(GenotypeSearcher):
     Args: as :class:`GenotypeSearcher`.
 
     Example, a joint architecture + hyperparameter search with metric and mode given to Tune (runs as is on a
-    laptop; the trainable here is a stand-in for ``trainables.train_candidate``)::
+    laptop; the trainable here is a stand-in for ``trainables.image.train_candidate``)::
 
         import math
 
@@ -333,7 +333,7 @@ class RegularizedEvolutionSearcher(GenotypeSearcher):
         sample_size: the tournament size S (1 <= S <= P).
         metric, mode, space, max_concurrent, full_budget, budget_attr, seed: as :class:`GenotypeSearcher`.
 
-    Example (runs as is on a laptop; the trainable here is a stand-in for ``trainables.train_candidate``)::
+    Example (runs as is on a laptop; the trainable here is a stand-in for ``trainables.image.train_candidate``)::
 
         from ray import tune
         from search_space import Genotype, encode

@@ -6,7 +6,7 @@ Importing this module imports Ray; the rest of ``search_space`` stays Ray-free (
 the modules importing it: ``searcher_hooks``, ``baseline_searchers``).
 
 Example, a joint architecture + hyperparameter search (runs as is on a laptop; the trainable here is a stand-in
-for ``trainables.train_candidate``)::
+for ``trainables.image.train_candidate``)::
 
     import math
 

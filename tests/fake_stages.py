@@ -1,7 +1,7 @@
-"""A seeded fake evaluator for ``pipelines.workflow``: Tune stages, teacher loading and the final retrain's Ray,
+"""A seeded fake evaluator for ``pipelines.nas.workflow``: Tune stages, teacher loading and the final retrain's Ray,
 MLflow and registry calls replaced, so a test runs every stage's logic in milliseconds.
 
-``install(monkeypatch)`` returns a :class:`Calls` record: ``stages`` (every :class:`pipelines.tune_stage.Stage`
+``install(monkeypatch)`` returns a :class:`Calls` record: ``stages`` (every :class:`pipelines.nas.tune_stage.Stage`
 run, with ``records`` set), ``retrained`` (``(genotype, train, teachers, name)`` of every final retrain) and
 ``dead`` (arch hashes whose training fails in every stage: no weights, NaN metric).
 """
@@ -31,7 +31,7 @@ class FakeTracker:
 
 
 class FakeRunTree:
-    """:class:`pipelines.mlflow_runs.RunTree` without MLflow: remembers the runs it would open and end."""
+    """:class:`pipelines.common.mlflow_runs.RunTree` without MLflow: remembers the runs it would open and end."""
 
     def __init__(self, recorder=None, name="run", settings=None, tags=None, parent_id=None):
         self.root, self.ended, self.metrics = f"root:{name}", [], {}
@@ -78,10 +78,10 @@ def value(arch_hash: str, iteration: int) -> float:
 
 
 def install(monkeypatch, dead=lambda h: h.startswith(("0", "1"))) -> Calls:
-    import pipelines.dcsod_tracking
-    import pipelines.final
-    import pipelines.model_registry
-    import pipelines.workflow as workflow
+    import pipelines.nas.final
+    import pipelines.nas.model_registry
+    import pipelines.nas.tracking
+    import pipelines.nas.workflow as workflow
 
     calls = Calls()
 
@@ -112,24 +112,24 @@ def install(monkeypatch, dead=lambda h: h.startswith(("0", "1"))) -> Calls:
     monkeypatch.setattr(workflow, "RunTree", FakeRunTree)
     monkeypatch.setattr(workflow, "MLflowRecorder", lambda *a, **k: None)
     monkeypatch.setattr(workflow, "load_bundle", FakeBundle)
-    monkeypatch.setattr(pipelines.final, "retrain", retrain)
-    monkeypatch.setattr(pipelines.final, "load_model_info", lambda run, cfg, name="final": {})
-    monkeypatch.setattr(pipelines.final, "package", lambda genotype, state_dict, info, train: None)
-    monkeypatch.setattr(pipelines.final, "example_images", lambda info: None)
-    monkeypatch.setattr(pipelines.final, "source_dirs", lambda: [])
-    monkeypatch.setattr(pipelines.model_registry, "log_model", lambda *a, **k: "model-uri")
-    monkeypatch.setattr(pipelines.model_registry, "register_champion",
+    monkeypatch.setattr(pipelines.nas.final, "retrain", retrain)
+    monkeypatch.setattr(pipelines.nas.final, "load_model_info", lambda run, cfg, name="final": {})
+    monkeypatch.setattr(pipelines.nas.final, "package", lambda genotype, state_dict, info, train: None)
+    monkeypatch.setattr(pipelines.nas.final, "example_images", lambda info: None)
+    monkeypatch.setattr(pipelines.nas.final, "source_dirs", lambda: [])
+    monkeypatch.setattr(pipelines.nas.model_registry, "log_model", lambda *a, **k: "model-uri")
+    monkeypatch.setattr(pipelines.nas.model_registry, "register_champion",
                         lambda *a, **k: ("1", True, "first registered version"))
-    monkeypatch.setattr(pipelines.dcsod_tracking, "MLflowHistoryCallback", FakeTracker)
+    monkeypatch.setattr(pipelines.nas.tracking, "MLflowHistoryCallback", FakeTracker)
     return calls
 
 
 def make_flow(tmp_path, *sets, preset="ci", name="run"):
-    """A :class:`pipelines.workflow.Workflow` of ``preset`` (8 warmup architectures, 2 + 1 teachers) in
+    """A :class:`pipelines.nas.workflow.Workflow` of ``preset`` (8 warmup architectures, 2 + 1 teachers) in
     ``tmp_path/name``."""
-    import pipelines.workflow as workflow
-    from pipelines.dcsod_settings import load_config
-    from pipelines.rundir import RunDir
+    import pipelines.nas.workflow as workflow
+    from pipelines.common.rundir import RunDir
+    from pipelines.nas.settings import load_config
 
     cfg = load_config(preset, ["warmup.n=8", "distill.top=2", "distill.random=1", *sets])
     return workflow.Workflow(RunDir.open(tmp_path / name, cfg), cfg, "sqlite:///unused.db")

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from search_space.registry import RegistryError
-from trainables.beta_schedules import RAMPS, SCHEDULES, cycle_position, cyclical_lr, make_schedule, schedule_entry
+from trainables.text.beta_schedules import RAMPS, SCHEDULES, cycle_position, cyclical_lr, make_schedule, schedule_entry
 
 ANNEALED = [name for name in SCHEDULES if name != "ae"]
 

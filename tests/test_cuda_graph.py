@@ -1,4 +1,4 @@
-"""The CPU-testable parts of the captured training step (trainables/cuda_graph.py): the tensor-op schedule, the
+"""The CPU-testable parts of the captured training step (trainables/image/cuda_graph.py): the tensor-op schedule, the
 step written against static buffers (run eagerly here) against the eager step, warm-up and restore, the setting's
 validation and the fall-back decisions. Capture and replay themselves are tested in tests/test_device.py (CUDA)."""
 import types
@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from search_space import SearchSpace, build_network
-from trainables import DeviceData, TeacherCache, TrainConfig, make_protocol
-from trainables.cuda_graph import GraphedStep, fallback_reason, graphed_step, scheduled_lr
-from trainables.train import CandidateTraining
+from trainables.image import DeviceData, TeacherCache, TrainConfig, make_protocol
+from trainables.image.cuda_graph import GraphedStep, fallback_reason, graphed_step, scheduled_lr
+from trainables.image.train import CandidateTraining
 
 TINY = {"epochs": 2, "width": 4, "batch_size": 64, "flip": True}
 DISTILL = {"objective": "distill", "objective_args": {"temperature": 4.0}}

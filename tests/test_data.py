@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from search_space.registry import RegistryError
-from trainables.augment import normalise, random_crop_flip
-from trainables.data import class_split, load_digits, load_image_folder, make_protocol
+from trainables.image.augment import normalise, random_crop_flip
+from trainables.image.data import class_split, load_digits, load_image_folder, make_protocol
 
 # Development data (never needed to run): $DCSOD_DATA_DIR, else ../shared/data next to the checkout.
 DATA_DIR = Path(os.environ.get("DCSOD_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -109,7 +109,7 @@ def _zip(folder: Path, target: Path, empty_dirs=()) -> Path:
 
 @pytest.mark.parametrize("as_zip", [False, True])
 def test_bad_image_folders_are_one_line_naming_the_file(tmp_path, as_zip):
-    from trainables.image_folder import ImageFolderFiles
+    from trainables.image.image_folder import ImageFolderFiles
 
     def prepared(name):
         root = tmp_path / name
@@ -147,7 +147,7 @@ def test_bad_image_folders_are_one_line_naming_the_file(tmp_path, as_zip):
 
 
 def test_truncated_and_corrupt_zips_are_one_line(tmp_path):
-    from trainables.image_folder import ImageFolderFiles
+    from trainables.image.image_folder import ImageFolderFiles
 
     _write_folder(tmp_path / "d", split=None)
     data = _zip(tmp_path / "d", tmp_path / "d.zip").read_bytes()

@@ -9,13 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-import trainables.data
-from pipelines.dcsod_settings import check_data, load_config
-from pipelines.settings import ConfigError
+import trainables.image.data
+from pipelines.common.settings import ConfigError
+from pipelines.nas.settings import check_data, load_config
 from search_space import SearchSpace, build_network
-from trainables import DeviceData, TrainConfig, make_protocol
-from trainables.data import CIFAR10_SPLIT, LabelledImages
-from trainables.train import CandidateTraining
+from trainables.image import DeviceData, TrainConfig, make_protocol
+from trainables.image.data import CIFAR10_SPLIT, LabelledImages
+from trainables.image.train import CandidateTraining
 
 TINY = {"epochs": 1, "width": 4, "batch_size": 32, "flip": False}
 
@@ -131,7 +131,7 @@ def test_cifar10_split_test_path_gives_the_final_test_numbers(tmp_path):
     train_zip, test_zip = tmp_path / "train.zip", tmp_path / "test.zip"
     write_zip(train_zip, "train", per_class=8, offset=0)
     write_zip(test_zip, "test", per_class=3, offset=100)
-    official = trainables.data.load_image_folder(test_zip)
+    official = trainables.image.data.load_image_folder(test_zip)
     name_of = {bytes(x): official.classes[y] for x, y in zip(official.images, official.labels)}
     p = make_protocol("cifar10-split", path=str(train_zip), test_path=str(test_zip))
     assert len(p.id_test[1]) == 3 * 6 and len(p.ood["test"]) == 3 * 2  # all of the official test images
@@ -174,7 +174,7 @@ def test_cross_dataset_final_numbers_use_the_whole_ood_test_split(monkeypatch):
         images = np.ascontiguousarray(np.broadcast_to(values[:, None, None, None], (n, 3, 4, 4)))
         return LabelledImages(images, np.arange(n, dtype=np.int64) % 3, ("a", "b", "c"))
 
-    monkeypatch.setattr(trainables.data, "load_torchvision_cifar", fake_cifar)
+    monkeypatch.setattr(trainables.image.data, "load_torchvision_cifar", fake_cifar)
     p = make_protocol("cifar10-vs-cifar100", root="unused")
     ood_test, ood_train = fake_cifar("cifar100", "", False), fake_cifar("cifar100", "", True)
     assert torch.equal(p.ood["test"], torch.from_numpy(ood_test.images))  # all of it

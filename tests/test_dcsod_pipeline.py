@@ -95,7 +95,7 @@ def mlflow_runs(uri: str, trials: bool = True) -> list:
 
 
 def history(out: Path):
-    from pipelines.dcsod_tracking import HistoryStore
+    from pipelines.nas.tracking import HistoryStore
 
     return HistoryStore(out / "history.parquet").read()
 
@@ -193,18 +193,18 @@ def test_registry_show_and_load_model(job_run):
     import torch
 
     out, uri, _, _ = job_run
-    shown = subprocess.run([sys.executable, "-m", "pipelines.model_registry", "show", "dcsod-digits@champion",
+    shown = subprocess.run([sys.executable, "-m", "pipelines.nas.model_registry", "show", "dcsod-digits@champion",
                             "--tracking-uri", uri, "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr
     info = json.loads(shown.stdout)
     best = json.loads((out / "best.json").read_text())
     assert info["arch_hash"] == best["arch_hash"] and info["genotype"] == best["genotype"]
     assert "champion" in info["aliases"] and 0 <= info["metrics"]["auroc_msp"] <= 1
-    missing = subprocess.run([sys.executable, "-m", "pipelines.model_registry", "show", "dcsod-nothing@champion",
+    missing = subprocess.run([sys.executable, "-m", "pipelines.nas.model_registry", "show", "dcsod-nothing@champion",
                               "--tracking-uri", uri], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
 
-    from trainables import make_protocol
+    from trainables.image import make_protocol
 
     mlflow.set_tracking_uri(uri)
     model = mlflow.pytorch.load_model("models:/dcsod-digits@champion")

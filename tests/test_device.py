@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from search_space import SearchSpace
-from trainables import DeviceData, TeacherCache, TrainConfig, make_protocol, train_candidate
-from trainables.train import PRESETS, CandidateTraining
-from trainables.tune_trainable import TeacherBundle
+from trainables.image import DeviceData, TeacherCache, TrainConfig, make_protocol, train_candidate
+from trainables.image.train import PRESETS, CandidateTraining
+from trainables.image.tune_trainable import TeacherBundle
 
 DEVICES = [d for d in os.environ.get("DCSOD_TEST_DEVICES", "cuda").split(",") if d]
 QUICK = {k: v for k, v in PRESETS["quick"].items() if k != "protocol"}

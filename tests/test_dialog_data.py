@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from trainables.dialog_data import load_swda, make_batch, read_dialogs, tokenize
+from trainables.text.dialog_data import load_swda, make_batch, read_dialogs, tokenize
 
 DATA_DIR = Path(os.environ.get("DCSOD_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

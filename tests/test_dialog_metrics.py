@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from trainables.dialog_metrics import (
+from trainables.text.dialog_metrics import (
     act_accuracy,
     bleu_precision_recall,
     distinct,

@@ -7,16 +7,16 @@ import pytest
 import torch
 from test_dialog_data import synthetic, write_dialogs
 
-from trainables.dialog_data import load_swda, make_batch
-from trainables.dialog_metrics import word_vectors
-from trainables.dialog_model import (
+from trainables.text.dialog_data import load_swda, make_batch
+from trainables.text.dialog_metrics import word_vectors
+from trainables.text.dialog_model import (
     DialogCVAE,
     DialogModelConfig,
     DialogTrainConfig,
     kl_to_prior,
     train_dialog,
 )
-from trainables.posteriors import gaussian_kl_to, kl_bound
+from trainables.text.posteriors import gaussian_kl_to, kl_bound
 
 TINY = dict(emb_dim=8, utt_hidden=8, ctx_hidden=12, dec_hidden=12, mlp_hidden=8, latent_dim=3, act_dim=4,
             posterior_options={"semi-implicit": {"noise_dim": 2, "mix_hidden": 8}})

@@ -14,7 +14,7 @@ from test_dialog_data import synthetic, write_dialogs
 pytest.importorskip("ray")
 pytest.importorskip("mlflow")
 
-from pipelines import dialog
+from pipelines.sweeps.dialog import sweep as dialog
 
 SCRIPT = Path(__file__).resolve().parent.parent / "pipelines" / "dialog.py"
 TINY = ["--set", "epochs=2", "--set", "seeds=[0]", "--set", "emb_dim=8", "--set", "utt_hidden=8", "--set",

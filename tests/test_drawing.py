@@ -106,8 +106,8 @@ def test_draw_genotype_is_exported_lazily():
 def finished_fake_run(monkeypatch, tmp_path):
     """A fake DCSOD run through ``flow.final`` whose run directory also has what report.md reads: the history
     rows of every stage and each stage's timing statistics."""
-    import pipelines.workflow as workflow
-    from pipelines.dcsod_tracking import HistoryStore
+    import pipelines.nas.workflow as workflow
+    from pipelines.nas.tracking import HistoryStore
 
     fake_stages.install(monkeypatch)
     fake_run_stage = workflow.run_stage
@@ -133,7 +133,7 @@ def finished_fake_run(monkeypatch, tmp_path):
 
 
 def test_report_embeds_the_champions_cells(monkeypatch, tmp_path):
-    from pipelines.report import write_report
+    from pipelines.nas.report import write_report
 
     flow, best = finished_fake_run(monkeypatch, tmp_path)
     write_report(flow.run, flow.cfg, best)
@@ -161,7 +161,7 @@ class LoggingTracker(fake_stages.FakeTracker):
 def test_final_logs_the_champions_cells_to_its_mlflow_run(monkeypatch, tmp_path, caplog, fails):
     import mlflow
 
-    import pipelines.dcsod_tracking
+    import pipelines.nas.tracking
 
     logged = []
 
@@ -175,12 +175,12 @@ def test_final_logs_the_champions_cells_to_its_mlflow_run(monkeypatch, tmp_path,
             logged.append((self.tracking_uri, run_id, path.rsplit("/", 1)[-1], open(path, "rb").read(8)))
 
     fake_stages.install(monkeypatch)
-    monkeypatch.setattr(pipelines.dcsod_tracking, "MLflowHistoryCallback", LoggingTracker)
+    monkeypatch.setattr(pipelines.nas.tracking, "MLflowHistoryCallback", LoggingTracker)
     monkeypatch.setattr(mlflow, "MlflowClient", Client)
     flow = fake_stages.make_flow(tmp_path)
     records, teachers = flow.distill(flow.warmup())
     flow.predictor(records)
-    with caplog.at_level(logging.WARNING, logger="pipelines.workflow"):
+    with caplog.at_level(logging.WARNING, logger="pipelines.nas.workflow"):
         best = flow.final(records, teachers)
     assert json.loads((flow.run / "best.json").read_text()) == best  # the run finished either way
     if fails:
@@ -190,7 +190,7 @@ def test_final_logs_the_champions_cells_to_its_mlflow_run(monkeypatch, tmp_path,
 
 
 def test_predicted_vs_measured_draws_the_identity_line(monkeypatch, tmp_path):
-    import pipelines.report as report
+    import pipelines.nas.report as report
 
     flow, best = finished_fake_run(monkeypatch, tmp_path)
     saved = {}

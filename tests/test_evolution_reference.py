@@ -7,8 +7,8 @@ import fake_stages
 import numpy as np
 import pytest
 
-from pipelines.dcsod_settings import load_config
-from pipelines.settings import ConfigError
+from pipelines.common.settings import ConfigError
+from pipelines.nas.settings import load_config
 from search_space import SearchSpace
 from search_space.evolution import acceptance_probability, run_evolution
 from search_space.searcher import PredictorEvolutionSearcher

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from pipelines import experiments
-from pipelines.experiment_settings import load_experiment, search_budget
-from pipelines.settings import ConfigError
+from pipelines.common.settings import ConfigError
+from pipelines.thesis.settings import load_experiment, search_budget
 
 pytest.importorskip("ray")
 pytest.importorskip("mlflow")
@@ -212,7 +212,7 @@ def test_fig_4_3_noise_study_ci(ray_local, tmp_path):
 
 
 def test_noise_statistics_separate_seed_and_architecture_spread():
-    from pipelines.noise_study import noise_statistics
+    from pipelines.thesis.noise_study import noise_statistics
 
     rng = np.random.default_rng(0)
     arch = np.linspace(0.6, 0.9, 12)[:, None]

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.export import ScoredClassifier
+from trainables.image.export import ScoredClassifier
 
 
 def model() -> ScoredClassifier:
@@ -58,7 +58,7 @@ def same_pixels_every_format(pixels: np.ndarray) -> list:
 
 
 def test_served_classifier_gives_identical_outputs_for_every_pixel_format():
-    from trainables.export import OUTPUT_KEYS, ServedClassifier
+    from trainables.image.export import OUTPUT_KEYS, ServedClassifier
 
     m = tiny_scored_classifier()
     served = ServedClassifier(m)
@@ -89,7 +89,7 @@ def test_served_classifier_gives_identical_outputs_for_every_pixel_format():
 def test_served_classifier_refuses_bad_pixels_in_one_line(images, params, message):
     from mlflow.exceptions import MlflowException
 
-    from trainables.export import ServedClassifier
+    from trainables.image.export import ServedClassifier
 
     with pytest.raises(MlflowException, match=message) as err:
         ServedClassifier(tiny_scored_classifier()).predict(images, params)
@@ -97,7 +97,7 @@ def test_served_classifier_refuses_bad_pixels_in_one_line(images, params, messag
 
 
 def test_all_black_integer_images_are_not_ambiguous():
-    from trainables.export import ServedClassifier
+    from trainables.image.export import ServedClassifier
 
     m = tiny_scored_classifier()
     black = np.zeros((2, 1, 8, 8), dtype=np.int64)
@@ -105,7 +105,7 @@ def test_all_black_integer_images_are_not_ambiguous():
 
 
 def test_served_files_rebuild_the_model_without_pickles(tmp_path):
-    from trainables.export import SERVED_RECIPE, SERVED_WEIGHTS, load_served, save_served
+    from trainables.image.export import SERVED_RECIPE, SERVED_WEIGHTS, load_served, save_served
 
     m = tiny_scored_classifier()
     save_served(m, tmp_path / "served")

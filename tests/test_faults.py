@@ -34,7 +34,7 @@ def error_lines(stderr: str) -> list[str]:
 
 def hold_lock_in_child(directory: Path) -> subprocess.Popen:
     """A process that takes the run directory's lock the way a running job does, then waits to be killed."""
-    code = ("import sys, time; from pipelines.rundir import hold_lock; hold_lock(sys.argv[1]); "
+    code = ("import sys, time; from pipelines.common.rundir import hold_lock; hold_lock(sys.argv[1]); "
             "print('held', flush=True); time.sleep(600)")
     child = subprocess.Popen([sys.executable, "-c", code, str(directory)], cwd=ROOT, stdout=subprocess.PIPE,
                              text=True, start_new_session=True)

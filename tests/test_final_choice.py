@@ -8,10 +8,10 @@ import fake_stages
 import numpy as np
 import pytest
 
-from pipelines.dcsod_settings import load_config
-from pipelines.report import _candidate_lines, _compare_lines
-from pipelines.settings import ConfigError
-from pipelines.teachers import choose_teachers, usable
+from pipelines.common.settings import ConfigError
+from pipelines.nas.report import _candidate_lines, _compare_lines
+from pipelines.nas.settings import load_config
+from pipelines.nas.teachers import choose_teachers, usable
 from search_space import Genotype, encode_many, load_predictor, make_predictor
 
 

@@ -3,9 +3,9 @@ from types import SimpleNamespace
 
 import torch
 
-from pipelines.final import MODEL_INFO_FILE, example_images, load_model_info, model_info, package
+from pipelines.nas.final import MODEL_INFO_FILE, example_images, load_model_info, model_info, package
 from search_space import SearchSpace, build_network
-from trainables import make_protocol
+from trainables.image import make_protocol
 
 CFG = {"protocol": "digits", "protocol_options": {"seed": 0}}
 
@@ -41,9 +41,9 @@ def test_run_directories_without_saved_info_fall_back_to_the_protocol(tmp_path):
 def test_ddp_retrain_on_two_ray_train_workers_with_teachers(ray_local, tmp_path):
     """final.workers = 2: gradient all-reduce over gloo, rank 0 saves weights and model info; a rerun reads the
     saved outcome instead of training again."""
-    from pipelines.final import retrain
-    from trainables import TrainConfig, train_candidate
-    from trainables.tune_trainable import TeacherBundle
+    from pipelines.nas.final import retrain
+    from trainables.image import TrainConfig, train_candidate
+    from trainables.image.tune_trainable import TeacherBundle
 
     protocol = make_protocol("digits", seed=0)
     teacher = SearchSpace().sample(9)

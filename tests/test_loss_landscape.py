@@ -1,4 +1,4 @@
-"""Loss landscapes (trainables.loss_landscape): a known quadratic answer, filter normalisation, exact weight
+"""Loss landscapes (trainables.image.loss_landscape): a known quadratic answer, filter normalisation, exact weight
 restoration, and a real DCSOD network end to end with the plot."""
 import json
 
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from search_space import SearchSpace, build_network
-from trainables.loss_landscape import (
+from trainables.image.loss_landscape import (
     center_loss,
     landscape,
     loss_surface,

@@ -1,4 +1,4 @@
-"""Tests for trainables.losses: hand-computed examples per objective, contract tests over the registry."""
+"""Tests for trainables.image.losses: hand-computed examples per objective, contract tests over the registry."""
 import math
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from search_space.registry import RegistryError
-from trainables.losses import OBJECTIVES, ensemble_probs, make_objective, register_objective
+from trainables.image.losses import OBJECTIVES, ensemble_probs, make_objective, register_objective
 
 # 2 ID samples x 3 classes, 2 outlier samples; expected values below are computed with plain math.
 LOGITS_IN = [[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.model_registry import (
+from pipelines.nas.model_registry import (
     METRIC_TAG,
     PRESET_TAG,
     PROTOCOL_TAG,
@@ -56,7 +56,7 @@ class Constant(mlflow.pyfunc.PythonModel):
 
 
 def logged_run(client, experiment_id: str) -> str:
-    from pipelines.model_registry import MODEL_URI_TAG
+    from pipelines.nas.model_registry import MODEL_URI_TAG
 
     with mlflow.start_run(experiment_id=experiment_id) as run:
         info = mlflow.pyfunc.log_model(name="model", python_model=Constant())
@@ -95,8 +95,8 @@ def register_tiny_model(root) -> tuple[str, str, object]:
     Returns ``(tracking URI, registered name, the in-process model)``."""
     from test_export import tiny_scored_classifier
 
-    from pipelines.final import source_dirs
-    from pipelines.model_registry import log_model
+    from pipelines.nas.final import source_dirs
+    from pipelines.nas.model_registry import log_model
 
     uri = f"sqlite:///{root / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)
@@ -120,7 +120,7 @@ def test_pyfunc_flavour_reads_every_pixel_format_and_returns_the_ood_scores(tiny
     from mlflow.exceptions import MlflowException
     from test_export import PIXELS, same_pixels_every_format
 
-    from trainables.export import OUTPUT_KEYS
+    from trainables.image.export import OUTPUT_KEYS
 
     uri, name, model = tiny_registered
     mlflow.set_tracking_uri(uri)
@@ -141,7 +141,7 @@ def test_pytorch_flavour_still_returns_the_scored_classifier_and_pyfunc_unpickle
     from mlflow.models import Model
     from test_export import PIXELS
 
-    from trainables.export import SERVED_RECIPE, SERVED_WEIGHTS, ScoredClassifier
+    from trainables.image.export import SERVED_RECIPE, SERVED_WEIGHTS, ScoredClassifier
 
     uri, name, model = tiny_registered
     mlflow.set_tracking_uri(uri)
@@ -150,12 +150,12 @@ def test_pytorch_flavour_still_returns_the_scored_classifier_and_pyfunc_unpickle
     torch.testing.assert_close(loaded(PIXELS.astype(np.uint8)), model(PIXELS.astype(np.uint8)))
     local = mlflow.artifacts.download_artifacts(f"models:/{name}/1")
     pyfunc = Model.load(local).flavors["python_function"]
-    assert pyfunc["loader_module"] == "trainables.export" and pyfunc["code"] == "code"
+    assert pyfunc["loader_module"] == "trainables.image.export" and pyfunc["code"] == "code"
     assert sorted(os.listdir(os.path.join(local, pyfunc["data"]))) == sorted([SERVED_RECIPE, SERVED_WEIGHTS])
 
 
 def test_registry_show_prints_the_genotype_one_line_per_cell(tiny_registered, capsys):
-    from pipelines.model_registry import main
+    from pipelines.nas.model_registry import main
 
     uri, name, model = tiny_registered
     assert main(["show", f"{name}@champion", "--tracking-uri", uri]) == 0
@@ -172,7 +172,7 @@ def test_registry_show_prints_the_genotype_one_line_per_cell(tiny_registered, ca
 
 
 def test_cell_line_names_operators_inputs_leaves_and_dead_vertices():
-    from pipelines.model_registry import cell_line
+    from pipelines.nas.model_registry import cell_line
     from search_space.genotype import Cell
 
     cell = Cell.create(["conv1x1", "conv3x3", "conv5x5", "dwconv3x3"], [[0, 1], [0, 2], [1, 2], [3, 4]])

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from trainables.ood import (
+from trainables.image.ood import (
     DETECTION_METRICS,
     SCORES,
     OODScore,
@@ -279,7 +279,7 @@ def test_model_based_score_refuses_outputs():
 def test_fpr95_conventions_on_a_hand_computed_case():
     """ID positive (``fpr95``): keep every ID sample (threshold 0.2) and all 4 OOD samples pass: 1.0. OpenOOD
     (``openood_fpr95``, OOD positive): flag every OOD sample (conf <= 0.75) and 2 of 4 ID samples are flagged too."""
-    from trainables.ood import fpr95, openood_fpr95
+    from trainables.image.ood import fpr95, openood_fpr95
 
     id_s, ood_s = [0.9, 0.8, 0.7, 0.2], [0.75, 0.5, 0.4, 0.3]
     assert fpr95(id_s, ood_s) == 1.0
@@ -290,7 +290,7 @@ def test_aupr_conventions_on_a_hand_computed_case():
     """Ranking by score: ID 0.9, OOD 0.6, ID 0.4, OOD 0.1. ID positive: precision/recall points (1, 0.5),
     (0.5, 0.5), (2/3, 1), (0.5, 1). Average precision = 0.5·1 + 0.5·2/3; OpenOOD's trapezoid = 0.5·1 (recall 0 to
     0.5 at precision 1) + 0.5·(0.5 + 2/3)/2."""
-    from trainables.ood import openood_aupr_in, openood_aupr_out
+    from trainables.image.ood import openood_aupr_in, openood_aupr_out
 
     id_s, ood_s = [0.9, 0.4], [0.6, 0.1]
     assert aupr_in(id_s, ood_s) == pytest.approx(0.5 + 0.5 * 2 / 3)

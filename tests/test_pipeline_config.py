@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.dcsod_settings import dataset_name, load_config, parse_count, preset_names
-from pipelines.rundir import RunDir, RunDirError, atomic_write
-from pipelines.settings import ConfigError
-from pipelines.teachers import choose_teachers
-from pipelines.tune_stage import between_trials
+from pipelines.common.rundir import RunDir, RunDirError, atomic_write
+from pipelines.common.settings import ConfigError
+from pipelines.nas.settings import dataset_name, load_config, parse_count, preset_names
+from pipelines.nas.teachers import choose_teachers
+from pipelines.nas.tune_stage import between_trials
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -186,7 +186,7 @@ def test_between_trials_measures_gaps_per_worker():
 
 
 def test_run_uid_is_stable_per_directory_and_distinct_between_directories(tmp_path):
-    from pipelines.rundir import RunDir, run_uid
+    from pipelines.common.rundir import RunDir, run_uid
 
     a = run_uid(tmp_path / "a")
     assert a == run_uid(tmp_path / "a") and len(a) == 32
@@ -204,7 +204,7 @@ def test_a_stage_is_restored_only_once_tune_saved_its_state_and_with_its_param_s
     does not hold it)."""
     from ray import tune
 
-    from pipelines import tune_stage
+    from pipelines.nas import tune_stage
 
     calls = []
 
@@ -244,7 +244,7 @@ def test_error_line_names_the_innermost_exception():
 
     from ray.tune.error import TuneError
 
-    from pipelines.ray_session import error_line
+    from pipelines.common.ray_session import error_line
 
     try:
         raise ConnectionError("the tracking server refused the connection")
@@ -277,7 +277,7 @@ def test_only_the_named_cluster_is_joined(monkeypatch, given, environ, expected)
     cluster that ``ray start`` left running on the machine."""
     import ray
 
-    from pipelines import ray_session
+    from pipelines.common import ray_session
 
     calls = []
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
@@ -302,7 +302,7 @@ def test_a_ray_job_without_a_tracking_uri_keeps_mlflow_under_its_output(tmp_path
     """``ray job submit`` runs the driver in a temporary copy of the working directory: MLflow's default store
     there would be deleted with the job."""
     from pipelines import dcsod
-    from pipelines.mlflow_runs import artifact_location
+    from pipelines.common.mlflow_runs import artifact_location
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from trainables.posteriors import (
+from trainables.text.posteriors import (
     POSTERIORS,
     GaussianPosterior,
     SemiImplicitPosterior,

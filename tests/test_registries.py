@@ -13,17 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.experiment_methods import METHODS
+from pipelines.thesis.methods import METHODS
 from search_space.ops import OPS
 from search_space.predictor import PREDICTORS, make_predictor
 from search_space.registry import Registry, RegistryError
 from search_space.standard_models import STANDARD_MODELS
-from trainables.beta_schedules import RAMPS, SCHEDULES, make_schedule
-from trainables.data import PROTOCOLS, make_protocol
-from trainables.losses import OBJECTIVES, make_objective
-from trainables.ood import SCORES, make_score
-from trainables.posteriors import POSTERIORS, make_posterior
-from trainables.text_data import DATASETS, load_text_data
+from trainables.image.data import PROTOCOLS, make_protocol
+from trainables.image.losses import OBJECTIVES, make_objective
+from trainables.image.ood import SCORES, make_score
+from trainables.text.beta_schedules import RAMPS, SCHEDULES, make_schedule
+from trainables.text.data import DATASETS, load_text_data
+from trainables.text.posteriors import POSTERIORS, make_posterior
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,7 +74,7 @@ REGISTRIES = [pytest.param(registry, id=registry.kind) for registry, _ in CASES]
 def test_every_registry_of_the_project_is_covered():
     pattern = re.compile(r"^\w+(?::\s*Registry)?\s*=\s*Registry\(\"([^\"]+)\"\)", re.MULTILINE)
     kinds = {kind for package in ("search_space", "trainables", "pipelines")
-             for path in (ROOT / package).glob("*.py") for kind in pattern.findall(path.read_text())}
+             for path in (ROOT / package).rglob("*.py") for kind in pattern.findall(path.read_text())}
     assert kinds == {registry.kind for registry, _ in CASES}
 
 
@@ -129,13 +129,13 @@ def test_builders_go_through_the_contract(build):
 
 
 def test_text_vae_imports_no_search_code():
-    code = ("import sys, trainables.text_vae_model, trainables.text_vae_tune; "
+    code = ("import sys, trainables.text.vae_model, trainables.text.vae_tune; "
             "print(' '.join(m for m in sys.modules if m.startswith(('search_space.', 'trainables.'))))")
     loaded = set(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                                 check=True).stdout.split())
     heavy = {"search_space.network", "search_space.predictor", "search_space.evolution", "search_space.searcher",
-             "trainables.train"}
-    assert "trainables.text_vae_model" in loaded and not loaded & heavy, loaded & heavy
+             "trainables.image.train"}
+    assert "trainables.text.vae_model" in loaded and not loaded & heavy, loaded & heavy
 
 
 # ------------------------------------------------------------------------------------ the Registry itself

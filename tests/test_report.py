@@ -1,4 +1,4 @@
-"""report.md's plain-words parts (``pipelines/report_text.py`` and their glue in ``pipelines/report.py``): the
+"""report.md's plain-words parts (``pipelines/nas/report_text.py`` and their glue in ``pipelines/nas/report.py``): the
 task, what the numbers mean, the search's verdict and the noise warnings, each on constructed inputs with the
 exact sentence expected; then a fake finished run's report.md holding them in order."""
 import math
@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.report import _meaning_lines, _warning_lines, protocol_description, protocol_summary, runner_up
-from pipelines.report_text import (
+from pipelines.nas.report import _meaning_lines, _warning_lines, protocol_description, protocol_summary, runner_up
+from pipelines.nas.report_text import (
     auroc_standard_error,
     class_text,
     correlation_phrase,
@@ -73,7 +73,7 @@ def test_task_section_when_the_data_cannot_be_read():
 
 def test_a_new_protocol_entry_reaches_the_report_without_edits(monkeypatch):
     """A protocol registered now (not known to report.py) gets its classes and counts into "The task"."""
-    from trainables.data import PROTOCOLS, LabelledImages, class_split
+    from trainables.image.data import PROTOCOLS, LabelledImages, class_split
 
     def toy_protocol(seed: int = 0):
         """Toy shapes: ID circle and square, OOD star."""
@@ -292,7 +292,7 @@ def test_warning_lines_collect_every_warning_or_say_none():
 def test_report_md_speaks_plainly_in_order(monkeypatch, tmp_path):
     from test_drawing import finished_fake_run
 
-    from pipelines.report import write_report
+    from pipelines.nas.report import write_report
 
     flow, best = finished_fake_run(monkeypatch, tmp_path)
     write_report(flow.run, flow.cfg, best)
@@ -313,8 +313,8 @@ def test_search_trajectory_line_is_the_verdicts_best_before_the_search(monkeypat
     value (here a warmup architecture's, which beats every distill one)."""
     from test_drawing import finished_fake_run
 
-    import pipelines.report as report
-    from pipelines.dcsod_tracking import HistoryStore
+    import pipelines.nas.report as report
+    from pipelines.nas.tracking import HistoryStore
 
     flow, best = finished_fake_run(monkeypatch, tmp_path)
     history = HistoryStore(flow.run / "history.parquet")
@@ -337,7 +337,7 @@ def test_protocol_summary_is_read_from_the_final_model_info_without_loading_the_
     driver never loads the data set for it; here the data path no longer exists."""
     import torch
 
-    from pipelines.rundir import RunDir
+    from pipelines.common.rundir import RunDir
 
     run = RunDir.open(tmp_path / "run", {"x": 1})
     (run.path / "final").mkdir()

@@ -513,9 +513,9 @@ def test_docstring_example_runs_in_a_real_tuner(cls, ray_cluster, tmp_path, monk
 
 
 def test_stage_restore_refuses_unreadable_searcher_states(tmp_path):
-    """pipelines.tune_stage checks the state Tune would restore: Tune itself logs a failed searcher restore and
+    """pipelines.nas.tune_stage checks the state Tune would restore: Tune itself logs a failed searcher restore and
     silently restarts the experiment, so an unreadable state must be caught before ``Tuner.restore``."""
-    from pipelines.tune_stage import unreadable_searcher_state
+    from pipelines.nas.tune_stage import unreadable_searcher_state
     from search_space.searcher import PredictorEvolutionSearcher
 
     searcher = PredictorEvolutionSearcher(metric="auroc_msp", mode="max", min_results=4, predictor="ridge")

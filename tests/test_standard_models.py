@@ -181,7 +181,7 @@ TINY = {"epochs": 1, "width": 4, "flip": False, "batch_size": 128}
 
 
 def test_train_candidate_trains_and_records_a_standard_model():
-    from trainables import TrainConfig, make_protocol, train_candidate
+    from trainables.image import TrainConfig, make_protocol, train_candidate
 
     model = StandardModel("resnet", {"depth": 8})
     r = train_candidate(model.to_json(), make_protocol("digits"), TrainConfig(**TINY))
@@ -193,7 +193,7 @@ def test_train_candidate_trains_and_records_a_standard_model():
 
 
 def test_candidate_trainable_takes_a_standard_model_config():
-    from trainables.tune_trainable import candidate_trainable
+    from trainables.image.tune_trainable import candidate_trainable
 
     model = StandardModel("densenet_bc", {"depth": 10})
     config = {"genotype": model.to_json(), "protocol": "digits", "protocol_options": {},

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.posteriors import diag_normal_log_prob
-from trainables.text_data import (
+from trainables.text.data import (
     TextSplit,
     Vocab,
     length_bucketed_batches,
@@ -18,8 +17,8 @@ from trainables.text_data import (
     split_indices,
     toy_corpus,
 )
-from trainables.text_vae_model import TextVAE, VAEModelConfig, VAETrainConfig, train_vae
-from trainables.vae_metrics import (
+from trainables.text.posteriors import diag_normal_log_prob
+from trainables.text.vae_metrics import (
     active_units,
     downstream_accuracy,
     evaluate_vae,
@@ -28,6 +27,7 @@ from trainables.vae_metrics import (
     mutual_information,
     perplexity,
 )
+from trainables.text.vae_model import TextVAE, VAEModelConfig, VAETrainConfig, train_vae
 
 DATA_DIR = Path(os.environ.get("DCSOD_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 TINY = VAEModelConfig(emb_dim=8, hidden_dim=16, latent_dim=3)
@@ -378,7 +378,7 @@ def test_aggressive_training_takes_inner_encoder_steps_then_switches_off():
 
 def test_tune_adapter_reports_epochs_and_final_metrics_with_downstream(yelp_dir):
     """The trainable's core without Ray: per-epoch reports, then test metrics, tokens/s and label accuracies."""
-    from trainables.text_vae_tune import TEST_METRICS, run_configuration
+    from trainables.text.vae_tune import TEST_METRICS, run_configuration
 
     config = {"dataset": "yelp", "data_dir": str(yelp_dir), "downstream": True,
               "data": {"max_len": 6, "min_freq": 2, "val_frac": 0.2, "test_frac": 0.2, "seed": 0},
@@ -399,8 +399,8 @@ def test_trace_points_every_n_iterations_without_changing_the_training():
     """A trace point every ``trace_every`` iterations: the iteration, β_t, K_t, the training rec/KL averaged
     since the previous point and the validation KL/MI/AU of the first ``trace_rows`` sentences; the training
     itself (history, test metrics) is bit-identical to one without a trace."""
-    from trainables.text_data import load_text_data
-    from trainables.text_vae_model import TRACE_KEYS
+    from trainables.text.data import load_text_data
+    from trainables.text.vae_model import TRACE_KEYS
 
     data = load_text_data("toy", None, copies=4)  # 40 sentences, batch 10: 4 iterations per epoch
     model = VAEModelConfig(emb_dim=8, hidden_dim=16, latent_dim=2, posterior="semi-implicit")
@@ -411,7 +411,7 @@ def test_trace_points_every_n_iterations_without_changing_the_training():
     assert plain.trace == {} and plain.history == traced.history and plain.test["elbo"] == traced.test["elbo"]
     assert list(traced.trace) == list(TRACE_KEYS)
     assert traced.trace["iteration"] == [4.0, 8.0, 12.0], "12 iterations, a point every 4"
-    from trainables.beta_schedules import make_schedule
+    from trainables.text.beta_schedules import make_schedule
 
     beta = make_schedule("cyclical", 12, cycles=2, ratio=0.5)
     assert traced.trace["beta"] == [beta(t) for t in (4, 8, 12)]
@@ -428,8 +428,8 @@ def test_trace_points_every_n_iterations_without_changing_the_training():
 
 
 def test_tune_adapter_returns_the_trace_as_rows_in_trace_keys_order():
-    from trainables.text_vae_model import TRACE_KEYS
-    from trainables.text_vae_tune import run_configuration
+    from trainables.text.vae_model import TRACE_KEYS
+    from trainables.text.vae_tune import run_configuration
 
     config = {"dataset": "toy", "data_dir": None, "data": {"copies": 3},
               "model": {"emb_dim": 8, "hidden_dim": 16, "latent_dim": 2},

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from trainables.errors import DivergedError
-from trainables.text_data import length_bucketed_batches, shard_batches, toy_corpus
-from trainables.text_vae_model import VAEModelConfig, VAETrainConfig, train_vae
+from trainables.text.data import length_bucketed_batches, shard_batches, toy_corpus
+from trainables.text.vae_model import VAEModelConfig, VAETrainConfig, train_vae
 
 TINY = VAEModelConfig(emb_dim=8, hidden_dim=16, latent_dim=3, posterior="semi-implicit")
 TOY_COPIES = 6  # 60 training sentences: 6 global batches of 10 per epoch

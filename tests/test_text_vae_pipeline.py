@@ -18,8 +18,8 @@ pytest.importorskip("mlflow")
 
 from servers import kill_session
 
-from pipelines import text_vae
-from pipelines.text_vae_tracking import RESULT_COLUMNS, ResultsTable, TextVAERecorder
+from pipelines.sweeps.text_vae import sweep as text_vae
+from pipelines.sweeps.text_vae.tracking import RESULT_COLUMNS, ResultsTable, TextVAERecorder
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "pipelines" / "text_vae.py"
@@ -392,7 +392,7 @@ def test_presets_file_documents_every_key_once_and_keeps_the_preset_values():
 def test_schedule_defaults_are_the_thesis_values_and_table_2_1_is_one_sweep():
     """Cyclical R = 0.5 per cycle, monotonic R = 0.25 of the run, β_max = 1 (§2.6.1); Table 2.1's rows (AE,
     β_max = 0.5 and 1 for both annealed schedules) are schedule entries of one grid."""
-    from trainables.text_vae_model import VAETrainConfig
+    from trainables.text.vae_model import VAETrainConfig
 
     for preset in text_vae.TEXT_VAE_PRESETS.names():
         cfg = text_vae.load_config(preset)
@@ -516,7 +516,7 @@ def test_help_describes_the_stages_the_outputs_and_the_run_time(capsys):
 
 
 def test_progress_bar_counts_rows_keeps_the_best_and_warns_once_per_failure(capsys):
-    from pipelines.text_vae_tracking import SweepProgress
+    from pipelines.sweeps.text_vae.tracking import SweepProgress
 
     progress = SweepProgress(4)
     progress.start([{"status": "complete", "elbo": -20.0, "ppl": 6.0, "trial_id": "a"}])  # a resumed sweep
@@ -543,7 +543,7 @@ def report_rows(values: dict[str, list[tuple[float, float, float]]]) -> pd.DataF
 
 
 def test_report_reading_tells_seed_noise_from_real_differences_and_names_collapse():
-    from pipelines.text_vae_report import aggregate, reading, results_table
+    from pipelines.sweeps.text_vae.report import aggregate, reading, results_table
 
     noisy = report_rows({"cyclical": [(3.0, 1.0, -20.0), (3.2, 1.4, -22.0), (3.1, 1.2, -21.0)],
                          "constant": [(0.01, 0.0, -21.0), (0.03, 0.0, -21.2), (0.02, 0.0, -20.8)]})
@@ -571,7 +571,7 @@ def test_report_reading_tells_seed_noise_from_real_differences_and_names_collaps
 
 
 def test_learning_curves_keep_the_bulk_readable_when_one_run_diverges(tmp_path, monkeypatch):
-    from pipelines import text_vae_plots
+    from pipelines.sweeps.text_vae import plots as text_vae_plots
 
     assert text_vae_plots.robust_limits([None, float("nan")]) is None
     lo, hi = text_vae_plots.robust_limits([-20.0, -19.0, -18.5, -18.0, 1e9])
@@ -591,7 +591,7 @@ def test_learning_curves_keep_the_bulk_readable_when_one_run_diverges(tmp_path, 
 def test_latent_panels_have_axis_labels_and_a_colour_key(tmp_path, monkeypatch):
     import numpy as np
 
-    from pipelines import text_vae_plots
+    from pipelines.sweeps.text_vae import plots as text_vae_plots
 
     figures = []
     saved = text_vae_plots._save
@@ -624,7 +624,7 @@ def grid_rows(kl: dict[tuple[str, str, bool], list[float]], mi_shift: float = 0.
 
 
 def test_table_md_has_table_2_1_and_3_2_columns_in_thesis_order_and_tests_each_claim(tmp_path):
-    from pipelines.text_vae_table import contrasts, write_table
+    from pipelines.sweeps.text_vae.table import contrasts, write_table
 
     results = grid_rows({("cyclical", "gaussian", False): [1.0, 1.1, 1.2],
                          ("monotonic", "gaussian", False): [0.5, 0.6, 0.55],
@@ -640,7 +640,7 @@ def test_table_md_has_table_2_1_and_3_2_columns_in_thesis_order_and_tests_each_c
     assert by[("semi-implicit > gaussian", "cyclical / plain", "mi")]["verdict"] == "**opposite**"
     assert by[("cyclical > monotonic", "semi-implicit / plain", "kl")]["verdict"].startswith("untested")
     assert not any(r["claim"].startswith("aggressive") for r in found.to_dict("records")), "no aggressive rows"
-    from pipelines.text_vae_table import verdict
+    from pipelines.sweeps.text_vae.table import verdict
 
     nan = float("nan")  # both sides without spread (e.g. equal AU counts per seed): no p, the sign decides
     assert [verdict(1.0, nan, (3, 3)), verdict(-1.0, nan, (3, 3)), verdict(0.0, nan, (3, 3))] == [
@@ -667,7 +667,7 @@ def test_table_md_has_table_2_1_and_3_2_columns_in_thesis_order_and_tests_each_c
 
 
 def test_trace_and_active_unit_plots_draw_every_schedule_and_refuse_empty_input(tmp_path):
-    from pipelines.text_vae_plots import plot_active_units, plot_trace
+    from pipelines.sweeps.text_vae.plots import plot_active_units, plot_trace
 
     trace = pd.DataFrame([{"schedule": s, "posterior": p, "aggressive": a, "seed": seed, "iteration": it,
                            "val_kl": it / 100 + seed, "val_mi": it / 200}
@@ -686,7 +686,7 @@ def test_trace_and_active_unit_plots_draw_every_schedule_and_refuse_empty_input(
 def test_recorder_logs_the_trace_as_metric_histories_stepped_by_iteration(store, tmp_path):
     from mlflow import MlflowClient
 
-    from trainables.text_vae_model import TRACE_KEYS
+    from trainables.text.vae_model import TRACE_KEYS
 
     rec = TextVAERecorder(tmp_path, "text-vae-trace-test", "grid", tracking_uri=store)
     rec.setup()

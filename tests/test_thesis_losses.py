@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipelines.dcsod_settings import distill_args, load_config
+from pipelines.nas.settings import distill_args, load_config
 from search_space import SearchSpace, encode_many, load_predictor, make_predictor
-from trainables.losses import make_objective
+from trainables.image.losses import make_objective
 
 B, B_OUT, C, T = 16, 24, 6, 20.0
 
@@ -66,7 +66,7 @@ def test_table_4_3_rows_are_the_written_objectives(row, lam, alpha, beta, t_squa
 
 def test_t_squared_default_and_check():
     assert load_config("quick")["distill"]["t_squared"] is True
-    from pipelines.settings import ConfigError
+    from pipelines.common.settings import ConfigError
 
     with pytest.raises(ConfigError, match="distill.t_squared"):
         load_config("quick", ["distill.t_squared=maybe"])

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from servers import MlflowServer, free_port, local_ray
 
-from pipelines.dcsod_tracking import HISTORY_COLUMNS, HistoryStore, MLflowHistoryCallback
-from pipelines.mlflow_runs import KEY_TAG, TrackingUnavailable, check_tracking_uri
+from pipelines.common.mlflow_runs import KEY_TAG, TrackingUnavailable, check_tracking_uri
+from pipelines.nas.tracking import HISTORY_COLUMNS, HistoryStore, MLflowHistoryCallback
 
 ROW = {"arch_hash": "abc123", "genotype": '{"k":6}', "stage": "warmup", "iteration": 0, "seed": 1,
        "auroc_msp": 0.8, "auroc_energy": 0.7, "auroc_maha": 0.6, "fpr95_msp": 0.5, "id_acc": 0.9,
@@ -316,7 +316,7 @@ def test_failed_trial_logs_failed_run_without_history_row(services, genotypes, t
 
 
 def test_reported_error_is_recorded_as_failed(services, genotypes, tmp_path):
-    """trainables.tune_trainable reports a diverged candidate (``error`` key) instead of raising."""
+    """trainables.image.tune_trainable reports a diverged candidate (``error`` key) instead of raising."""
     genotype, arch_hash = next(iter(genotypes.items()))
     callback = MLflowHistoryCallback(tmp_path, "dcsod-test-diverged", stage="search", tracking_uri=services.uri)
     callback.setup()
@@ -359,7 +359,7 @@ def test_error_message_reads_the_text_file_and_never_the_pickle(tmp_path):
     error file next to it is never loaded, so a crafted one cannot run code."""
     import pickle
 
-    from pipelines.mlflow_runs import MLflowRecorder
+    from pipelines.common.mlflow_runs import MLflowRecorder
 
     marker = tmp_path / "ran"
 
@@ -379,7 +379,7 @@ def test_error_message_reads_the_text_file_and_never_the_pickle(tmp_path):
 
 
 def test_run_names_carry_the_stage_label_and_the_seed_where_asked(tmp_path):
-    from pipelines.rundir import RunDir
+    from pipelines.common.rundir import RunDir
 
     RunDir.open(tmp_path, {"x": 1}, tracking_uri=f"sqlite:///{tmp_path}/m.db")
     uri = f"sqlite:///{tmp_path}/m.db"
@@ -395,8 +395,8 @@ def test_run_tree_parent_children_settings_and_rerun(tmp_path):
     (never duplicated); a run ended FAILED opens again when the rerun reaches it."""
     from mlflow import MlflowClient
 
-    from pipelines.mlflow_runs import MLflowRecorder, RunTree, code_version
-    from pipelines.rundir import RunDir
+    from pipelines.common.mlflow_runs import MLflowRecorder, RunTree, code_version
+    from pipelines.common.rundir import RunDir
 
     uri = f"sqlite:///{tmp_path}/m.db"
     RunDir.open(tmp_path / "out", {"x": 1}, tracking_uri=uri)
@@ -463,8 +463,8 @@ def test_a_tracking_store_lost_mid_run_is_a_one_line_stop_not_a_traceback():
     every command prints as one line and resumes from; other exceptions pass unchanged."""
     from mlflow.exceptions import MlflowException
 
-    from pipelines.mlflow_runs import TrackingLost, tracking_calls
-    from pipelines.rundir import stop_reason
+    from pipelines.common.mlflow_runs import TrackingLost, tracking_calls
+    from pipelines.common.rundir import stop_reason
 
     with pytest.raises(TrackingLost) as lost:
         with tracking_calls("http://127.0.0.1:9"):

@@ -7,16 +7,16 @@ import pytest
 import torch
 
 from search_space import SearchSpace, build_network
-from trainables import (
+from trainables.errors import DivergedError
+from trainables.image import (
     DeviceData,
-    DivergedError,
     TeacherCache,
     TrainConfig,
     make_protocol,
     train_candidate,
 )
-from trainables.train import CandidateTraining
-from trainables.train_cli import main
+from trainables.image.train import CandidateTraining
+from trainables.image.train_cli import main
 
 TINY = {"epochs": 1, "width": 4, "batch_size": 64, "flip": False}
 METRICS = ("id_acc", "auroc_msp", "auroc_energy", "auroc_maha", "fpr95_msp")

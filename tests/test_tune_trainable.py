@@ -2,8 +2,8 @@
 import math
 
 from search_space import SearchSpace
-from trainables import TrainConfig, make_protocol, train_candidate
-from trainables.tune_trainable import _DATA, TeacherBundle, candidate_trainable
+from trainables.image import TrainConfig, make_protocol, train_candidate
+from trainables.image.tune_trainable import _DATA, TeacherBundle, candidate_trainable
 
 TRAIN = {"epochs": 1, "width": 4, "batch_size": 64, "flip": False, "scores": ["msp", "energy", "maha"]}
 
@@ -73,8 +73,8 @@ def test_cached_teacher_probabilities_are_computed_once_per_bundle():
 
     import torch
 
-    from trainables import TeacherCache
-    from trainables.tune_trainable import device_data
+    from trainables.image import TeacherCache
+    from trainables.image.tune_trainable import device_data
 
     g = SearchSpace().sample(9)
     data, _ = device_data("digits", {}, torch.device("cpu"))
@@ -112,7 +112,7 @@ def test_distill_without_auxiliary_outliers_trains_with_lam_zero():
 
     import torch
 
-    from trainables.tune_trainable import stage_train_config
+    from trainables.image.tune_trainable import stage_train_config
 
     cfg = {"train": {**TRAIN, "objective": "distill", "objective_args": {"lam": 0.5, "alpha": 0.5}}, "seed": 3}
     no_aux = stage_train_config(cfg, SimpleNamespace(aux=None), torch.device("cpu"))

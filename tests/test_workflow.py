@@ -1,4 +1,4 @@
-"""The stage sequence of ``pipelines.workflow`` with the Tune stages replaced by a seeded fake evaluator:
+"""The stage sequence of ``pipelines.nas.workflow`` with the Tune stages replaced by a seeded fake evaluator:
 which architectures each stage trains, with which teachers, and what a rerun reuses."""
 import json
 import math
@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-import pipelines.workflow as workflow
-from pipelines.dcsod_settings import load_config
-from pipelines.rundir import RunDir
+import pipelines.nas.workflow as workflow
+from pipelines.common.rundir import RunDir
+from pipelines.nas.settings import load_config
 from search_space import Genotype
 
 

@@ -1,16 +1,23 @@
-"""How one candidate is trained and scored: data protocols, objectives, OOD scores, the training loop.
+"""How one candidate is trained and scored, plain PyTorch and callable without Ray (except the Tune adapters).
 
-Plain PyTorch (no Ray import): callable and benchmarkable alone; Ray adapters live in ``pipelines``.
-The public names below are imported lazily (PEP 562): ``from trainables import make_score`` imports only
-``trainables.ood``, and the text-VAE modules never import the DCSOD training loop or the search code.
+Two rooms that import nothing from each other: ``trainables.image`` (DCSOD's image candidates: protocols,
+objectives, OOD scores, the training loop, export, the Tune adapter) and ``trainables.text`` (text VAEs and the
+dialog CVAE). At the root only what both use: ``errors`` (``DivergedError``) and ``overrides`` (the
+``--set key=value`` parser). ``python -m trainables train`` trains one image candidate.
+
+Modules that lived at the root before the re-lay of 2026-12 stay importable under their old names (pickles and
+MLflow models written before it name them), by :func:`search_space.moved_modules.keep_old_names`.
 """
-from search_space.lazy_exports import lazy_exports
+from search_space.moved_modules import keep_old_names
 
-_SUBMODULES = {
-    "data": ("PROTOCOLS", "LabelledImages", "Protocol", "make_protocol", "register_protocol"),
-    "losses": ("OBJECTIVES", "ensemble_probs", "make_objective", "register_objective"),
-    "ood": ("SCORES", "auroc", "evaluate_ood", "fpr_at_tpr", "make_score", "register_score"),
-    "errors": ("DivergedError",),
-    "train": ("PRESETS", "DeviceData", "TeacherCache", "TrainConfig", "train_candidate"),
+MOVED = {
+    "augment": "image.augment", "data": "image.data", "image_folder": "image.image_folder",
+    "losses": "image.losses", "ood": "image.ood", "train": "image.train", "cuda_graph": "image.cuda_graph",
+    "export": "image.export", "loss_landscape": "image.loss_landscape", "tune_trainable": "image.tune_trainable",
+    "train_cli": "image.train_cli", "vocab": "text.vocab", "text_data": "text.data",
+    "dialog_data": "text.dialog_data", "beta_schedules": "text.beta_schedules", "posteriors": "text.posteriors",
+    "vae_training": "text.vae_training", "vae_metrics": "text.vae_metrics", "text_vae_model": "text.vae_model",
+    "text_vae_tune": "text.vae_tune", "dialog_model": "text.dialog_model", "dialog_metrics": "text.dialog_metrics",
+    "dialog_tune": "text.dialog_tune",
 }
-__all__, __getattr__, __dir__ = lazy_exports(__name__, _SUBMODULES, globals())
+keep_old_names(__name__, MOVED)

@@ -1,5 +1,5 @@
 import sys
 
-from .train_cli import main
+from trainables.image.train_cli import main
 
 sys.exit(main())

@@ -1,0 +1,132 @@
+"""Settings of ``pipelines/experiments.py``: the presets of ``presets/experiments.yaml`` over a DCSOD pipeline
+preset that every method of an experiment shares, and the budget every method is held to.
+
+>>> exp, cfg = load_experiment("ci", ["seeds=[0, 1, 2]", "dcsod.train.epochs=2"])
+>>> exp["seeds"], cfg["train"]["epochs"], exp["pipeline"], cfg["preset"]
+([0, 1, 2], 2, 'ci', 'ci')
+>>> search_budget(cfg)   # warmup 6 + distill 1 x 6 + search 2
+14
+
+Budget: every search method trains :func:`search_budget` candidates at the pipeline's per-candidate budget
+(``train`` on ``search_fraction`` of the ID training images); the cost of running teachers during
+distillation is not counted. Every method's winner, and every standard architecture, is then retrained at
+``final.epochs`` once per seed.
+"""
+from __future__ import annotations
+
+import json
+
+from pipelines.common.settings import PRESETS_DIR, ConfigError, PresetFile, check, flatten, is_int
+from pipelines.nas.settings import DCSOD_PRESETS, check_data
+
+#: The search methods of Table 4.1 (pipelines/thesis/methods.py registers one class per name).
+METHOD_NAMES = ("random", "regularized-evolution", "ce-predictor", "dcsod")
+
+
+def search_budget(cfg: dict) -> int:
+    """Candidate trainings of one DCSOD run with settings ``cfg``: warmup N, distillation (Alg. 2: N per
+    iteration; Alg. 3: q per iteration plus the final retrain of the pool, counted without dead
+    architectures dropped) and search M."""
+    n, d, m = cfg["warmup"]["n"], cfg["distill"], cfg["search"]["trials"]
+    if d["iterations"] == 0:
+        distill = 0
+    elif d["algorithm"] == "alg2":
+        distill = n * d["iterations"]
+    else:
+        distill = 2 * d["q"] * d["iterations"] + n
+    return n + distill + m
+
+
+def validate_experiment(exp: dict) -> None:
+    """Check the experiment's own keys (the DCSOD part is checked by its own presets); one-line ConfigError."""
+    from search_space.standard_models import StandardModel
+
+    seeds = exp["seeds"]
+    check(isinstance(seeds, list) and len(seeds) >= 1 and all(is_int(s, 0) for s in seeds)
+          and len(set(seeds)) == len(seeds), f"seeds: expected a list of distinct integers >= 0, got {seeds!r}")
+    methods = exp["methods"]
+    check(isinstance(methods, list) and all(m in METHOD_NAMES for m in methods) and len(set(methods)) == len(methods),
+          f"methods: expected a list of distinct names out of {', '.join(METHOD_NAMES)}, got {methods!r}")
+    check(isinstance(exp["standard"], list), f"standard: expected a list of {{model, args}}, got {exp['standard']!r}")
+    for i, spec in enumerate(exp["standard"]):
+        check(isinstance(spec, dict) and set(spec) <= {"model", "args"} and "model" in spec,
+              f"standard[{i}]: expected {{model: NAME, args: {{...}}}}, got {spec!r}")
+        try:
+            StandardModel.from_dict(spec)
+        except ValueError as err:
+            raise ConfigError(f"standard[{i}]: {err}") from None
+    re = exp["regularized_evolution"]
+    check(set(re) == {"population", "sample_size"}, "regularized_evolution: expected {population, sample_size}")
+    check(is_int(re["population"], 2) and is_int(re["sample_size"], 1) and re["sample_size"] <= re["population"],
+          f"regularized_evolution: expected population >= 2 and 1 <= sample_size <= population, got {re}")
+    t = exp["table_4_2"]
+    check(t["n"] is None or is_int(t["n"], 4), f"table_4_2.n: expected null or an integer >= 4, got {t['n']!r}")
+    check(is_int(t["folds"], 2), f"table_4_2.folds: expected an integer >= 2, got {t['folds']!r}")
+    check(is_int(t["repeats"], 1), f"table_4_2.repeats: expected an integer >= 1, got {t['repeats']!r}")
+    check(is_int(exp["bootstrap"], 100), f"bootstrap: expected an integer >= 100, got {exp['bootstrap']!r}")
+    _validate_studies(exp)
+    s = exp["seconds_per_candidate"]
+    check(s is None or (isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0),
+          f"seconds_per_candidate: expected null or a positive number, got {s!r}")
+
+
+def _validate_studies(exp: dict) -> None:
+    """The sections of fig-4.3 (``noise``), table-4.3 (``ablation``) and fig-4.4 (``tradeoff``)."""
+    from trainables.image import OBJECTIVES, SCORES
+
+    n = exp["noise"]
+    check(is_int(n["architectures"], 2), f"noise.architectures: expected an integer >= 2, got {n['architectures']!r}")
+    check(isinstance(n["seeds"], list) and len(n["seeds"]) >= 2 and all(is_int(s, 0) for s in n["seeds"])
+          and len(set(n["seeds"])) == len(n["seeds"]),
+          f"noise.seeds: expected >= 2 distinct integers, got {n['seeds']!r}")
+    for key, registry in (("objectives", OBJECTIVES), ("scores", SCORES)):
+        values = n[key]
+        check(isinstance(values, list) and values and all(v in registry for v in values)
+              and len(set(values)) == len(values),
+              f"noise.{key}: expected distinct names out of {', '.join(registry)}, got {values!r}")
+    rows = exp["ablation"]["rows"]
+
+    def fraction(x) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 1
+
+    check(isinstance(rows, list) and rows and all(
+        isinstance(r, list) and len(r) == 3 and isinstance(r[0], (int, float)) and r[0] >= 0 and fraction(r[1])
+        and (r[2] is None or fraction(r[2])) for r in rows),
+        f"ablation.rows: expected a list of [lam >= 0, alpha in [0, 1], beta in [0, 1] or null], got {rows!r}")
+    ls = exp["landscape"]
+    check(set(ls) == {"steps", "span", "images"}, f"landscape: expected keys steps, span, images, got {sorted(ls)}")
+    check(is_int(ls["steps"], 3) and ls["steps"] % 2 == 1, f"landscape.steps: expected an odd integer >= 3, "
+          f"got {ls['steps']!r}")
+    check(isinstance(ls["span"], (int, float)) and not isinstance(ls["span"], bool) and ls["span"] > 0,
+          f"landscape.span: expected a positive number, got {ls['span']!r}")
+    check(is_int(ls["images"], 1), f"landscape.images: expected an integer >= 1, got {ls['images']!r}")
+    t = exp["tradeoff"]
+    check(t["budget"] is None or is_int(t["budget"], 4), f"tradeoff.budget: expected null or an integer >= 4, "
+          f"got {t['budget']!r}")
+    check(isinstance(t["iterations"], list) and t["iterations"] and all(is_int(i, 0) for i in t["iterations"]),
+          f"tradeoff.iterations: expected a list of integers >= 0, got {t['iterations']!r}")
+
+
+EXPERIMENT_PRESETS = PresetFile(PRESETS_DIR / "experiments.yaml",
+                                validate=validate_experiment, open_sections=("dcsod", "table_4_2"))
+
+
+def load_experiment(preset: str, overrides: list[str] | None = None) -> tuple[dict, dict]:
+    """``(experiment settings, DCSOD settings)`` of ``preset`` with ``overrides`` applied; keys under
+    ``dcsod.`` change the shared DCSOD settings (validated like ``pipelines/dcsod.py``'s)."""
+    exp = EXPERIMENT_PRESETS.load(preset, overrides)
+    check(set(exp["table_4_2"]) == {"n", "folds", "repeats"},
+          f"table_4_2: expected keys n, folds and repeats, got {sorted(exp['table_4_2'])}")
+    names = DCSOD_PRESETS.names()
+    check(exp["pipeline"] in names, f"pipeline: unknown DCSOD preset {exp['pipeline']!r}; valid: {', '.join(names)}")
+    sets = [f"{key}={json.dumps(value)}" for key, value in flatten(exp["dcsod"]).items()]
+    try:
+        cfg = DCSOD_PRESETS.load(exp["pipeline"], sets)
+    except ConfigError as err:
+        raise ConfigError(f"dcsod: {err}") from None
+    check_data(cfg)
+    return exp, cfg
+
+
+def preset_names() -> list[str]:
+    return EXPERIMENT_PRESETS.names()
