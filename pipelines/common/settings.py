@@ -10,7 +10,9 @@ are re-exported here.
 
 The ``defaults`` section lists every valid key with a comment; a preset overrides some of them and ``--set``
 overrides last. Keys outside ``defaults`` are refused, except inside *open sections* (dotted paths such as
-``train``) whose sub-keys are checked by what they configure. Every problem is a :class:`ConfigError` with a
+``train``) whose sub-keys are checked by what they configure. The type of every other key comes from its default
+(:func:`check_types`, nanoGPT's configurator habit): only ranges, cross-key rules and registry names are checked
+by hand, in each pipeline's ``validate``. Every problem is a :class:`ConfigError` with a
 one-line message naming the valid choices; the pipeline prints it and exits 2 before anything is written.
 """
 from __future__ import annotations
@@ -26,7 +28,7 @@ from trainables.overrides import ConfigError, load_yaml, parse_overrides
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"  # pipelines/presets: one YAML file per pipeline
 
-__all__ = ["ConfigError", "PresetFile", "check", "fingerprint", "flatten", "is_int", "parse_overrides"]
+__all__ = ["ConfigError", "PresetFile", "check", "check_types", "fingerprint", "flatten", "is_int", "parse_overrides"]
 
 
 def check(ok: bool, message: str) -> None:
@@ -38,6 +40,51 @@ def check(ok: bool, message: str) -> None:
 def is_int(value: Any, low: int) -> bool:
     """An ``int`` (not a bool) of at least ``low``."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _kind(value: Any) -> str:
+    """The kind a default gives its key: ``bool``, ``number`` (int or float: whether it must be an integer is a
+    range, checked by ``validate``), ``str``, ``list``, ``mapping``, or ``any`` (a ``null`` default)."""
+    if value is None:
+        return "any"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "str", list: "list", dict: "mapping"}.get(type(value), type(value).__name__)
+
+
+_KIND_WORDS = {"bool": "true or false", "number": "a number", "str": "a string", "list": "a list",
+               "mapping": "a mapping"}
+
+
+def check_types(cfg: dict, defaults: dict, skip: tuple[str, ...] = (), prefix: str = "") -> None:
+    """Every value of ``cfg`` has its default's kind (:func:`_kind`); a list's items have the kind of the
+    default list's first item. ``skip``: dotted keys (and sections) whose types ``validate`` checks itself (open
+    sections, keys that take two kinds such as ``3`` or ``"0.5%"``). Raises :class:`ConfigError` naming the key.
+
+    >>> check_types({"a": {"n": "x"}}, {"a": {"n": 3}})
+    Traceback (most recent call last):
+    ...
+    trainables.overrides.ConfigError: a.n: expected a number (like the default 3), got 'x'
+    """
+    for key, default in defaults.items():
+        path = f"{prefix}{key}"
+        if path in skip or key not in cfg:
+            continue
+        value, kind = cfg[key], _kind(default)
+        if kind == "mapping":
+            check_types(value, default, skip, path + ".")
+            continue
+        if kind == "any":
+            continue
+        check(_kind(value) == kind, f"{path}: expected {_KIND_WORDS[kind]} (like the default {default!r}), "
+                                    f"got {value!r}")
+        if kind == "list" and default:
+            item = _kind(default[0])
+            bad = [v for v in value if item != "any" and _kind(v) != item]
+            check(not bad, f"{path}: expected a list of {_KIND_WORDS.get(item, item).removeprefix('a ')}s (like the "
+                           f"default {default!r}), got {value!r}")
 
 
 def fingerprint(cfg: dict) -> str:
@@ -61,14 +108,17 @@ class PresetFile:
     """One pipeline's presets file.
 
     ``path``: YAML with ``defaults`` (every key) and ``presets`` (name -> overrides); ``validate(cfg)`` raises
-    :class:`ConfigError`; ``open_sections``: dotted keys whose sub-keys are free-form here; ``fixed``: keys a
-    preset may set but ``--set`` may not (e.g. the dataset that names the MLflow experiment).
+    :class:`ConfigError` for what types cannot say (ranges, cross-key rules, registry names); ``open_sections``:
+    dotted keys whose sub-keys are free-form here; ``fixed``: keys a preset may set but ``--set`` may not (e.g.
+    the dataset that names the MLflow experiment); ``free_types``: keys whose type ``validate`` checks because it
+    may differ from the default's (e.g. ``3`` or ``"0.5%"``).
     """
 
     path: Path
     validate: Callable[[dict], None] | None = None
     open_sections: tuple[str, ...] = ()
     fixed: tuple[str, ...] = ()
+    free_types: tuple[str, ...] = ()
 
     def _read(self) -> dict:
         with open(self.path) as f:
@@ -92,6 +142,7 @@ class PresetFile:
             check(key not in sets, f"--set {key}: fixed by the preset; choose another --preset")
         cfg = self._merge(defaults, presets[preset] or {})
         cfg = self._merge(defaults, _deep_update(cfg, sets))
+        check_types(cfg, defaults, (*self.open_sections, *self.free_types))
         cfg["preset"] = preset
         if self.validate is not None:
             self.validate(cfg)
