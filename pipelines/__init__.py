@@ -21,7 +21,7 @@ MOVED = {
     "dcsod_tracking": "nas.tracking", "experiment_methods": "thesis.methods",
     "experiment_settings": "thesis.settings", "experiment_tables": "thesis.tables",
     "noise_study": "thesis.noise_study", "dcsod_variants": "thesis.variants",
-    "champion_figures": "thesis.champion_figures", "sweep_cli": "sweeps.cli", "sweep_tracking": "sweeps.tracking",
+    "champion_figures": "thesis.champion_figures", "sweep_tracking": "sweeps.tracking",
     "text_vae_tracking": "sweeps.text_vae.tracking", "text_vae_plots": "sweeps.text_vae.plots",
     "text_vae_report": "sweeps.text_vae.report", "text_vae_table": "sweeps.text_vae.table",
     "dialog_tracking": "sweeps.dialog.tracking", "dialog_plots": "sweeps.dialog.plots",

@@ -1,9 +1,10 @@
 """Dialog-CVAE sweep on Switchboard (β schedules × posteriors, Ray Tune grid, MLflow):
 ``python pipelines/dialog.py --help``.
 
-A front door: the sweep itself lives in ``pipelines/sweeps/dialog/`` (settings and training in ``sweep.py``, the
-results rows and MLflow runs in ``tracking.py``, plots and report beside them) over the shared sweep driver
-``pipelines/sweeps/cli.py``.
+A front door: the sweep itself lives in ``pipelines/sweeps/dialog/`` (the command and its ``--help`` in
+``sweep.py``, the settings in ``settings.py``, the Tune experiment in ``experiment.py``, the outputs in
+``outputs.py``, the results rows and MLflow runs in ``tracking.py``, plots and report beside them) over the
+shared sweep driver ``pipelines/sweeps/driver.py``.
 """
 import sys
 from pathlib import Path

@@ -35,7 +35,7 @@ from pipelines.common.mlflow_runs import TrackingUnavailable, check_tracking_uri
 from pipelines.common.ray_session import check_resources, is_local, quiet_libraries, start_ray
 from pipelines.common.rundir import RunDir, RunDirError, stop_reason
 from pipelines.common.settings import ConfigError, check
-from pipelines.nas.settings import dataset_name
+from pipelines.nas.settings import dataset_name, train_config
 from pipelines.thesis.settings import load_experiment, preset_names, search_budget
 
 COMMANDS = ("table-4.1", "table-4.2", "fig-4.3", "table-4.3", "fig-4.4", "fig-4.5", "fig-4.6")
@@ -89,14 +89,12 @@ def planned_trainings(command: str, exp: dict, cfg: dict) -> tuple[int, int]:
 
 def estimate_line(command: str, exp: dict, cfg: dict) -> str:
     """What the command costs, in trainings and (with ``seconds_per_candidate``) GPU-hours."""
-    from trainables.image import TrainConfig
-
     candidates, retrains = planned_trainings(command, exp, cfg)
     line = f"{command}: {candidates} candidate trainings and {retrains} final-budget retrains"
     seconds = exp["seconds_per_candidate"]
     if seconds is None:
         return line
-    ratio = cfg["final"]["epochs"] / TrainConfig().replace(**cfg["train"]).epochs
+    ratio = cfg["final"]["epochs"] / train_config(cfg).epochs
     hours = seconds * (candidates + retrains * ratio) / 3600
     return (f"{line}: estimated {hours:,.0f} GPU-hours at {seconds:g} s per candidate (seconds_per_candidate; a "
             f"retrain costs {ratio:g}x a candidate, standard models counted as candidates)")

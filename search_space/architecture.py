@@ -72,3 +72,10 @@ def describe_architecture(value: Any, num_classes: int = 10, in_channels: int = 
         "num_classes": num_classes,
         "width": width,
     }
+
+
+def describe(genotype: Genotype, num_classes: int = 10, in_channels: int = 3, input_size: int = 32,
+             width: int = 32) -> dict:
+    """:func:`describe_architecture` of a genotype, plus its ``k`` and the number of live operators per cell."""
+    return {**describe_architecture(genotype, num_classes, in_channels, input_size, width), "k": genotype.k,
+            "live_operators": [len(c.live) - 1 for c in genotype.cells]}

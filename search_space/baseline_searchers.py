@@ -32,7 +32,7 @@ Conventions shared by every :class:`GenotypeSearcher`:
   as having none; one whose hyperparameter rows were sampled over other dimensions than the restoring run's
   param_space is refused with a one-line ``ValueError``.
 
-:data:`SEARCHER_CLASSES` maps the names the experiments use to the searcher classes.
+:data:`search_space.searchers.SEARCHERS` names these searchers and DCSOD's own (the registry presets use).
 """
 from __future__ import annotations
 
@@ -44,7 +44,6 @@ from ray.tune.search import Searcher
 
 from .genotype import Genotype
 from .hyperparameters import Dimension, check_descriptions, check_row, mutate
-from .searcher import PredictorEvolutionSearcher
 from .searcher_hooks import GenotypeSearcherHooks
 from .searcher_state import STATE_FORMAT, read_json_state, state_header, write_json_atomic
 from .searcher_state import check_mode as _check_mode
@@ -387,11 +386,3 @@ class RegularizedEvolutionSearcher(GenotypeSearcher):
         if row is None or not self.dimensions:
             return super()._propose_hyperparameters(parent)
         return mutate(self.dimensions, row, self.rng)
-
-
-#: The searcher names the experiments use (Table 4.1's baselines and DCSOD's own searcher).
-SEARCHER_CLASSES: dict[str, type[Searcher]] = {
-    "random": RandomSearcher,
-    "regularized-evolution": RegularizedEvolutionSearcher,
-    "predictor-evolution": PredictorEvolutionSearcher,
-}

@@ -10,8 +10,8 @@ import json
 import os
 import sys
 
+from .architecture import describe
 from .genotype import DEFAULT_K, Genotype
-from .network import describe
 from .space import SearchSpace
 
 

@@ -126,13 +126,3 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 32, 32))
     finally:
         model.train(was_training)
     return int(counter.get_total_flops())
-
-
-def describe(genotype: Genotype, num_classes: int = 10, in_channels: int = 3, input_size: int = 32,
-             width: int = 32) -> dict:
-    """:func:`search_space.architecture.describe_architecture` of a genotype, plus its ``k`` and the number of
-    live operators per cell."""
-    from .architecture import describe_architecture
-
-    return {**describe_architecture(genotype, num_classes, in_channels, input_size, width), "k": genotype.k,
-            "live_operators": [len(c.live) - 1 for c in genotype.cells]}

@@ -132,4 +132,4 @@ def make_flow(tmp_path, *sets, preset="ci", name="run"):
     from pipelines.nas.settings import load_config
 
     cfg = load_config(preset, ["warmup.n=8", "distill.top=2", "distill.random=1", *sets])
-    return workflow.Workflow(RunDir.open(tmp_path / name, cfg), cfg, "sqlite:///unused.db")
+    return workflow.Workflow(RunDir.open(tmp_path / name, cfg), cfg, f"sqlite:///{tmp_path / 'unused.db'}")

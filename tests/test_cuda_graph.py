@@ -8,7 +8,17 @@ import torch
 
 from search_space import SearchSpace, build_network
 from trainables.image import DeviceData, TeacherCache, TrainConfig, make_protocol
-from trainables.image.cuda_graph import GraphedStep, fallback_reason, graphed_step, scheduled_lr
+from trainables.image.cuda_graph import (
+    CapturableRun,
+    GraphedStep,
+    ImageShape,
+    ProtocolData,
+    StepSettings,
+    TeacherProbabilities,
+    fallback_reason,
+    graphed_step,
+    scheduled_lr,
+)
 from trainables.image.train import CandidateTraining
 
 TINY = {"epochs": 2, "width": 4, "batch_size": 64, "flip": True}
@@ -176,6 +186,24 @@ def test_teacher_cache_buffer_follows_the_cache(digits, teachers):
     graphed = GraphedStep(run, capture=False)
     assert graphed.teacher_in.shape == (run.batch, 6) and graphed.images.dtype == torch.uint8
     assert graphed.labels.shape == (run.batch,) and run.optimizer is graphed.optimizer
+
+
+def _members(protocol) -> set[str]:
+    return {name for name in {*vars(protocol), *protocol.__annotations__} if not name.startswith("_")}
+
+
+def test_candidate_training_has_every_member_the_graphed_step_reads(digits, teachers):
+    """``cuda_graph`` declares what it reads of a training as :class:`CapturableRun` instead of importing
+    ``train`` (which imports it); a ``CandidateTraining`` must have all of it, nested members included."""
+    cache = TeacherCache.compute(teachers, digits, temperature=4.0)
+    run = CandidateTraining(SearchSpace().sample(2), digits, TrainConfig(**TINY, **DISTILL, teacher_mode="cached"),
+                            teachers=cache)
+    for obj, protocol in ((run, CapturableRun), (run.config, StepSettings), (run.data, ProtocolData),
+                          (run.data.protocol, ImageShape),
+                          (run.cache, TeacherProbabilities)):
+        members = _members(protocol)
+        assert members and not [m for m in members if not hasattr(obj, m)], protocol.__name__
+    assert "loss" in _members(CapturableRun) and "optimizer" in _members(CapturableRun)
 
 
 # --- the benchmark's arithmetic (benchmarks/candidate_speed.py measures the captured step against the plain loop)

@@ -186,7 +186,7 @@ def test_final_logs_the_champions_cells_to_its_mlflow_run(monkeypatch, tmp_path,
     if fails:
         assert not logged and "champion_cells.png not logged" in caplog.text
     else:
-        assert logged == [("sqlite:///unused.db", best["model"]["run_id"], "champion_cells.png", PNG)]
+        assert logged == [(f"sqlite:///{tmp_path / 'unused.db'}", best["model"]["run_id"], "champion_cells.png", PNG)]
 
 
 def test_predicted_vs_measured_draws_the_identity_line(monkeypatch, tmp_path):

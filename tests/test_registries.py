@@ -9,14 +9,21 @@ import inspect
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
 
+from pipelines.common.rundir import RunDir, RunDirError
+from pipelines.common.settings import ConfigError
+from pipelines.nas.settings import load_config, preset_names
+from pipelines.nas.workflow import Workflow
 from pipelines.thesis.methods import METHODS
+from search_space import Genotype, SearchSpace
 from search_space.ops import OPS
 from search_space.predictor import PREDICTORS, make_predictor
 from search_space.registry import Registry, RegistryError
+from search_space.searchers import SEARCHERS
 from search_space.standard_models import STANDARD_MODELS
 from trainables.image.data import PROTOCOLS, make_protocol
 from trainables.image.losses import OBJECTIVES, make_objective
@@ -44,6 +51,7 @@ CASES = [
     (DATASETS, lambda name: ((None,), {}) if name == "toy" else None),
     (METHODS, no_arguments),
     (STANDARD_MODELS, lambda name: ((), {})),
+    (SEARCHERS, no_arguments),
 ]
 VALID_ARGUMENTS = {registry.kind: valid for registry, valid in CASES}
 VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
@@ -126,6 +134,60 @@ def test_missing_required_arguments_are_named(registry, name):
 def test_builders_go_through_the_contract(build):
     with pytest.raises(RegistryError, match="unknown 'no-such-entry'; valid: "):
         build()
+
+
+# ------------------------------------------------------------------------------------ searchers by name
+PRESET_SEARCHERS = sorted({load_config(name)["search"]["searcher"] for name in preset_names()})
+
+
+def test_every_preset_names_a_registered_searcher():
+    assert PRESET_SEARCHERS and set(PRESET_SEARCHERS) <= set(SEARCHERS)
+
+
+@pytest.mark.parametrize("name", sorted({*PRESET_SEARCHERS, *SEARCHERS}))
+@pytest.mark.parametrize("budget", [{}, {"full_budget": 2, "budget_attr": "epoch"}], ids=["full", "asha"])
+def test_the_search_stage_builds_each_searcher_and_it_suggests(name, budget, tmp_path):
+    """The search stage's construction path (``Workflow.searcher``) with the arguments the workflow gives,
+    warm start (predictor-evolution) included; the searcher then proposes a genotype of the run's space."""
+    cfg = load_config("ci", [f"search.searcher={name}"])
+    wf = Workflow(RunDir.open(tmp_path / "run", cfg), cfg, f"sqlite:///{tmp_path / 'unused.db'}")
+    space = SearchSpace(**cfg["space"])
+    records = [{"genotype": g.to_json(), "arch_hash": g.arch_hash, cfg["metric"]: 0.5 + i / 100, "checkpoint": "/ck"}
+               for i, g in enumerate(space.sample_many(6, seed=1))]
+    searcher = wf.searcher(records, **budget)
+    assert isinstance(searcher, SEARCHERS[name])
+    proposal = Genotype.from_json(searcher.suggest("trial-0")["genotype"])
+    assert proposal.k == space.k
+    if name == "predictor-evolution":
+        assert len(searcher.results) == len(records)  # the warm start
+
+
+@pytest.mark.parametrize("method", ["random", "regularized-evolution"])
+def test_table_4_1_baselines_build_their_searcher_through_the_registry(method):
+    wf = types.SimpleNamespace(metric="auroc_msp", space=SearchSpace(k=4), cfg={"seed": 3})
+    ctx = types.SimpleNamespace(exp={"regularized_evolution": {"population": 4, "sample_size": 2}})
+    searcher = METHODS[method]().make_searcher(ctx, wf)
+    assert isinstance(searcher, SEARCHERS[method]) and "genotype" in searcher.suggest("trial-0")
+
+
+def test_an_unknown_searcher_is_refused_with_one_line_before_anything_starts():
+    with pytest.raises(ConfigError) as err:
+        load_config("ci", ["search.searcher=simulated-annealing"])
+    assert str(err.value) == ("search.searcher: unknown 'simulated-annealing'; valid: "
+                              "predictor-evolution, random, regularized-evolution")
+
+
+def test_a_run_dir_from_before_search_searcher_resumes_at_its_default(tmp_path):
+    """``search.searcher`` came after run directories were written: one whose settings lack it resumes with the
+    default (``pipelines.common.rundir.ADDED_KEYS``), at any depth; another searcher is a difference."""
+    cfg = load_config("ci")
+    old = {**cfg, "search": {k: v for k, v in cfg["search"].items() if k != "searcher"}}
+    for path, stored, current in ((tmp_path / "dcsod", old, cfg),
+                                  (tmp_path / "experiments", {"dcsod": old}, {"dcsod": cfg})):
+        RunDir.open(path, stored)
+        assert RunDir.open(path, current).manifest["config"] == stored
+    with pytest.raises(RunDirError, match=r"other settings \(first difference: search\.searcher\)"):
+        RunDir.open(tmp_path / "dcsod", load_config("ci", ["search.searcher=random"]))
 
 
 def test_text_vae_imports_no_search_code():

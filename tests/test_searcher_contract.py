@@ -1,7 +1,7 @@
-"""The contract every genotype searcher in ``SEARCHER_CLASSES`` keeps, driven by hand through the Searcher hooks
-and inside a real Tuner (JSON state included: no searcher ever unpickles; metric and mode from ``TuneConfig`` alone;
-the param_space's hyperparameters sampled beside the genotype; trials stopped early not learnt from); then what is
-specific to the baselines (aging evolution)."""
+"""The contract every genotype searcher in ``search_space.searchers.SEARCHERS`` keeps, driven by hand through the
+Searcher hooks and inside a real Tuner (JSON state included: no searcher ever unpickles; metric and mode from
+``TuneConfig`` alone; the param_space's hyperparameters sampled beside the genotype; trials stopped early not learnt
+from); then what is specific to the baselines (aging evolution)."""
 import copy
 import inspect
 import json
@@ -19,24 +19,21 @@ from ray.tune.search.sample import Categorical
 from servers import local_ray
 
 from search_space import Genotype, encode
-from search_space.baseline_searchers import (
-    SEARCHER_CLASSES,
-    RandomSearcher,
-    RegularizedEvolutionSearcher,
-)
+from search_space.baseline_searchers import RandomSearcher, RegularizedEvolutionSearcher
 from search_space.searcher import legacy_state_error
+from search_space.searchers import SEARCHERS
 
 #: Small, fast settings per searcher name; a name missing here is built with its defaults.
 SMALL = {
     "regularized-evolution": dict(population=4, sample_size=2),
     "predictor-evolution": dict(min_results=4, refit_every=2, predictor="ridge", population=8, generations=3),
 }
-ALL = sorted(SEARCHER_CLASSES)
+ALL = sorted(SEARCHERS)
 JSON_STATE = ALL  # every searcher saves and restores plain JSON, never a pickle
 
 
 def make(name, seed=0, mode="max", **overrides):
-    return SEARCHER_CLASSES[name](metric=METRIC, mode=mode, seed=seed, **{**SMALL.get(name, {}), **overrides})
+    return SEARCHERS[name](metric=METRIC, mode=mode, seed=seed, **{**SMALL.get(name, {}), **overrides})
 
 
 def objective(g: Genotype) -> float:
@@ -161,7 +158,7 @@ def test_real_tuner_run_with_errored_trials(name, ray_cluster, tmp_path):
 # --- (a) metric and mode from TuneConfig, for every searcher ---------------------------------------------
 def bare(name, seed=0, **overrides):
     """A searcher of ``name`` without metric and mode (they come from Tune or nowhere)."""
-    return SEARCHER_CLASSES[name](seed=seed, **{**SMALL.get(name, {}), **overrides})
+    return SEARCHERS[name](seed=seed, **{**SMALL.get(name, {}), **overrides})
 
 
 def run_tuner(tmp_path, trainable, searcher, name, param_space=None, **tune_config):
@@ -300,7 +297,7 @@ def test_save_restore_continues_identically_with_hyperparameters(name, order, tm
     assert [d["path"] for d in state["hyperparameters"]["dimensions"]] == [
         ["optim", "lr"], ["optim", "batch_size"], ["layers"], ["dropout"], ["width"]]
     assert set(state["hyperparameters"]["pending"]) == {"pending"}
-    b = SEARCHER_CLASSES[name](seed=99)  # default settings: the state's replace them
+    b = SEARCHERS[name](seed=99)  # default settings: the state's replace them
     if order.startswith("param_space"):
         b.set_search_properties(METRIC, "max", hp_space())
         b.restore(str(path))
@@ -340,7 +337,7 @@ def test_a_state_of_the_previous_version_restores(name):
     """States written before trials stopped early, hyperparameters and budgets existed: same format, fewer keys."""
     a = make(name, seed=5)
     drive(a, 6, value=arch_value)
-    b = SEARCHER_CLASSES[name](seed=1)
+    b = SEARCHERS[name](seed=1)
     b.set_state(previous_version(a.get_state()))
     assert b.get_state() == a.get_state()
     assert drive(a, 4, start=6, value=arch_value) == drive(b, 4, start=6, value=arch_value)

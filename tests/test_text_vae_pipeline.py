@@ -18,7 +18,10 @@ pytest.importorskip("mlflow")
 
 from servers import kill_session
 
+from pipelines.sweeps.settings import training_seeds
 from pipelines.sweeps.text_vae import sweep as text_vae
+from pipelines.sweeps.text_vae.experiment import base_trial_config, param_space
+from pipelines.sweeps.text_vae.settings import TEXT_VAE_PRESETS, load_config, sweep_size
 from pipelines.sweeps.text_vae.tracking import RESULT_COLUMNS, ResultsTable, TextVAERecorder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -320,9 +323,12 @@ def test_a_deleted_mlflow_experiment_stops_with_one_line_before_any_trial(ray_lo
     (["--set", "schedules=[constant, exponential]"], "beta schedule: unknown 'exponential'; valid: constant"),
     (["--set", "posteriors=[flow]"], "posterior: unknown 'flow'"),
     (["--set", "shape=square"], "ramp shape: unknown 'square'; valid: linear"),
-    (["--set", "epochs=two"], "epochs: expected an integer >= 1, got 'two'"),
-    (["--set", "epochs=[1, 2]"], "epochs: expected an integer >= 1, got [1, 2]"),
-    (["--set", "lr=[0.1]"], "lr: expected a number, got [0.1]"),
+    (["--set", "epochs=two"], "epochs: expected a number (like the default 100), got 'two'"),
+    (["--set", "epochs=[1, 2]"], "epochs: expected a number (like the default 100), got [1, 2]"),
+    (["--set", "epochs=2.5"], "epochs: expected an integer >= 1, got 2.5"),
+    (["--set", "lr=[0.1]"], "lr: expected a number (like the default 0.005), got [0.1]"),
+    (["--set", "lr=.nan"], "lr: expected a number, got nan"),
+    (["--set", "cyclical_lr=1"], "cyclical_lr: expected true or false (like the default False), got 1"),
     (["--set", "schedules=[]"], "schedules: expected a non-empty list of names"),
     (["--set", "aggressive=[false, false]"], "aggressive: duplicate entries"),
     (["--set", "ratio=1.5"], "ratio must lie in [0, 1]"),
@@ -333,7 +339,8 @@ def test_a_deleted_mlflow_experiment_stops_with_one_line_before_any_trial(ray_lo
     (["--set", "schedules=[cyclical, cyclical@1]"], "schedules: entries ['cyclical', 'cyclical@1'] name the same "),
     (["--set", "workers=0"], "workers: expected an integer >= 1, got 0"),
     (["--set", "k_min=3", "--set", "k_max=2"], "need 0 <= k_min <= k_max"),
-    (["--set", "seeds=3"], "seeds: expected a list of integers >= 0, e.g. --set 'seeds=[0, 1, 2]', got 3"),
+    (["--set", "seeds=3"], "seeds: expected a list (like the default []), got 3"),
+    (["--set", "seeds=[0, -1]"], "seeds: expected a list of integers >= 0, e.g. --set 'seeds=[0, 1, 2]', got [0, -1]"),
     (["--set", "seeds=[0, 0]"], "seeds: duplicate entries in [0, 0]"),
     (["--search", "optuna", "--set", "seeds=[0, 1]"], "--search optuna trains each proposal once: seeds takes"),
     (["--preset", "imdb"], "unknown preset 'imdb'; valid: toy, ptb, yelp, ptb-paper, yelp-paper"),
@@ -349,6 +356,24 @@ def test_bad_command_line_exits_2_with_one_line_and_writes_nothing(tmp_path, cap
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_sweep_exit_from_any_step_is_the_exit_status_and_its_one_line(tmp_path, capsys, monkeypatch):
+    """``SweepDriver.run``: a step that raises ``SweepExit`` ends the command with that status and prints its
+    message alone on stderr; nothing after the step runs."""
+    from pipelines.sweeps.driver import SweepExit
+
+    monkeypatch.chdir(tmp_path)
+    written = []
+
+    def train(self, p, start):
+        raise SweepExit(1, "error: MLflow went away")
+
+    monkeypatch.setattr(text_vae.TextVAESweep, "train", train)
+    monkeypatch.setattr(text_vae.TextVAESweep, "write_outputs", lambda self, done, p: written.append(done))
+    out = tmp_path / "out"
+    assert text_vae.main(["--output", str(out), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]) == 1
+    assert capsys.readouterr().err == "error: MLflow went away\n" and written == [] and not out.exists()
 
 
 @pytest.mark.parametrize("argv, key", [(["--set", "epochs=3"], "epochs"), (["--search", "optuna"], "search"),
@@ -368,24 +393,24 @@ def test_other_settings_on_an_existing_output_are_refused(finished, capsys, argv
 def test_presets_file_documents_every_key_once_and_keeps_the_preset_values():
     import yaml
 
-    data = yaml.safe_load(text_vae.TEXT_VAE_PRESETS.path.read_text())
-    assert list(data) == ["defaults", "presets"] and text_vae.TEXT_VAE_PRESETS.names() == [
+    data = yaml.safe_load(TEXT_VAE_PRESETS.path.read_text())
+    assert list(data) == ["defaults", "presets"] and TEXT_VAE_PRESETS.names() == [
         "toy", "ptb", "yelp", "ptb-paper", "yelp-paper"]
-    lines = text_vae.TEXT_VAE_PRESETS.path.read_text().split("presets:\n")[0].splitlines()
+    lines = TEXT_VAE_PRESETS.path.read_text().split("presets:\n")[0].splitlines()
     for key in data["defaults"]:
         (line,) = [ln for ln in lines if ln.startswith(f"  {key}:")]
         assert "#" in line, f"defaults.{key} has no comment"
     for name, preset in data["presets"].items():
         assert set(preset) <= set(data["defaults"]), name
-    toy = text_vae.load_config("toy")  # the settings of the measured results in benchmarks/RESULTS.md
+    toy = load_config("toy")  # the settings of the measured results in benchmarks/RESULTS.md
     assert (toy["epochs"], toy["toy_copies"], toy["lr"], toy["batch_size"], toy["latent_dim"]) == (
         100, 50, 0.005, 10, 2)
     assert toy["schedules"] == ["constant", "monotonic", "cyclical"] and toy["aggressive"] == [False, True]
     for name in ("ptb", "yelp"):  # the measured CPU grids of benchmarks/RESULTS.md
-        cfg = text_vae.load_config(name)
+        cfg = load_config(name)
         assert (cfg["hidden_dim"], cfg["word_dropout"], cfg["epochs"], cfg["seeds"]) == (128, 0.4, 8, [0, 1, 2])
-        assert text_vae.sweep_size(cfg, "grid") == 36 and cfg["aggressive"] == [False, True]
-    yelp = text_vae.load_config("yelp")
+        assert sweep_size(cfg, "grid") == 36 and cfg["aggressive"] == [False, True]
+    yelp = load_config("yelp")
     assert (yelp["dataset"], yelp["max_len"], yelp["val_frac"], yelp["limit"]) == ("yelp", 15, 0.05, 10000)
 
 
@@ -394,44 +419,44 @@ def test_schedule_defaults_are_the_thesis_values_and_table_2_1_is_one_sweep():
     β_max = 0.5 and 1 for both annealed schedules) are schedule entries of one grid."""
     from trainables.text.vae_model import VAETrainConfig
 
-    for preset in text_vae.TEXT_VAE_PRESETS.names():
-        cfg = text_vae.load_config(preset)
+    for preset in TEXT_VAE_PRESETS.names():
+        cfg = load_config(preset)
         assert (cfg["ratio"], cfg["monotonic_ratio"], cfg["beta_max"], cfg["cycles"]) == (0.5, 0.25, 1.0, 4), preset
-        train = text_vae.base_trial_config(cfg, None)["train"]
+        train = base_trial_config(cfg, None)["train"]
         assert (train["ratio"], train["monotonic_ratio"], train["beta_max"]) == (0.5, 0.25, 1.0)
     defaults = VAETrainConfig()
     assert (defaults.ratio, defaults.monotonic_ratio, defaults.beta_max) == (0.5, 0.25, 1.0)
     table = ["ae", "monotonic@0.5", "cyclical@0.5", "monotonic", "cyclical"]
-    cfg = text_vae.load_config("yelp", [f"schedules=[{', '.join(table)}]"])
+    cfg = load_config("yelp", [f"schedules=[{', '.join(table)}]"])
     assert cfg["schedules"] == table
-    half = text_vae.load_config("toy", ["beta_max=0.5", "schedules=[ae, cyclical, cyclical@1]"])
+    half = load_config("toy", ["beta_max=0.5", "schedules=[ae, cyclical, cyclical@1]"])
     assert half["beta_max"] == 0.5 and half["schedules"] == ["ae", "cyclical", "cyclical@1"]
 
 
 @pytest.mark.parametrize("preset, dataset", [("ptb-paper", "ptb"), ("yelp-paper", "yelp")])
 def test_gpu_presets_validate_at_the_thesis_scale(preset, dataset):
     """Embedding 512, LSTM 1024, latent 32, J = 5, K_max = 50, 40 epochs, one GPU per configuration."""
-    cfg = text_vae.load_config(preset)
+    cfg = load_config(preset)
     assert cfg["dataset"] == dataset
     assert (cfg["emb_dim"], cfg["hidden_dim"], cfg["latent_dim"]) == (512, 1024, 32)
     assert (cfg["j_samples"], cfg["k_max"], cfg["k_min"], cfg["epochs"], cfg["batch_size"]) == (5, 50, 0, 40, 32)
     assert cfg["eval_components"] == 51 and cfg["gpus_per_trial"] == 1.0
-    base = text_vae.base_trial_config(cfg, None)
+    base = base_trial_config(cfg, None)
     assert base["device"] == "cuda" and base["worker_resources"] == {"CPU": 1.0, "GPU": 1.0}
     assert (base["model"]["emb_dim"], base["model"]["hidden_dim"], base["train"]["j_samples"],
             base["train"]["k_max"]) == (512, 1024, 5, 50)
     if dataset == "ptb":
         assert cfg["max_len"] >= 82 and cfg["min_freq"] == 1  # every PTB sentence, the files' own vocabulary
-    readme = (ROOT / "README.md").read_text()
-    assert f"`{preset}`" in readme and "GPU preset" in readme
+    guide = (ROOT / "docs" / "text_vae.md").read_text()
+    assert f"`{preset}`" in guide and "GPU preset" in guide
 
 
 def test_set_values_are_yaml_and_normalised():
-    cfg = text_vae.load_config("toy", ["schedules=[constant, cyclical]", "posteriors=gaussian", "aggressive=false",
-                                       "lr=1", "epochs=5"])
+    cfg = load_config("toy", ["schedules=[constant, cyclical]", "posteriors=gaussian", "aggressive=false", "lr=1",
+                              "epochs=5"])
     assert cfg["schedules"] == ["constant", "cyclical"] and cfg["posteriors"] == ["gaussian"]
     assert cfg["aggressive"] == [False] and cfg["lr"] == 1.0 and isinstance(cfg["lr"], float) and cfg["epochs"] == 5
-    assert text_vae.load_config("toy", ["lr=1"]) == text_vae.load_config("toy", ["lr=1.0"])
+    assert load_config("toy", ["lr=1"]) == load_config("toy", ["lr=1.0"])
 
 
 def test_recorder_records_each_trial_once_whatever_the_hooks_and_crashes(store, tmp_path):
@@ -493,14 +518,14 @@ def test_recorder_records_each_trial_once_whatever_the_hooks_and_crashes(store, 
 
 
 def test_a_list_of_seeds_trains_every_configuration_once_per_seed():
-    cfg = text_vae.load_config("toy", ["seeds=[3, 4]", "schedules=[cyclical]", "posteriors=[gaussian]",
-                                       "aggressive=[false]"])
-    assert text_vae.training_seeds(cfg) == [3, 4] and text_vae.sweep_size(cfg, "grid") == 2
-    space = text_vae.param_space(cfg, text_vae.base_trial_config(cfg, None), "grid")
+    cfg = load_config("toy", ["seeds=[3, 4]", "schedules=[cyclical]", "posteriors=[gaussian]",
+                              "aggressive=[false]"])
+    assert training_seeds(cfg) == [3, 4] and sweep_size(cfg, "grid") == 2
+    space = param_space(cfg, base_trial_config(cfg, None), "grid")
     assert space["train"]["seed"] == {"grid_search": [3, 4]}
-    once = text_vae.load_config("toy", ["seed=7"])
-    assert text_vae.training_seeds(once) == [7] and text_vae.sweep_size(once, "grid") == 12
-    assert text_vae.param_space(once, text_vae.base_trial_config(once, None), "grid")["train"]["seed"] == 7
+    once = load_config("toy", ["seed=7"])
+    assert training_seeds(once) == [7] and sweep_size(once, "grid") == 12
+    assert param_space(once, base_trial_config(once, None), "grid")["train"]["seed"] == 7
 
 
 def test_help_describes_the_stages_the_outputs_and_the_run_time(capsys):

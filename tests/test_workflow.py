@@ -41,7 +41,7 @@ def fake(monkeypatch, tmp_path):
 
 def make(tmp_path, *sets):
     cfg = load_config("ci", ["warmup.n=8", "distill.top=2", "distill.random=1", *sets])
-    return workflow.Workflow(RunDir.open(tmp_path / "run", cfg), cfg, "sqlite:///unused.db")
+    return workflow.Workflow(RunDir.open(tmp_path / "run", cfg), cfg, f"sqlite:///{tmp_path / 'unused.db'}")
 
 
 def test_alg2_retrains_the_pool_each_iteration_with_teachers_from_the_last(fake, tmp_path):

@@ -134,6 +134,29 @@ def hold_lock(directory: str | os.PathLike) -> None:
     _held_locks[path] = fd
 
 
+#: Settings keys added after run directories were written (dotted path -> the value every run before the key
+#: behaved as): a stored run whose settings lack such a key resumes when the new settings hold exactly that value
+#: there; any other value is a difference. A path matches at any depth (``search.searcher`` also matches the
+#: experiments' ``dcsod.search.searcher``). Add a key here when a pipeline's ``defaults`` gain one.
+ADDED_KEYS: dict[str, Any] = {
+    "search.searcher": "predictor-evolution",  # search_space.searchers.SEARCHERS: DCSOD's searcher before the key
+}
+
+
+def _is_added_default(dotted: str, value: Any) -> bool:
+    return any((dotted == key or dotted.endswith(f".{key}")) and value == default
+               for key, default in ADDED_KEYS.items())
+
+
+def comparable(config: Any, stored: Any, prefix: str = "") -> Any:
+    """``config`` as the run directory compares it with the ``stored`` settings: without the :data:`ADDED_KEYS`
+    that ``stored`` lacks and ``config`` holds at their old default, so adding a key never orphans a run dir."""
+    if not (isinstance(config, dict) and isinstance(stored, dict)):
+        return config
+    return {key: comparable(value, stored.get(key), f"{prefix}{key}.") for key, value in config.items()
+            if key in stored or not _is_added_default(f"{prefix}{key}", value)}
+
+
 def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
@@ -153,7 +176,8 @@ class RunDir:
     def open(cls, path: str | os.PathLike, config: dict, create: bool = True,
              tracking_uri: str | None = None) -> RunDir | None:
         """Open ``path`` for ``config``: a new directory is created with a fresh manifest; an existing run
-        must have been started with the same settings (else :class:`RunDirError` naming the first differing key).
+        must have been started with the same settings (else :class:`RunDirError` naming the first differing key;
+        a key added since, at its old default, is no difference: :data:`ADDED_KEYS`).
         ``create=False`` only checks: it returns None instead of creating anything. Either way an existing
         directory is locked for this process (:func:`hold_lock`): a second job on it is refused.
         ``tracking_uri``: the MLflow store the run records into, kept in the manifest; a rerun must name the same
@@ -169,9 +193,10 @@ class RunDir:
                 manifest = read_json(manifest_path)
             except (OSError, json.JSONDecodeError) as err:
                 raise RunDirError(f"{manifest_path}: unreadable manifest ({err})") from None
-            if fingerprint(manifest.get("config")) != fingerprint(config):
-                key = _first_difference(json.loads(fingerprint(manifest.get("config"))),
-                                        json.loads(fingerprint(config)))
+            stored = manifest.get("config")
+            if fingerprint(stored) != fingerprint(comparable(config, stored)):
+                key = _first_difference(json.loads(fingerprint(stored)),
+                                        json.loads(fingerprint(comparable(config, stored))))
                 raise RunDirError(f"{path} holds a run with other settings (first difference: {key}); "
                                   "rerun with the same preset and --set values, or choose another --output")
             run = cls(path, manifest)

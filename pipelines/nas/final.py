@@ -140,11 +140,11 @@ def load_model_info(run: RunDir, cfg: dict, name: str = "final") -> dict:
 def package(genotype: str, state_dict: dict, info: dict, train: dict):
     """The retrained network as a :class:`trainables.image.export.ScoredClassifier` (CPU, eval mode); ``info`` from
     :func:`load_model_info`."""
+    from pipelines.nas.settings import train_config_of
     from search_space import build_model
-    from trainables.image import TrainConfig
     from trainables.image.export import ScoredClassifier
 
-    width = TrainConfig().replace(**{k: v for k, v in train.items() if k in TrainConfig.fields()}).width
+    width = train_config_of(train).width
     net = build_model(genotype, info["num_classes"], info["in_channels"], width)
     net.load_state_dict(state_dict)
     return ScoredClassifier(net, info["mean"], info["std"], class_names=info["class_names"])

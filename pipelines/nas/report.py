@@ -325,10 +325,8 @@ def write_report(run: RunDir, cfg: dict, best: dict) -> None:
     plot_search_trajectory(run, metric, max(_before_search(searched, metric), default=math.nan))
     draw_genotype(best["genotype"], run / "champion_cells.png", title="champion")
 
-    pred = read_json(run / "predictor" / "metrics.json")
     summary, unread = protocol_summary(cfg, run)
     se = _validation_error(metric, best["measured_search"].get(metric), summary)
-    warmup = history[history.stage == "warmup"][metric].dropna()
     model = best["model"]
     alias = "alias @champion" if model.get("alias") else f"not @champion: {model.get('promotion')}"
     lines = [
@@ -336,6 +334,23 @@ def write_report(run: RunDir, cfg: dict, best: dict) -> None:
         f"Run directory `{run.path}`; MLflow experiment `dcsod-{best['model']['name'].removeprefix('dcsod-')}`, "
         f"registered model `{best['model']['uri']}` (version {best['model']['version']}; {alias}).", "",
         *task_section(cfg["protocol"], summary, protocol_description(cfg["protocol"]), unread),
+        *_champion_lines(best, metric, history[history.stage == "warmup"][metric].dropna()),
+        *_meaning_lines(metric, best["measured_test"], summary),
+        *_search_lines(searched, metric, se),
+        *_warning_lines(metric, best, searched, summary, taus),
+        *_compare_lines(best),
+        *_candidate_lines(best, metric),
+        *_predictor_lines(read_json(run / "predictor" / "metrics.json"), taus),
+        *_stage_lines(run.manifest["stages"]),
+        "## Plots", "", "![predicted vs measured](predicted_vs_measured.png)", "",
+        "![metric by stage](metric_by_stage.png)", "", "![search trajectory](search_trajectory.png)", "",
+    ]
+    write_text(run / "report.md", "\n".join(lines))
+
+
+def _champion_lines(best: dict, metric: str, warmup) -> list[str]:
+    """The champion: why it was chosen, its predicted and measured numbers against the warmup's, its cells."""
+    return [
         "## Champion", "",
         f"- architecture `{best['arch_hash']}` (genotype in `best.json`), chosen as the "
         f"{CHAMPION_RULES[best.get('champion', 'measured')]}",
@@ -354,22 +369,27 @@ def write_report(run: RunDir, cfg: dict, best: dict) -> None:
         "entering it, every box without an outgoing arrow feeds `output` (concatenated, projected by a 1x1 "
         "convolution, plus the input with the residual wiring), and vertices unreachable from the input are "
         "pruned and not drawn.", "",
-        *_meaning_lines(metric, best["measured_test"], summary),
-        *_search_lines(searched, metric, se),
-        *_warning_lines(metric, best, searched, summary, taus),
-        *_compare_lines(best),
-        *_candidate_lines(best, metric),
+    ]
+
+
+def _predictor_lines(pred: dict, taus: dict) -> list[str]:
+    """The predictor's rank correlations (``pred``: ``predictor/metrics.json``)."""
+    return [
         "## Predictor", "",
         f"`{pred['predictor']}` fit on {pred['n_train']} of the final iteration's pairs, scored on the held-out "
         f"rest: Kendall {correlation_phrase(taus['validation'])}; Pearson "
         f"{correlation_phrase(taus['validation'], 'pearson_rho')}"
         + (f"; on the search proposals, Kendall {correlation_phrase(taus['search'])}" if "search" in taus else "")
         + ". A rank correlation on a handful of architectures says little: read the interval, not the point.", "",
-        "## Stages", "",
-        "| stage | trials | failed | wall s | mean train s | mean trial s | overhead s/trial | gap s/trial |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    for name, info in run.manifest["stages"].items():
+
+
+def _stage_lines(stages: dict) -> list[str]:
+    """The manifest's timings per stage and what they mean."""
+    lines = ["## Stages", "",
+             "| stage | trials | failed | wall s | mean train s | mean trial s | overhead s/trial | gap s/trial |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, info in stages.items():
         if "trials" in info:
             lines.append(f"| {name} | {info['trials']} | {info['failed']} | {_fmt(info['wall_seconds'], 1)} | "
                          f"{_fmt(info['mean_train_seconds'], 2)} | {_fmt(info['mean_trainable_seconds'], 2)} | "
@@ -377,11 +397,8 @@ def write_report(run: RunDir, cfg: dict, best: dict) -> None:
                          f"{_fmt(info.get('gap_seconds_per_trial'), 2)} |")
         elif "wall_seconds" in info:
             lines.append(f"| {name} | 1 | 0 | {_fmt(info['wall_seconds'], 1)} | – | – | – | – |")
-    lines += ["", "Overhead per trial = stage wall time × concurrent slots / trials − mean time inside the trainable "
-              "(includes each stage's start: worker processes, imports, data loading). Gap per trial = mean time a "
-              "reused worker waits between the end of one trial and the start of its next (scheduling, result "
-              "reporting, checkpoint, MLflow; the steady-state cost per candidate). A stage resumed after a crash "
-              "reports only its resumed part.", "",
-              "## Plots", "", "![predicted vs measured](predicted_vs_measured.png)", "",
-              "![metric by stage](metric_by_stage.png)", "", "![search trajectory](search_trajectory.png)", ""]
-    write_text(run / "report.md", "\n".join(lines))
+    return lines + ["", "Overhead per trial = stage wall time × concurrent slots / trials − mean time inside the "
+                    "trainable (includes each stage's start: worker processes, imports, data loading). Gap per "
+                    "trial = mean time a reused worker waits between the end of one trial and the start of its next "
+                    "(scheduling, result reporting, checkpoint, MLflow; the steady-state cost per candidate). A "
+                    "stage resumed after a crash reports only its resumed part.", ""]

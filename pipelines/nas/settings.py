@@ -52,12 +52,55 @@ def distill_args(cfg: dict) -> dict:
     return {k: cfg["distill"][k] for k in ("temperature", "alpha", "beta", "lam", "t_squared")}
 
 
+def train_config_of(train: dict):
+    """The :class:`trainables.image.TrainConfig` of a training's settings: ``cfg["train"]`` or a stage's
+    (``Workflow.warmup_train()``, ``final_train()``, ...). Raises ``ValueError``/``TypeError`` for an unknown key
+    or a bad value (:func:`validate` reports it as a :class:`ConfigError` first)."""
+    from trainables.image import TrainConfig
+
+    return TrainConfig().replace(**train)
+
+
+def train_config(cfg: dict):
+    """The :class:`trainables.image.TrainConfig` that the settings' ``train`` section describes."""
+    return train_config_of(cfg["train"])
+
+
 def validate(cfg: dict) -> None:
-    """Check every value against what it configures; raise :class:`ConfigError` (one line)."""
-    from search_space import PREDICTORS, make_predictor
-    from search_space.space import SearchSpace
-    from trainables.image import PROTOCOLS, SCORES, TrainConfig, make_objective
-    from trainables.image.ood import LOWER_IS_BETTER, parse_metric
+    """Check what the kinds of the defaults cannot say (:func:`pipelines.common.settings.check_types` checked
+    those first): ranges, cross-key rules, registry names and what the constructors accept. Raise
+    :class:`ConfigError` (one line naming the key)."""
+    _check_protocol(cfg)
+    _check_search(cfg)
+    _check_searcher(cfg)
+    _check_final(cfg)
+    train = _checked_train_config(cfg)
+    _check_train_budget(cfg, train)
+    _check_space(cfg, train)
+    _check_predictor(cfg)
+    _check_distill(cfg)
+    _check_counts(cfg)
+    _check_teachers(cfg)
+    _check_resources(cfg)
+    _check_ranking(cfg, train.scores)
+    _check_objectives(cfg)
+
+
+def _check_searcher(cfg: dict) -> None:
+    """``search.searcher`` names an entry of :data:`search_space.searchers.SEARCHERS` (imports Ray, starts nothing)."""
+    from search_space.searchers import SEARCHERS
+
+    name = cfg["search"]["searcher"]
+    check(name in SEARCHERS, f"search.searcher: unknown {name!r}; valid: {', '.join(SEARCHERS)}")
+
+
+def _one_of(path: str, value, valid: tuple[str, ...]) -> None:
+    check(value in valid, f"{path}: expected one of {', '.join(valid)}, got {value!r}")
+
+
+def _check_protocol(cfg: dict) -> None:
+    """A registered protocol, its keyword arguments, and no ``train`` key the workflow sets per stage."""
+    from trainables.image import PROTOCOLS
 
     check(cfg["protocol"] in PROTOCOLS, f"protocol: unknown {cfg['protocol']!r}; valid: {', '.join(PROTOCOLS)}")
     params = inspect.signature(PROTOCOLS[cfg["protocol"]]).parameters
@@ -65,24 +108,26 @@ def validate(cfg: dict) -> None:
     check(not bad, f"protocol_options: unknown {bad} for {cfg['protocol']}; valid: {', '.join(params)}")
     for key in sorted(set(cfg["train"]) & set(STAGE_FIELDS)):
         raise ConfigError(f"train.{key}: the workflow sets it per stage ({STAGE_FIELDS[key]})")
+
+
+def _check_search(cfg: dict) -> None:
+    """The search stages' data fraction, reference and early stopping."""
     value = cfg["search_fraction"]
-    check(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1,
-          f"search_fraction: expected a fraction in (0, 1], got {value!r}")
-    check(cfg["search"]["reference"] in REFERENCES,
-          f"search.reference: expected one of {', '.join(REFERENCES)}, got {cfg['search']['reference']!r}")
-    check(cfg["search"]["early_stop"] in EARLY_STOP,
-          f"search.early_stop: expected one of {', '.join(EARLY_STOP)}, got {cfg['search']['early_stop']!r}")
-    check(is_int(cfg["search"]["reduction_factor"], 2),
-          f"search.reduction_factor: expected an integer >= 2, got {cfg['search']['reduction_factor']!r}")
-    check(cfg["final"]["champion"] in CHAMPIONS,
-          f"final.champion: expected one of {', '.join(CHAMPIONS)}, got {cfg['final']['champion']!r}")
-    check(cfg["final"]["promote"] in PROMOTE,
-          f"final.promote: expected one of {', '.join(PROMOTE)}, got {cfg['final']['promote']!r}")
-    check(isinstance(cfg["final"]["train_on_val"], bool),
-          f"final.train_on_val: expected true or false, got {cfg['final']['train_on_val']!r}")
+    check(0 < value <= 1, f"search_fraction: expected a fraction in (0, 1], got {value!r}")
+    s = cfg["search"]
+    _one_of("search.reference", s["reference"], REFERENCES)
+    _one_of("search.early_stop", s["early_stop"], EARLY_STOP)
+    check(is_int(s["reduction_factor"], 2),
+          f"search.reduction_factor: expected an integer >= 2, got {s['reduction_factor']!r}")
+
+
+def _check_final(cfg: dict) -> None:
+    """The champion rule, the promotion rule and the comparison's seeds and standard architecture."""
+    _one_of("final.champion", cfg["final"]["champion"], CHAMPIONS)
+    _one_of("final.promote", cfg["final"]["promote"], PROMOTE)
     compare = cfg["final"]["compare"]
     seeds = compare["seeds"]
-    check(isinstance(seeds, list) and all(is_int(s, 0) for s in seeds) and len(set(seeds)) == len(seeds),
+    check(all(is_int(s, 0) for s in seeds) and len(set(seeds)) == len(seeds),
           f"final.compare.seeds: expected a list of distinct integers >= 0 ([] = no comparison), got {seeds!r}")
     if compare["standard"] is not None:
         from search_space.standard_models import StandardModel
@@ -91,62 +136,100 @@ def validate(cfg: dict) -> None:
             StandardModel.from_dict(compare["standard"])
         except (TypeError, ValueError) as err:
             raise ConfigError(f"final.compare.standard: {err}") from None
-    check(isinstance(cfg["distill"]["t_squared"], bool),
-          f"distill.t_squared: expected true or false, got {cfg['distill']['t_squared']!r}")
+
+
+def _checked_train_config(cfg: dict):
+    """:func:`train_config`, its errors as a :class:`ConfigError` naming the ``train`` key."""
     try:
-        train = TrainConfig().replace(**cfg["train"])
+        return train_config(cfg)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"train.{err}" if not str(err).startswith("config:") else f"train: {err}") from None
-    grace = cfg["search"]["grace_epochs"]  # its type is checked below
+
+
+def _check_train_budget(cfg: dict, train) -> None:
+    """What the per-candidate training allows: an early-stopping grace below its epochs, CUDA graphs only
+    with a GPU, a learning rate SGD survives."""
+    grace = cfg["search"]["grace_epochs"]  # its range is checked by _check_counts
     check(not is_int(grace, 1) or cfg["search"]["early_stop"] == "none" or grace < train.epochs,
           f"search.grace_epochs: expected fewer than train.epochs = {train.epochs} with search.early_stop=asha "
-          f"(else no training is ever stopped), got {cfg['search']['grace_epochs']!r}")
+          f"(else no training is ever stopped), got {grace!r}")
     check(not train.cuda_graph or cfg["resources"]["gpu"] > 0,
           "train.cuda_graph: true needs a GPU per trial (resources.gpu > 0); CUDA graphs do not exist on CPUs")
     check(train.lr <= MAX_LR, f"train.lr: expected a positive number <= {MAX_LR:g} (SGD with a larger rate diverges "
           f"for every network of the space), got {train.lr!r}")
+
+
+def _check_space(cfg: dict, train) -> None:
+    """The search space builds, and its largest architecture at ``train.width`` stays under :data:`MAX_PARAMS`."""
+    from search_space.size import largest_network_params
+    from search_space.space import SearchSpace
+
     try:
         space = SearchSpace(**cfg["space"])
     except (TypeError, ValueError) as err:
         raise ConfigError(f"space: {err}") from None
-    from search_space.size import largest_network_params
-
     largest = largest_network_params(space.k, train.width, space.search_ops, space.residual)
     check(largest <= MAX_PARAMS, f"space.k={space.k} at train.width={train.width}: the largest architecture of the "
           f"space has {largest:.2g} parameters, more than the {MAX_PARAMS:.0e} any candidate may have; lower "
           "space.k or train.width")
+
+
+def _check_predictor(cfg: dict) -> None:
+    """A registered predictor that accepts ``predictor.args``."""
+    from search_space import PREDICTORS, make_predictor
+
     check(cfg["predictor"]["name"] in PREDICTORS,
-           f"predictor.name: unknown {cfg['predictor']['name']!r}; valid: {', '.join(PREDICTORS)}")
+          f"predictor.name: unknown {cfg['predictor']['name']!r}; valid: {', '.join(PREDICTORS)}")
     try:
         make_predictor(cfg["predictor"]["name"], **cfg["predictor"]["args"])
     except ValueError as err:
         raise ConfigError(str(err)) from None
+
+
+def _check_distill(cfg: dict) -> None:
     d = cfg["distill"]
-    check(d["algorithm"] in ALGORITHMS,
-          f"distill.algorithm: expected one of {', '.join(ALGORITHMS)}, got {d['algorithm']!r}")
+    _one_of("distill.algorithm", d["algorithm"], ALGORITHMS)
     check(d["teacher_mode"] in ("online", "cached"),
           f"distill.teacher_mode: expected online or cached, got {d['teacher_mode']!r}")
-    for name, value, low in [("warmup.n", cfg["warmup"]["n"], MIN_PREDICTOR_PAIRS),
-                             ("distill.iterations", d["iterations"], 0),
-                             ("distill.q", d["q"], 1), ("search.trials", cfg["search"]["trials"], 0),
-                             ("search.min_results", cfg["search"]["min_results"], 2),
-                             ("search.refit_every", cfg["search"]["refit_every"], 1),
-                             ("search.grace_epochs", cfg["search"]["grace_epochs"], 1),
-                             ("final.epochs", cfg["final"]["epochs"], 1), ("final.workers", cfg["final"]["workers"], 1),
-                             ("max_concurrent", cfg["max_concurrent"], 1), ("max_failures", cfg["max_failures"], 0),
-                             ("seed", cfg["seed"], 0)]:
+
+
+#: Integer settings and their least value.
+COUNTS = {"warmup.n": MIN_PREDICTOR_PAIRS, "distill.iterations": 0, "distill.q": 1, "search.trials": 0,
+          "search.min_results": 2, "search.refit_every": 1, "search.grace_epochs": 1, "final.epochs": 1,
+          "final.workers": 1, "max_concurrent": 1, "max_failures": 0, "seed": 0}
+
+
+def _check_counts(cfg: dict) -> None:
+    """Every setting of :data:`COUNTS` is an integer of at least its least value."""
+    for name, low in COUNTS.items():
+        value = cfg
+        for part in name.split("."):
+            value = value[part]
         check(is_int(value, low), f"{name}: expected an integer >= {low}, got {value!r}")
+
+
+def _check_teachers(cfg: dict) -> None:
+    """``distill.top`` and ``distill.random``: a count or a percentage (free types); at least one top teacher."""
+    d = cfg["distill"]
     for name in ("top", "random"):
         value = d[name]
         ok = is_int(value, 0) or (isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?%", value) is not None)
         check(ok, f"distill.{name}: expected an integer >= 0 or a percentage like '0.5%', got {value!r}")
     check(parse_count(d["top"], cfg["warmup"]["n"]) >= 1, "distill.top: at least one teacher is needed")
+
+
+def _check_resources(cfg: dict) -> None:
     for name in ("cpu", "gpu"):
         value = cfg["resources"][name]
-        check(isinstance(value, (int, float)) and value >= 0,
-              f"resources.{name}: expected a number >= 0, got {value!r}")
+        check(value >= 0, f"resources.{name}: expected a number >= 0, got {value!r}")
     check(cfg["resources"]["cpu"] > 0 or cfg["resources"]["gpu"] > 0, "resources: a trial needs some cpu or gpu")
-    scores = TrainConfig().replace(**cfg["train"]).scores
+
+
+def _check_ranking(cfg: dict, scores) -> None:
+    """Registered OOD scores, and a higher-is-better ranking ``metric`` of one of them."""
+    from trainables.image import SCORES
+    from trainables.image.ood import LOWER_IS_BETTER, parse_metric
+
     unknown = [s for s in scores if s not in SCORES]
     check(not unknown, f"train.scores: unknown {unknown}; valid: {', '.join(SCORES)}")
     try:
@@ -154,9 +237,15 @@ def validate(cfg: dict) -> None:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     check(kind not in LOWER_IS_BETTER, f"metric: {cfg['metric']} is lower = better; the ranking metric must be "
-           f"higher = better (id_acc, auroc_<score>, aupr_in_<score>, aupr_out_<score>)")
+          f"higher = better (id_acc, auroc_<score>, aupr_in_<score>, aupr_out_<score>)")
     check(score is None or score in scores,
-           f"metric: {cfg['metric']} needs score {score!r} in train.scores {list(scores)}")
+          f"metric: {cfg['metric']} needs score {score!r} in train.scores {list(scores)}")
+
+
+def _check_objectives(cfg: dict) -> None:
+    """The warmup objective and the distillation objective accept their arguments."""
+    from trainables.image import make_objective
+
     for where, name, args in [("warmup.objective", cfg["warmup"]["objective"], {}),
                               ("distill", "distill", distill_args(cfg))]:
         try:
@@ -182,7 +271,8 @@ def check_data(cfg: dict) -> None:
 
 
 DCSOD_PRESETS = PresetFile(PRESETS_DIR / "dcsod.yaml", validate=validate,
-                           open_sections=("train", "protocol_options", "predictor.args"))
+                           open_sections=("train", "protocol_options", "predictor.args"),
+                           free_types=("distill.top", "distill.random"))
 
 
 def load_config(preset: str = "quick", overrides: list[str] | None = None) -> dict:

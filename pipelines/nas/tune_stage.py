@@ -142,90 +142,127 @@ def run_stage(run: RunDir, cfg: dict, stage: Stage, experiment: str, tracking_ur
     ``mean_train_seconds``, ``mean_trainable_seconds`` and ``overhead_seconds_per_trial`` (wall time per trial
     and concurrency slot not spent inside the trainable: scheduling, reporting, MLflow, checkpoints).
     """
-    storage = run.path / "tune"
-    path = storage / stage.name
+    path = run.path / "tune" / stage.name
     trainable = tune.with_resources(tune.with_parameters(candidate_trainable, teachers=stage.teachers), resources(cfg))
     start = time.perf_counter()
-    base = {"protocol": cfg["protocol"], "protocol_options": cfg["protocol_options"], "train": stage.train,
-            "seed": cfg["seed"], "stage": stage.stage, "iteration": stage.iteration, "checkpoint": True,
-            "metric": cfg["metric"]}
-    if stage.seeds:
-        base["seed"] = tune.grid_search(list(stage.seeds))
-    param_space = base if stage.genotypes is None else {**base, "genotype": tune.grid_search(stage.genotypes)}
-    # Restorable once Tune saved an experiment state: a driver killed between writing tuner.pkl and the first
-    # state restarts the stage. The param space is given again because tuner.pkl does not hold it.
-    problem = unreadable_searcher_state(path, stage.searcher)
-    if problem is not None:  # Tune would log it and silently restart the experiment from one trial: start afresh
-        aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
-        path.rename(aside)
-        print(f"warning: stage {stage.name}: {problem}; its Tune experiment was moved to {aside} and the stage "
-              "starts again (recorded trials keep their history rows and MLflow runs)", file=sys.stderr)
-    if tune.Tuner.can_restore(str(path)) and any(path.glob("experiment_state-*.json")):
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, param_space=param_space, resume_unfinished=True,
+    space = param_space(cfg, stage)
+    set_aside_unreadable_searcher_state(path, stage)
+    if restorable(path):
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, param_space=space, resume_unfinished=True,
                                    resume_errored=False, restart_errored=True)
     else:
-        if stage.genotypes is not None:
-            tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=cfg["max_concurrent"], reuse_actors=True,
-                                          trial_name_creator=trial_name, trial_dirname_creator=trial_name)
-        else:
-            tune_config = tune.TuneConfig(search_alg=stage.searcher, num_samples=stage.num_samples,
-                                          scheduler=stage.scheduler,
-                                          max_concurrent_trials=cfg["max_concurrent"], reuse_actors=True,
-                                          trial_name_creator=trial_name, trial_dirname_creator=trial_name)
-        callbacks = [recorder(run, stage, experiment, tracking_uri, tags), StageProgress(stage.name, stage.size,
-                                                                                        cfg["metric"])]
-        run_config = tune.RunConfig(
-            name=stage.name, storage_path=str(storage), callbacks=callbacks, verbose=0,
-            # No CheckpointConfig(num_to_keep): each trial checkpoints once, and num_to_keep would force an
-            # experiment snapshot (all trials) per checkpoint, O(trials^2) per stage. Trials finished after the
-            # last periodic snapshot rerun on restore; the tracking callback records them once.
-            failure_config=tune.FailureConfig(max_failures=cfg["max_failures"]))
-        tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+        tuner = tune.Tuner(trainable, param_space=space, tune_config=tune_config(cfg, stage),
+                           run_config=run_config(run, cfg, stage, experiment, tracking_uri, tags))
     try:
         grid = tuner.fit()
     except Exception as err:  # Tune itself stopped (disk full, lost node, lost driver state): not a trial's fault
         raise StageInterrupted(f"stage {stage.name}: Ray Tune stopped: {error_line(err)}; finished trials are kept, "
                                "rerun the same command to resume") from err
     wall = time.perf_counter() - start
-    # Trials that finished while the callback could not record them (the tracking server was down, the driver
-    # was killed between Tune's snapshot and the callback) are TERMINATED in Tune's state: record them once now.
-    late = recorder(run, stage, experiment, tracking_uri, tags)
+    record_late_trials(grid, recorder(run, stage, experiment, tracking_uri, tags))
+    records = [record_of(result) for result in grid]
+    refuse_full_disk(run, stage, records, grid)
+    return records, stage_stats(records, wall, cfg["max_concurrent"])
+
+
+def param_space(cfg: dict, stage: Stage) -> dict:
+    """The trials' configurations: the stage's settings, one trial per genotype (and seed) of a fixed stage."""
+    base = {"protocol": cfg["protocol"], "protocol_options": cfg["protocol_options"], "train": stage.train,
+            "seed": cfg["seed"], "stage": stage.stage, "iteration": stage.iteration, "checkpoint": True,
+            "metric": cfg["metric"]}
+    if stage.seeds:
+        base["seed"] = tune.grid_search(list(stage.seeds))
+    return base if stage.genotypes is None else {**base, "genotype": tune.grid_search(stage.genotypes)}
+
+
+def set_aside_unreadable_searcher_state(path, stage: Stage) -> None:
+    """Move the stage's Tune experiment out of the way when its searcher state cannot be read back: Tune would
+    log it and silently restart the experiment from one trial, so the stage starts afresh instead."""
+    problem = unreadable_searcher_state(path, stage.searcher)
+    if problem is not None:
+        aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+        path.rename(aside)
+        print(f"warning: stage {stage.name}: {problem}; its Tune experiment was moved to {aside} and the stage "
+              "starts again (recorded trials keep their history rows and MLflow runs)", file=sys.stderr)
+
+
+def restorable(path) -> bool:
+    """Restorable once Tune saved an experiment state: a driver killed between writing tuner.pkl and the first
+    state restarts the stage. The param space is given again on restore because tuner.pkl does not hold it."""
+    return tune.Tuner.can_restore(str(path)) and any(path.glob("experiment_state-*.json"))
+
+
+def tune_config(cfg: dict, stage: Stage) -> tune.TuneConfig:
+    """A fixed stage runs one trial per grid point; a searched one asks ``stage.searcher`` (and its scheduler)."""
+    common = {"max_concurrent_trials": cfg["max_concurrent"], "reuse_actors": True, "trial_name_creator": trial_name,
+              "trial_dirname_creator": trial_name}
+    if stage.genotypes is not None:
+        return tune.TuneConfig(num_samples=1, **common)
+    return tune.TuneConfig(search_alg=stage.searcher, num_samples=stage.num_samples, scheduler=stage.scheduler,
+                           **common)
+
+
+def run_config(run: RunDir, cfg: dict, stage: Stage, experiment: str, tracking_uri: str,
+               tags: dict | None) -> tune.RunConfig:
+    """The experiment under ``<run dir>/tune/<stage>`` with the MLflow recorder and the progress bar."""
+    callbacks = [recorder(run, stage, experiment, tracking_uri, tags), StageProgress(stage.name, stage.size,
+                                                                                    cfg["metric"])]
+    return tune.RunConfig(
+        name=stage.name, storage_path=str(run.path / "tune"), callbacks=callbacks, verbose=0,
+        # No CheckpointConfig(num_to_keep): each trial checkpoints once, and num_to_keep would force an
+        # experiment snapshot (all trials) per checkpoint, O(trials^2) per stage. Trials finished after the
+        # last periodic snapshot rerun on restore; the tracking callback records them once.
+        failure_config=tune.FailureConfig(max_failures=cfg["max_failures"]))
+
+
+def record_late_trials(grid, late: MLflowHistoryCallback) -> None:
+    """Trials that finished while the callback could not record them (the tracking server was down, the driver
+    was killed between Tune's snapshot and the callback) are TERMINATED in Tune's state: record them once now."""
     for result in grid:
         metrics = result.metrics or {}
         if result.error is None and result.checkpoint is not None and not metrics.get("error"):
             late.record(metrics, result.config or {}, str(metrics.get("trial_id", "")))
 
-    records = []
-    for result in grid:
-        metrics = result.metrics or {}
-        record = {**{k: metrics.get(k) for k in RECORD_KEYS}, **metrics_of(metrics)}
-        record["genotype"] = record["genotype"] or (result.config or {}).get("genotype")
-        record["stopped_early"] = stopped_early(metrics)
-        if result.error is not None:
-            record["error"] = error_line(result.error)
-        ok = result.checkpoint is not None and not record["error"]
-        record["checkpoint"] = result.checkpoint.path if ok else None
-        records.append(record)
+
+def record_of(result) -> dict:
+    """One trial's record (see :func:`run_stage`) from its Tune result."""
+    metrics = result.metrics or {}
+    record = {**{k: metrics.get(k) for k in RECORD_KEYS}, **metrics_of(metrics)}
+    record["genotype"] = record["genotype"] or (result.config or {}).get("genotype")
+    record["stopped_early"] = stopped_early(metrics)
+    if result.error is not None:
+        record["error"] = error_line(result.error)
+    ok = result.checkpoint is not None and not record["error"]
+    record["checkpoint"] = result.checkpoint.path if ok else None
+    return record
+
+
+def refuse_full_disk(run: RunDir, stage: Stage, records: list[dict], grid) -> None:
+    """Trials that failed because the disk is full are not the candidates' fault: the stage stays unfinished
+    (:class:`StageInterrupted`) and its failed trials rerun on resume."""
     full = [r for r, result in zip(records, grid) if result.error is not None
             and any(mark in str(result.error) for mark in DISK_FULL)]
-    if full:  # not the candidates' fault: the stage stays unfinished, its failed trials rerun on resume
+    if full:
         raise StageInterrupted(f"stage {stage.name}: {len(full)} of {len(records)} trials failed because the disk "
                                f"is full ({full[0]['error']}); free space under {run.path} and rerun the same "
                                "command to resume")
+
+
+def stage_stats(records: list[dict], wall: float, max_concurrent: int) -> dict:
+    """The stage's ``stats`` (see :func:`run_stage`) from its records and wall time."""
     done = [r for r in records if r["checkpoint"]]
-    slots = max(1, min(cfg["max_concurrent"], len(records)))
+    slots = max(1, min(max_concurrent, len(records)))
 
     def mean(key: str) -> float:
         values = [r[key] for r in done if r.get(key) is not None]
         return sum(values) / len(values) if values else math.nan
 
     stopped = sum(r["stopped_early"] for r in records)
-    stats = {"trials": len(records), "failed": len(records) - len(done) - stopped, "stopped_early": stopped,
-             "wall_seconds": wall,
-             "mean_train_seconds": mean("train_seconds"), "mean_trainable_seconds": mean("trainable_seconds"),
-             "overhead_seconds_per_trial": wall * slots / max(1, len(records)) - mean("trainable_seconds"),
-             "gap_seconds_per_trial": between_trials(records)}
-    return records, stats
+    return {"trials": len(records), "failed": len(records) - len(done) - stopped, "stopped_early": stopped,
+            "wall_seconds": wall,
+            "mean_train_seconds": mean("train_seconds"), "mean_trainable_seconds": mean("trainable_seconds"),
+            "overhead_seconds_per_trial": wall * slots / max(1, len(records)) - mean("trainable_seconds"),
+            "gap_seconds_per_trial": between_trials(records)}
 
 
 def recorder(run: RunDir, stage: Stage, experiment: str, tracking_uri: str, tags: dict | None):

@@ -19,14 +19,13 @@ import numpy as np
 
 from pipelines.common.mlflow_runs import MLflowRecorder, RunTree, tracking_calls
 from pipelines.common.rundir import RunDir, read_json, write_json
-from pipelines.nas.settings import MIN_PREDICTOR_PAIRS, dataset_name, distill_args
+from pipelines.nas.settings import MIN_PREDICTOR_PAIRS, dataset_name, distill_args, train_config, train_config_of
 from pipelines.nas.teachers import NoUsableCandidates, choose_teachers, load_bundle, usable
 from pipelines.nas.tracking import metrics_of
 from pipelines.nas.tune_stage import Stage, run_stage
 from search_space import Genotype, SearchSpace, encode_many, make_predictor, validate
 from search_space.predictor import load_predictor, split_indices
 from search_space.predictor_quality import rank_correlation
-from trainables.image import TrainConfig
 
 #: The predictor stage's fitted model (``Predictor.save``: arrays and JSON, no pickle).
 PREDICTOR_FILE = "predictor.npz"
@@ -47,7 +46,7 @@ class Workflow:
         self.tags = dict(tags or {})
         self._tree: RunTree | None = None
         self.space = SearchSpace(**cfg["space"])
-        self.width = TrainConfig().replace(**cfg["train"]).width
+        self.width = train_config(cfg).width
 
     # --- settings per stage ------------------------------------------------------------------------
     def warmup_train(self) -> dict:
@@ -226,14 +225,11 @@ class Workflow:
         return metrics
 
     def search(self, final_records: list[dict], teachers) -> list[dict]:
-        from search_space.searcher import PredictorEvolutionSearcher
-
         s = self.cfg["search"]
         if s["trials"] == 0:
             return []
-        genotypes, y = self.pairs(final_records)
         train = self.distill_train() if teachers is not None else self.warmup_train()
-        epochs = TrainConfig().replace(**train).epochs
+        epochs = train_config_of(train).epochs
         scheduler, budget = None, {}
         if s["early_stop"] == "asha":  # stopped trainings are kept apart by the searcher: never learnt from
             from ray.tune.schedulers import ASHAScheduler
@@ -242,13 +238,26 @@ class Workflow:
             scheduler = ASHAScheduler(time_attr="epoch", metric=self.metric, mode="max", max_t=epochs,
                                       grace_period=s["grace_epochs"], reduction_factor=s["reduction_factor"])
             budget = {"full_budget": epochs, "budget_attr": "epoch"}
-        searcher = PredictorEvolutionSearcher(
-            metric=self.metric, mode="max", space=self.space, predictor=self.cfg["predictor"]["name"],
-            predictor_args=self.cfg["predictor"]["args"], min_results=s["min_results"], refit_every=s["refit_every"],
-            population=s["population"], generations=s["generations"], temperature=s["temperature"],
-            reference=s["reference"], warm_start=list(zip(genotypes, y.tolist())), seed=self.cfg["seed"], **budget)
-        return self.evaluate(Stage("search", "search", 0, train, searcher=searcher, num_samples=s["trials"],
-                                   teachers=teachers, scheduler=scheduler))
+        return self.evaluate(Stage("search", "search", 0, train, searcher=self.searcher(final_records, **budget),
+                                   num_samples=s["trials"], teachers=teachers, scheduler=scheduler))
+
+    def searcher(self, final_records: list[dict], **budget):
+        """The search stage's Ray Tune searcher: ``search.searcher`` built from
+        :data:`search_space.searchers.SEARCHERS` (``budget``: ``full_budget``/``budget_attr`` under ASHA).
+        ``predictor-evolution`` (DCSOD) takes the ``predictor`` and ``search`` settings and starts from the final
+        distill iteration's pairs; the baselines (``random``, ``regularized-evolution``) take their defaults and
+        learn from their own trials only."""
+        from search_space.searchers import SEARCHERS
+
+        s, own = self.cfg["search"], {}
+        if s["searcher"] == "predictor-evolution":
+            genotypes, y = self.pairs(final_records)
+            own = dict(predictor=self.cfg["predictor"]["name"], predictor_args=self.cfg["predictor"]["args"],
+                       min_results=s["min_results"], refit_every=s["refit_every"], population=s["population"],
+                       generations=s["generations"], temperature=s["temperature"], reference=s["reference"],
+                       warm_start=list(zip(genotypes, y.tolist())))
+        return SEARCHERS.build(s["searcher"], metric=self.metric, mode="max", space=self.space,
+                               seed=self.cfg["seed"], **budget, **own)
 
     def champions(self, candidates: list[dict]) -> dict[str, dict]:
         """The two candidates for the final retrain, among the *usable* candidates (trained, finite metric: dead
@@ -295,20 +304,7 @@ class Workflow:
 
         def before_finish(rid: str) -> None:
             log_model(rid, model, example_images(info), self.tracking_uri, source_dirs())
-            try:  # the champion's cells next to its model (artifact champion_cells.png); never fails the run
-                import tempfile
-
-                from mlflow import MlflowClient
-
-                from search_space.drawing import draw_genotype
-
-                with tempfile.TemporaryDirectory() as tmp:
-                    path = draw_genotype(champion["genotype"], Path(tmp) / "champion_cells.png", title="champion")
-                    MlflowClient(self.tracking_uri).log_artifact(rid, str(path))
-            except Exception as err:
-                import logging
-
-                logging.getLogger(__name__).warning("champion_cells.png not logged to MLflow run %s: %s", rid, err)
+            log_champion_cells(rid, champion["genotype"], self.tracking_uri)
 
         run_id = tracker.record(result, before_finish=before_finish)
         tags = version_tags(self.cfg, self.metric, metrics[self.metric],
@@ -413,3 +409,21 @@ class Workflow:
         except Exception:
             pass
 
+
+def log_champion_cells(run_id: str, genotype: str, tracking_uri: str) -> None:
+    """The champion's cells next to its model (artifact ``champion_cells.png`` of MLflow run ``run_id``); a
+    failure is a warning, never a failed run."""
+    try:
+        import tempfile
+
+        from mlflow import MlflowClient
+
+        from search_space.drawing import draw_genotype
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = draw_genotype(genotype, Path(tmp) / "champion_cells.png", title="champion")
+            MlflowClient(tracking_uri).log_artifact(run_id, str(path))
+    except Exception as err:
+        import logging
+
+        logging.getLogger(__name__).warning("champion_cells.png not logged to MLflow run %s: %s", run_id, err)

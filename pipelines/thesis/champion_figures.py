@@ -25,15 +25,15 @@ def landscape_task(genotype: str, state_dict: dict, protocol: str, options: dict
     the first ``settings["images"]`` ID training images (normalised like the trainer's inputs). Ray-free body."""
     import torch
 
+    from pipelines.nas.settings import train_config_of
     from search_space.architecture import build_model
-    from trainables.image import TrainConfig
     from trainables.image.loss_landscape import landscape, training_loss_fn
     from trainables.image.train import resolve_device
     from trainables.image.tune_trainable import device_data
 
     device = resolve_device("auto")
     data, _ = device_data(protocol, options, device)
-    width = TrainConfig().replace(**{k: v for k, v in train.items() if k in TrainConfig.fields()}).width
+    width = train_config_of(train).width
     model = build_model(genotype, data.protocol.num_classes, data.protocol.in_channels, width)
     model.load_state_dict(state_dict)
     model.to(device)

@@ -139,9 +139,9 @@ class RandomSearch(SearcherMethod):
     name, label = "random", "random search"
 
     def make_searcher(self, ctx, wf):
-        from search_space.baseline_searchers import RandomSearcher
+        from search_space.searchers import SEARCHERS
 
-        return RandomSearcher(metric=wf.metric, mode="max", space=wf.space, seed=wf.cfg["seed"])
+        return SEARCHERS.build("random", metric=wf.metric, mode="max", space=wf.space, seed=wf.cfg["seed"])
 
 
 @METHODS.register("regularized-evolution")
@@ -149,10 +149,10 @@ class RegularizedEvolution(SearcherMethod):
     name, label = "regularized-evolution", "regularized evolution"
 
     def make_searcher(self, ctx, wf):
-        from search_space.baseline_searchers import RegularizedEvolutionSearcher
+        from search_space.searchers import SEARCHERS
 
-        return RegularizedEvolutionSearcher(metric=wf.metric, mode="max", space=wf.space, seed=wf.cfg["seed"],
-                                            **ctx.exp["regularized_evolution"])
+        return SEARCHERS.build("regularized-evolution", metric=wf.metric, mode="max", space=wf.space,
+                               seed=wf.cfg["seed"], **ctx.exp["regularized_evolution"])
 
 
 @METHODS.register("ce-predictor")

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.common.rundir import RunDir, atomic_write, write_text
+from pipelines.nas.settings import train_config
 from pipelines.nas.tune_stage import Stage
 
 
@@ -108,10 +109,8 @@ def run_fig_4_3(root: RunDir, exp: dict, cfg: dict, tracking, tracking_uri: str)
 
 
 def write_fig_4_3(out, frame: pd.DataFrame, summary: pd.DataFrame, exp: dict, cfg: dict) -> None:
-    from trainables.image import TrainConfig
-
     s = exp["noise"]
-    epochs = TrainConfig().replace(**cfg["train"]).epochs
+    epochs = train_config(cfg).epochs
     lines = [f"# Figure 4.3 — seed noise vs architecture signal, {cfg['protocol']} (preset {exp['preset']})", "",
              f"{s['architectures']} architectures × {len(s['seeds'])} seeds {s['seeds']}, each trained {epochs} epochs "
              f"on the search half of the ID images (the pipeline's per-candidate budget) with each objective, scored "

@@ -38,72 +38,98 @@ def search_budget(cfg: dict) -> int:
 
 
 def validate_experiment(exp: dict) -> None:
-    """Check the experiment's own keys (the DCSOD part is checked by its own presets); one-line ConfigError."""
+    """Check the experiment's own keys (the DCSOD part is checked by its own presets) for what the kinds of the
+    defaults cannot say (:func:`pipelines.common.settings.check_types` checked those first); one-line
+    ConfigError."""
+    _check_methods(exp)
+    _check_standard(exp["standard"])
+    _check_regularized_evolution(exp["regularized_evolution"])
+    _check_table_4_2(exp["table_4_2"])
+    check(is_int(exp["bootstrap"], 100), f"bootstrap: expected an integer >= 100, got {exp['bootstrap']!r}")
+    _check_noise(exp["noise"])
+    _check_ablation(exp["ablation"]["rows"])
+    _check_landscape(exp["landscape"])
+    _check_tradeoff(exp["tradeoff"])
+    s = exp["seconds_per_candidate"]  # a null default: any kind
+    check(s is None or (isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0),
+          f"seconds_per_candidate: expected null or a positive number, got {s!r}")
+
+
+def _distinct_seeds(seeds: list, least: int) -> bool:
+    """At least ``least`` distinct integers >= 0."""
+    return len(seeds) >= least and all(is_int(s, 0) for s in seeds) and len(set(seeds)) == len(seeds)
+
+
+def _check_methods(exp: dict) -> None:
+    """Distinct seeds and distinct registered search methods."""
+    seeds = exp["seeds"]
+    check(_distinct_seeds(seeds, 1), f"seeds: expected a list of distinct integers >= 0, got {seeds!r}")
+    methods = exp["methods"]
+    check(all(m in METHOD_NAMES for m in methods) and len(set(methods)) == len(methods),
+          f"methods: expected a list of distinct names out of {', '.join(METHOD_NAMES)}, got {methods!r}")
+
+
+def _check_standard(standard: list[dict]) -> None:
+    """Every entry names a standard architecture that builds with its arguments."""
     from search_space.standard_models import StandardModel
 
-    seeds = exp["seeds"]
-    check(isinstance(seeds, list) and len(seeds) >= 1 and all(is_int(s, 0) for s in seeds)
-          and len(set(seeds)) == len(seeds), f"seeds: expected a list of distinct integers >= 0, got {seeds!r}")
-    methods = exp["methods"]
-    check(isinstance(methods, list) and all(m in METHOD_NAMES for m in methods) and len(set(methods)) == len(methods),
-          f"methods: expected a list of distinct names out of {', '.join(METHOD_NAMES)}, got {methods!r}")
-    check(isinstance(exp["standard"], list), f"standard: expected a list of {{model, args}}, got {exp['standard']!r}")
-    for i, spec in enumerate(exp["standard"]):
-        check(isinstance(spec, dict) and set(spec) <= {"model", "args"} and "model" in spec,
+    for i, spec in enumerate(standard):
+        check(set(spec) <= {"model", "args"} and "model" in spec,
               f"standard[{i}]: expected {{model: NAME, args: {{...}}}}, got {spec!r}")
         try:
             StandardModel.from_dict(spec)
         except ValueError as err:
             raise ConfigError(f"standard[{i}]: {err}") from None
-    re = exp["regularized_evolution"]
-    check(set(re) == {"population", "sample_size"}, "regularized_evolution: expected {population, sample_size}")
+
+
+def _check_regularized_evolution(re: dict) -> None:
     check(is_int(re["population"], 2) and is_int(re["sample_size"], 1) and re["sample_size"] <= re["population"],
           f"regularized_evolution: expected population >= 2 and 1 <= sample_size <= population, got {re}")
-    t = exp["table_4_2"]
+
+
+def _check_table_4_2(t: dict) -> None:
+    """An open section (``n`` may be null): its keys are checked by :func:`load_experiment`."""
     check(t["n"] is None or is_int(t["n"], 4), f"table_4_2.n: expected null or an integer >= 4, got {t['n']!r}")
     check(is_int(t["folds"], 2), f"table_4_2.folds: expected an integer >= 2, got {t['folds']!r}")
     check(is_int(t["repeats"], 1), f"table_4_2.repeats: expected an integer >= 1, got {t['repeats']!r}")
-    check(is_int(exp["bootstrap"], 100), f"bootstrap: expected an integer >= 100, got {exp['bootstrap']!r}")
-    _validate_studies(exp)
-    s = exp["seconds_per_candidate"]
-    check(s is None or (isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0),
-          f"seconds_per_candidate: expected null or a positive number, got {s!r}")
 
 
-def _validate_studies(exp: dict) -> None:
-    """The sections of fig-4.3 (``noise``), table-4.3 (``ablation``) and fig-4.4 (``tradeoff``)."""
+def _check_noise(n: dict) -> None:
+    """fig-4.3: architectures, seeds, and registered objectives and scores."""
     from trainables.image import OBJECTIVES, SCORES
 
-    n = exp["noise"]
     check(is_int(n["architectures"], 2), f"noise.architectures: expected an integer >= 2, got {n['architectures']!r}")
-    check(isinstance(n["seeds"], list) and len(n["seeds"]) >= 2 and all(is_int(s, 0) for s in n["seeds"])
-          and len(set(n["seeds"])) == len(n["seeds"]),
-          f"noise.seeds: expected >= 2 distinct integers, got {n['seeds']!r}")
+    check(_distinct_seeds(n["seeds"], 2), f"noise.seeds: expected >= 2 distinct integers, got {n['seeds']!r}")
     for key, registry in (("objectives", OBJECTIVES), ("scores", SCORES)):
         values = n[key]
-        check(isinstance(values, list) and values and all(v in registry for v in values)
-              and len(set(values)) == len(values),
+        check(len(values) > 0 and all(v in registry for v in values) and len(set(values)) == len(values),
               f"noise.{key}: expected distinct names out of {', '.join(registry)}, got {values!r}")
-    rows = exp["ablation"]["rows"]
 
+
+def _check_ablation(rows: list[list]) -> None:
+    """table-4.3: rows of (λ, α, β)."""
     def fraction(x) -> bool:
         return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 1
 
-    check(isinstance(rows, list) and rows and all(
-        isinstance(r, list) and len(r) == 3 and isinstance(r[0], (int, float)) and r[0] >= 0 and fraction(r[1])
+    check(len(rows) > 0 and all(
+        len(r) == 3 and isinstance(r[0], (int, float)) and r[0] >= 0 and fraction(r[1])
         and (r[2] is None or fraction(r[2])) for r in rows),
         f"ablation.rows: expected a list of [lam >= 0, alpha in [0, 1], beta in [0, 1] or null], got {rows!r}")
-    ls = exp["landscape"]
-    check(set(ls) == {"steps", "span", "images"}, f"landscape: expected keys steps, span, images, got {sorted(ls)}")
+
+
+def _check_landscape(ls: dict) -> None:
+    """fig-4.5: an odd grid, a positive span, some images."""
     check(is_int(ls["steps"], 3) and ls["steps"] % 2 == 1, f"landscape.steps: expected an odd integer >= 3, "
           f"got {ls['steps']!r}")
-    check(isinstance(ls["span"], (int, float)) and not isinstance(ls["span"], bool) and ls["span"] > 0,
-          f"landscape.span: expected a positive number, got {ls['span']!r}")
+    check(ls["span"] > 0, f"landscape.span: expected a positive number, got {ls['span']!r}")
     check(is_int(ls["images"], 1), f"landscape.images: expected an integer >= 1, got {ls['images']!r}")
-    t = exp["tradeoff"]
+
+
+def _check_tradeoff(t: dict) -> None:
+    """fig-4.4: a budget (null: the pipeline's) and the distill iterations."""
     check(t["budget"] is None or is_int(t["budget"], 4), f"tradeoff.budget: expected null or an integer >= 4, "
           f"got {t['budget']!r}")
-    check(isinstance(t["iterations"], list) and t["iterations"] and all(is_int(i, 0) for i in t["iterations"]),
+    check(len(t["iterations"]) > 0 and all(is_int(i, 0) for i in t["iterations"]),
           f"tradeoff.iterations: expected a list of integers >= 0, got {t['iterations']!r}")
 
 

@@ -51,16 +51,90 @@ import functools
 import math
 import warnings
 import weakref
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
-from torch import Tensor
-
-if TYPE_CHECKING:
-    from trainables.image.train import CandidateTraining
+from torch import Tensor, nn
 
 #: Eager steps run (and undone) on a side stream before a candidate's step is captured.
 WARMUP_STEPS = 3
+
+
+class StepSettings(Protocol):
+    """The settings a captured step reads (a :class:`~trainables.image.train.TrainConfig` has them)."""
+
+    @property
+    def cuda_graph(self) -> bool: ...
+    @property
+    def epochs(self) -> int: ...
+    @property
+    def schedule(self) -> str: ...
+    @property
+    def lr(self) -> float: ...
+    @property
+    def momentum(self) -> float: ...
+    @property
+    def weight_decay(self) -> float: ...
+    @property
+    def nesterov(self) -> bool: ...
+
+
+class ImageShape(Protocol):
+    """The input images' shape (an :class:`~trainables.image.data.Protocol` has it)."""
+
+    @property
+    def in_channels(self) -> int: ...
+    @property
+    def image_size(self) -> int: ...
+
+
+class ProtocolData(Protocol):
+    """The data a run trains on (a :class:`~trainables.image.train.DeviceData` has it): its protocol's shape."""
+
+    @property
+    def protocol(self) -> ImageShape: ...
+
+
+class TeacherProbabilities(Protocol):
+    """Cached teacher probabilities (a :class:`~trainables.image.train.TeacherCache`): ``train`` ``(N, classes)``."""
+
+    @property
+    def train(self) -> Tensor: ...
+
+
+class CapturableRun(Protocol):
+    """What :class:`GraphedStep` reads of a candidate's training, declared here so that this module does not import
+    :mod:`trainables.image.train` (which imports this one): :class:`~trainables.image.train.CandidateTraining`
+    satisfies it. ``optimizer`` is written (the graphed step installs its fused SGD); the rest is read."""
+
+    optimizer: torch.optim.Optimizer
+
+    @property
+    def config(self) -> StepSettings: ...
+    @property
+    def device(self) -> torch.device: ...
+    @property
+    def world(self) -> int: ...
+    @property
+    def model(self) -> nn.Module: ...
+    @property
+    def data(self) -> ProtocolData: ...
+    @property
+    def batch(self) -> int: ...
+    @property
+    def steps_per_epoch(self) -> int: ...
+    @property
+    def train_x(self) -> Tensor: ...
+    @property
+    def train_y(self) -> Tensor: ...
+    @property
+    def cache(self) -> TeacherProbabilities | None: ...
+    @property
+    def gen(self) -> torch.Generator: ...
+    @property
+    def aux_gen(self) -> torch.Generator: ...
+
+    def loss(self, images: Tensor, labels: Tensor, teacher_in: Tensor | None = None) -> Tensor: ...
 
 
 def scheduled_lr(step: Tensor, base_lr: float, total_steps: int, cosine: bool = True) -> Tensor:
@@ -101,7 +175,7 @@ class GraphedStep:
     against the eager step. Counters: ``captures``, ``replays``, ``eager_steps`` (steps run without the graph).
     Holds the run through a weak reference, so a finished candidate's graph and its memory pool go with it."""
 
-    def __init__(self, run: CandidateTraining, capture: bool = True, warmup_steps: int = WARMUP_STEPS):
+    def __init__(self, run: CapturableRun, capture: bool = True, warmup_steps: int = WARMUP_STEPS):
         self.run = weakref.proxy(run)
         self.capture, self.warmup_steps = capture, warmup_steps
         config, device = run.config, run.device
@@ -221,7 +295,7 @@ class GraphedStep:
         self.captures += 1
 
 
-def graphed_step(run: CandidateTraining) -> GraphedStep | None:
+def graphed_step(run: CapturableRun) -> GraphedStep | None:
     """The :class:`GraphedStep` for ``run`` when ``run.config.cuda_graph`` is set and the training can be
     captured; None (eager steps) otherwise, with one warning naming the reason. A non-CUDA device raises
     ValueError."""
