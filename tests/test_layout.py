@@ -202,6 +202,19 @@ def test_image_and_text_trainables_import_nothing_from_each_other():
     assert not bad, "\n".join(bad)
 
 
+#: Rooms that share a floor and import nothing from each other (what both need lives one floor down).
+SIBLING_ROOMS = (("pipelines.sweeps.text_vae", "pipelines.sweeps.dialog"),
+                 ("pipelines.nas", "pipelines.sweeps"), ("pipelines.thesis", "pipelines.sweeps"))
+
+
+@pytest.mark.parametrize("rooms", SIBLING_ROOMS, ids=lambda rooms: " | ".join(rooms))
+def test_sibling_rooms_import_nothing_from_each_other(rooms):
+    a, b = rooms
+    bad = [where(source, target) for source, targets in graph().items() for target in targets
+           if (in_package(source, a) and in_package(target, b)) or (in_package(source, b) and in_package(target, a))]
+    assert not bad, "\n".join(bad)
+
+
 def test_text_trainables_import_no_search_code_beyond_the_registry():
     bad = [where(source, target) for source, targets in graph().items() for target in targets
            if in_package(source, "trainables.text") and in_package(target, "search_space")

@@ -2,11 +2,11 @@
 ``trainables/``) resumes under today's layout.
 
 The fixture (``fixtures/old_rundir.tar.gz``, made by ``fixtures/make_old_rundir.py``) is the ``ci`` preset's run
-directory and SQLite MLflow store left by a driver killed with SIGKILL once the search stage had recorded a row:
-its manifest lists warmup, distill and predictor as finished, and the search stage's Tune state holds pickles that
-name the old modules (``pipelines.tune_stage``, ``pipelines.dcsod_tracking``, ``trainables.tune_trainable``).
-Resuming restores that Tune experiment, so it passes only if the old names still import
-(``search_space.moved_modules``) and the settings still match.
+directory (without the comparison stage) and SQLite MLflow store left by a driver killed with SIGKILL once the
+search stage had recorded a row: its manifest lists warmup, distill and predictor as finished, and the search
+stage's Tune state holds pickles that name the old modules (``pipelines.tune_stage``,
+``pipelines.dcsod_tracking``, ``search_space.searcher``). Resuming restores that Tune experiment, so it passes only
+if the old names still import (``search_space.moved_modules``) and the settings still match.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from fixtures.make_old_rundir import PLACE, SETS
 
 pytest.importorskip("ray")
 pytest.importorskip("mlflow")
@@ -26,7 +27,6 @@ pytest.importorskip("mlflow")
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 FIXTURE = HERE / "fixtures" / "old_rundir.tar.gz"
-PLACE = Path("/tmp/dcsod-old-rundir")  # where the fixture was written: its store's URI is absolute
 
 
 def history_rows(out: Path) -> list[dict]:
@@ -52,8 +52,8 @@ def test_a_run_directory_of_the_flat_layout_killed_in_the_search_resumes_and_com
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
     for key in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "PYTHONPATH"):
         env.pop(key, None)
-    cmd = [sys.executable, str(ROOT / "pipelines" / "dcsod.py"), "--preset", "ci", "--set", "max_concurrent=1",
-           "--output", str(out), "--address", "local", "--no-dashboard", "--tracking-uri", uri]
+    cmd = [sys.executable, str(ROOT / "pipelines" / "dcsod.py"), *SETS, "--output", str(out), "--address", "local",
+           "--no-dashboard", "--tracking-uri", uri]
     try:
         done = subprocess.run(cmd, cwd=PLACE, env=env, capture_output=True, text=True, timeout=1200)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -63,7 +63,7 @@ def test_a_run_directory_of_the_flat_layout_killed_in_the_search_resumes_and_com
         by_key = {k: r["mlflow_run_id"] for k, r in zip(keys, rows)}
         assert all(by_key.get(k) == run_id for k, run_id in recorded.items()), "a row recorded before was redone"
         assert sum(stage == "search" for _, stage, _, _ in keys) == 2  # the ci preset's search.trials
-        assert {"search", "compare", "final"} <= set(json.loads((out / "manifest.json").read_text())["stages"])
+        assert {"search", "final"} <= set(json.loads((out / "manifest.json").read_text())["stages"])
         assert (out / "best.json").exists() and (out / "report.md").exists()
         assert len(MlflowClient(uri).search_model_versions("name='dcsod-digits'")) == 1
     finally:

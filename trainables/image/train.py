@@ -225,6 +225,29 @@ class TeacherCache:
         return TeacherCache(self.train.to(device), None if self.aux is None else self.aux.to(device))
 
 
+#: Input channels below which a strided 1×1 convolution's weight gradient is not computed in NHWC on the CPU:
+#: oneDNN's 1×1 kernel blocks input channels by 8 (AVX2) or 16 (AVX-512); fewer than one block is the bug's case.
+NHWC_MIN_CHANNELS = 16
+
+
+def nhwc_safe(model: nn.Module, device: torch.device) -> bool:
+    """Whether ``model`` may train in channels-last (NHWC) memory format on ``device``.
+
+    On x86 CPUs, oneDNN's 1×1 convolution computes the weight gradient of a stride > 1 convolution over fewer
+    input channels than its channel block (8 with AVX2, 16 with AVX-512) past the end of a workspace
+    (uxlfoundation/oneDNN#6035, open; oneDNN v3.12 as bundled with PyTorch 2.14.1): with one OpenMP thread the
+    heap is corrupted ("corrupted double-linked list", a segfault or a bus error in ``backward``; 3 of 3 runs at
+    1×1/stride 2/4→8 channels on this project's AVX2 machine), with more threads the issue reports hangs and wrong
+    gradients. Stride 1, larger kernels, enough input channels and NCHW are unaffected. ResNet's first projection
+    shortcut at width 4 or 8 is such a layer. A model holding one trains in NCHW on the CPU, where PyTorch's own
+    kernel computes that gradient; every other model, and every model on CUDA, keeps channels-last (18–23 %
+    faster on the CPU, benchmarks/RESULTS.md)."""
+    if device.type != "cpu":
+        return True
+    return not any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and max(m.stride) > 1
+                   and m.in_channels < NHWC_MIN_CHANNELS for m in model.modules())
+
+
 def _as_model(candidate, protocol: Protocol, width: int) -> tuple[nn.Module, str | None, str | None]:
     """An architecture (Genotype, StandardModel or either's JSON/dict) or an nn.Module -> (model, arch_hash,
     architecture JSON); the last two are None for a module."""
@@ -256,7 +279,8 @@ class CandidateTraining:
         torch.manual_seed(config.seed)
         self.model, self.arch_hash, self.genotype = _as_model(candidate, data.protocol, config.width)
         self.model.to(self.device)
-        if config.channels_last:
+        self.channels_last = config.channels_last and nhwc_safe(self.model, self.device)
+        if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
         self.rank, self.world, wrap = distributed or (0, 1, None)
@@ -304,11 +328,11 @@ class CandidateTraining:
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, C, H, W)`` -> float32, augmented (if ``config.augment``, drawing from ``gen``) and
-        normalised, in channels-last memory format if configured."""
+        normalised, in channels-last memory format if configured and safe (:func:`nhwc_safe`)."""
         if self.config.augment:
             images = random_crop_flip(images, self.gen, pad=self.pad, flip=self.config.flip)
         x = self.data.norm(images)
-        return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def step(self, images: torch.Tensor, labels: torch.Tensor, teacher_in: torch.Tensor | None = None) -> torch.Tensor:
         """One optimisation step on one ID batch, all on the device: ``images`` uint8 ``(B, C, H, W)``,

@@ -60,7 +60,7 @@ def write_outputs(done: Finished, p: Prepared, experiment: str) -> list[Path]:
     a training's iterations) and report.md; returns the paths written."""
     from pipelines.sweeps.dialog.plots import plot_curves
     from pipelines.sweeps.dialog.report import write_report
-    from pipelines.sweeps.text_vae.plots import plot_schedules
+    from pipelines.sweeps.outputs import plot_schedules
 
     run, cfg, tables = done.run, p.cfg, done.tables
     atomic_write(run / "curves.parquet", lambda tmp: tables.curves.to_parquet(tmp, index=False))

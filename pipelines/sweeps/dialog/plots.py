@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from pipelines.common.rundir import atomic_write
-from pipelines.sweeps.text_vae.plots import robust_limits
+from pipelines.sweeps.outputs import robust_limits
 
 #: (per-epoch key, panel title, y scale): KL spans orders of magnitude (collapsed ~0.01, kept ~1 nat), so its
 #: panels are symmetric-log (linear within ±0.01, the semi-implicit bound may dip below 0).

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from pipelines.common.rundir import write_text
-from pipelines.sweeps.text_vae.report import mean_sd
+from pipelines.sweeps.outputs import mean_sd
 
 #: Table columns: metric -> (header, higher is better).
 METRICS = {"rec_ppl": ("rec-PPL", False), "kl": ("KL", True), "bleu1_p": ("B1-P", True), "bleu1_r": ("B1-R", True),

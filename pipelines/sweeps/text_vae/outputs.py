@@ -73,11 +73,11 @@ def write_tables_and_plots(run: RunDir, cfg: dict[str, Any], search: str, frames
     over seeds, ``pipelines.sweeps.text_vae.table.write_table``) and the PNG plots (``train_size``: training sentences,
     for the iteration axis of the β plot); results.parquet is the tracking table's. Returns ``(tables, plots)``,
     the paths written."""
+    from pipelines.sweeps.outputs import plot_schedules
     from pipelines.sweeps.text_vae.plots import (
         plot_active_units,
         plot_latents,
         plot_learning_curves,
-        plot_schedules,
         plot_trace,
     )
     from pipelines.sweeps.text_vae.table import write_table

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from pipelines.common.rundir import write_text
+from pipelines.sweeps.outputs import mean_sd
 
 #: Metrics of the results table (the thesis's Table 2.1 / 3.2 columns, then the label accuracies), in order:
 #: metric -> (heading, unit); shown as mean ± sd over seeds where present.
@@ -78,13 +79,6 @@ def table_rows(results: pd.DataFrame, search: str, schedules: Sequence[str] = ()
     return agg.sort_values(["posterior", "aggressive", "schedule"],
                            key=lambda col: col.map(order) if col.name == "schedule" else col,
                            kind="stable").reset_index(drop=True)
-
-
-def mean_sd(mean: float, sd: float) -> str:
-    """``1.234 ± 0.056``, ``1.234`` without an sd, ``–`` without a mean."""
-    if math.isnan(mean):
-        return "–"
-    return f"{mean:.3f}" + ("" if math.isnan(sd) else f" ± {sd:.3f}")
 
 
 def results_table(agg: pd.DataFrame) -> str:
