@@ -358,6 +358,22 @@ def test_bad_command_line_exits_2_with_one_line_and_writes_nothing(tmp_path, cap
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_a_sweep_missing_a_hook_cannot_be_built():
+    """Every hook of ``SweepDriver`` is abstract: a sweep that forgets one fails when it is built, naming it,
+    not halfway through a run; both sweeps define them all."""
+    from pipelines.sweeps.dialog.sweep import DialogSweep
+    from pipelines.sweeps.driver import SweepDriver
+    from pipelines.sweeps.text_vae.sweep import TextVAESweep
+
+    class Partial(SweepDriver):
+        def flags(self):
+            return {}
+
+    with pytest.raises(TypeError, match="write_outputs"):
+        Partial()
+    TextVAESweep(), DialogSweep()
+
+
 def test_a_sweep_exit_from_any_step_is_the_exit_status_and_its_one_line(tmp_path, capsys, monkeypatch):
     """``SweepDriver.run``: a step that raises ``SweepExit`` ends the command with that status and prints its
     message alone on stderr; nothing after the step runs."""

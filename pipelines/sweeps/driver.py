@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +93,7 @@ def load_corpus(load: Callable[[], Any]):
     return data
 
 
-class SweepDriver:
+class SweepDriver(ABC):
     """One sweep command (module docstring). A subclass sets :attr:`PROG`, :attr:`DOC` and :attr:`KEPT`, and
     defines :meth:`flags`, :meth:`prepare`, :meth:`experiment`, :meth:`parent_name`, :meth:`run_tags`,
     :meth:`resources`, :meth:`sweep_size`, :meth:`recorder`, :meth:`fit`, :meth:`read_results`,
@@ -221,63 +222,63 @@ class SweepDriver:
             raise SweepExit(1, f"\nerror: {reason}") from None  # a new line: the progress bar may be mid-line
 
     # --- what a subclass says ----------------------------------------------------------------------------
+    @abstractmethod
     def flags(self) -> dict[str, dict[str, Any]]:
         """The command-line options, flag -> argparse keywords (over ``command_line.OPTIONS``), in --help order."""
-        raise NotImplementedError
 
+    @abstractmethod
     def prepare(self, args: argparse.Namespace) -> Prepared:
         """Everything checked before Ray starts (settings, corpus, output, store; see :meth:`prepared`); nothing
         is written. Raises :class:`ConfigError` / :class:`RunDirError` / :class:`TrackingUnavailable`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def experiment(self, p: Prepared) -> str:
         """The MLflow experiment of the sweep."""
-        raise NotImplementedError
 
+    @abstractmethod
     def parent_name(self, p: Prepared) -> str:
         """The name of the MLflow parent run."""
-        raise NotImplementedError
 
+    @abstractmethod
     def run_tags(self, p: Prepared, run: RunDir) -> dict[str, str]:
         """The tags of the parent run and of every trial run."""
-        raise NotImplementedError
 
+    @abstractmethod
     def resources(self, p: Prepared) -> tuple[dict[str, float], str, dict[str, str]]:
         """``(need, what, hints)`` of one configuration for ``check_resources``: Ray resources (``CPU``, ``GPU``),
         the configuration in words, and a hint per resource."""
-        raise NotImplementedError
 
+    @abstractmethod
     def sweep_size(self, p: Prepared) -> int:
         """Trainings of the whole sweep (the progress bar's total)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def recorder(self, run: RunDir, p: Prepared, experiment: str, tags: dict[str, str], progress=None):
         """The sweep's ``SweepRecorder`` (a Tune callback) for ``run``, tagging every trial run with ``tags``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def fit(self, run: RunDir, p: Prepared, recorder):
         """Fit (or restore and continue) the Tune experiment in ``run/tune/sweep``; its ResultGrid."""
-        raise NotImplementedError
 
+    @abstractmethod
     def read_results(self, run: RunDir, p: Prepared) -> pd.DataFrame:
         """The rows of ``results.parquet``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def tune_tables(self, grid, p: Prepared) -> Any:
         """The sweep's tables (:attr:`Finished.tables`) from Tune's ResultGrid."""
-        raise NotImplementedError
 
+    @abstractmethod
     def stored_tables(self, run: RunDir, p: Prepared) -> Any:
         """The sweep's tables (:attr:`Finished.tables`) a finished sweep stored in ``run``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def write_outputs(self, done: Finished, p: Prepared) -> list[Path]:
         """Write every output but ``results.parquet`` and the manifest; the paths written, in order."""
-        raise NotImplementedError
 
+    @abstractmethod
     def summary(self, results: pd.DataFrame) -> str:
         """The results as the console shows them at the end."""
-        raise NotImplementedError
 
     def manifest_counts(self, results: pd.DataFrame) -> dict[str, int]:
         """Extra counts the manifest's sweep stage records (none by default)."""
