@@ -194,9 +194,9 @@ class RunDir:
             except (OSError, json.JSONDecodeError) as err:
                 raise RunDirError(f"{manifest_path}: unreadable manifest ({err})") from None
             stored = manifest.get("config")
-            if fingerprint(stored) != fingerprint(comparable(config, stored)):
-                key = _first_difference(json.loads(fingerprint(stored)),
-                                        json.loads(fingerprint(comparable(config, stored))))
+            wanted = fingerprint(comparable(config, stored))
+            if fingerprint(stored) != wanted:
+                key = _first_difference(json.loads(fingerprint(stored)), json.loads(wanted))
                 raise RunDirError(f"{path} holds a run with other settings (first difference: {key}); "
                                   "rerun with the same preset and --set values, or choose another --output")
             run = cls(path, manifest)
