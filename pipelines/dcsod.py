@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RunDirError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from pipelines.nas.report_text import incomplete_comparison_line
     from pipelines.nas.workflow import Workflow
 
     start = time.perf_counter()
@@ -103,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if "total_seconds" not in run.manifest:
         run.note(total_seconds=time.perf_counter() - start)
+    import ray
+
+    ray.shutdown()  # Ray streams its workers' log lines to this console until then: the summary comes last
     model = best["model"]
     alias = "@champion" if model.get("alias") else f"not @champion: {model.get('promotion')}"
     print(f"champion {best['arch_hash']}: test {cfg['metric']} {best['measured_test'][cfg['metric']]:.4f} "
@@ -110,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
           f"version {model['version']} ({alias})")
     print(f"outputs in {run.path}: history.parquet, predictor/metrics.json, best.json, report.md, *.png; "
           f"MLflow experiment dcsod-{dataset_name(cfg)} at {tracking_uri}")
+    incomplete = incomplete_comparison_line(best.get("compare"))
+    if incomplete:  # the last line: the job's other outputs exist, but "did the search help?" lacks rows
+        print(incomplete)
     return 0
 
 

@@ -276,3 +276,28 @@ def test_workers_killed_by_rays_memory_monitor_are_failed_trials_with_their_reas
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
     failed = [r for r in runs if r.info.status == "FAILED" and "arch_hash" in r.data.tags]
     assert len(failed) == 6 and all("memory" in r.data.tags.get("error", "").lower() for r in failed)
+
+
+def test_a_comparison_training_that_crashes_is_named_in_report_md_and_on_the_last_console_line(tmp_path):
+    """The ResNet-8 retrain of seed 1 in stage ``compare`` ends its worker the way a native crash does (the
+    testing hook ``DCSOD_TESTING_CRASH_TRIALS``, on every retry): the job still finishes, but report.md's
+    comparison lists the missing training with Ray's reason, and the console's last line says the comparison is
+    incomplete."""
+    pytest.importorskip("ray")
+    from trainables.image.tune_trainable import CRASH_ENV
+
+    out, uri = tmp_path / "out", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = [*DCSOD, "--preset", "ci", "--output", str(out), "--address", "local", "--no-dashboard",
+           "--tracking-uri", uri, "--set", "warmup.n=4", "--set", "search.trials=1", "--set", "max_failures=1"]
+    done = subprocess.run(cmd, cwd=tmp_path, env={**env(), CRASH_ENV: "compare:resnet-depth8:1"},
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("warning: the comparison is incomplete: 1 of 6 trainings failed (the standard "
+                           "architecture ResNet-8 (`resnet-depth8`), seed 1: "), last
+    report = (out / "report.md").read_text()
+    assert "**The comparison is incomplete:** 1 of 6 trainings failed" in report
+    assert "- the standard architecture ResNet-8 (`resnet-depth8`), seed 1: " in report
+    row = next(r for r in json.loads((out / "best.json").read_text())["compare"]["rows"]
+               if r["arch_hash"] == "resnet-depth8")
+    assert row["seeds"] == [0] and [m["seed"] for m in row["missing"]] == [1]

@@ -347,3 +347,38 @@ def test_protocol_summary_is_read_from_the_final_model_info_without_loading_the_
     assert protocol_summary(cfg, run) == (stored, None)
     summary, error = protocol_summary(cfg)
     assert summary is None and "gone.zip" in error
+
+
+def test_failed_comparison_trainings_are_named_in_the_report_and_the_consoles_last_line():
+    """A compare training that failed (a crashed worker leaves no metrics, only its config's arch and seed)
+    leaves its seed out of the row's values, is listed with its reason, and the table says "failed"."""
+    from pipelines.nas.report import _compare_lines
+    from pipelines.nas.report_text import incomplete_comparison_line
+    from pipelines.nas.workflow import comparison_row
+
+    records = [{"arch_hash": "champ", "seed": 0, "checkpoint": "c0", "auroc_msp": 0.9, "id_acc": 0.8, "params": 7},
+               {"arch_hash": "champ", "seed": 1, "checkpoint": "c1", "auroc_msp": 0.92, "id_acc": 0.82},
+               {"arch_hash": "resnet-depth8", "seed": 0, "checkpoint": "r0", "auroc_msp": 0.88, "id_acc": 0.9},
+               {"arch_hash": "resnet-depth8", "seed": 1, "checkpoint": None, "auroc_msp": None,
+                "error": "The actor died unexpectedly (exit code 139)"}]
+    rows = [comparison_row("champion", "champ", records, [0, 1], "auroc_msp"),
+            comparison_row("standard architecture ResNet-8", "resnet-depth8", records, [0, 1], "auroc_msp")]
+    assert rows[0]["missing"] == [] and rows[0]["params"] == 7 and rows[0]["values"]["id_acc"] == [0.8, 0.82]
+    assert rows[1]["seeds"] == [0] and rows[1]["values"]["auroc_msp"] == [0.88]
+    assert rows[1]["missing"] == [{"seed": 1, "error": "The actor died unexpectedly (exit code 139)"}]
+    assert comparison_row("median", "gone", records, [0, 1], "auroc_msp")["missing"] == [
+        {"seed": 0, "error": "no result"}, {"seed": 1, "error": "no result"}]
+
+    compare = {"seeds": [0, 1], "metric": "auroc_msp", "rows": rows}
+    lines = _compare_lines({"measured_test": {"epochs": 2}, "compare": compare})
+    assert "| `resnet-depth8` | standard architecture ResNet-8 | – | 0.8800, failed | 0.880 | 0.900 |" in lines
+    assert "**The comparison is incomplete:** 1 of 4 trainings failed; the table lacks them (each is a FAILED " \
+           "MLflow run of stage `compare` with its reason):" in lines
+    assert "- the standard architecture ResNet-8 (`resnet-depth8`), seed 1: The actor died unexpectedly (exit " \
+           "code 139)" in lines
+    assert incomplete_comparison_line(compare) == (
+        "warning: the comparison is incomplete: 1 of 4 trainings failed (the standard architecture ResNet-8 "
+        "(`resnet-depth8`), seed 1: The actor died unexpectedly (exit code 139)); report.md names the missing rows")
+    complete = {**compare, "rows": rows[:1]}
+    assert incomplete_comparison_line(complete) is None and incomplete_comparison_line(None) is None
+    assert not any("incomplete" in line for line in _compare_lines({"measured_test": {}, "compare": complete}))

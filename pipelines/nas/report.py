@@ -21,6 +21,7 @@ from pipelines.nas.report_text import (
     correlation_warning,
     metric_meaning,
     metric_standard_error,
+    missing_comparison_rows,
     runner_up_warning,
     search_verdict,
     seed_noise_warnings,
@@ -175,7 +176,8 @@ def _compare_lines(best: dict) -> list[str]:
              f"| architecture | role | params | {metric} per seed | {metric} mean ± sd | id_acc mean ± sd |",
              "|---|---|---|---|---|---|"]
     for row in compare["rows"]:
-        per_seed = ", ".join(_fmt(v) for v in row["values"][metric])
+        by_seed = dict(zip(row.get("seeds", compare["seeds"]), row["values"][metric]))
+        per_seed = ", ".join(_fmt(by_seed[s]) if s in by_seed else "failed" for s in compare["seeds"])
         lines.append(f"| `{row['arch_hash']}` | {row['role']} | {row['params'] or '–'} | {per_seed} | "
                      f"{_mean_sd(row['values'][metric])} | {_mean_sd(row['values']['id_acc'])} |")
     champion = compare["rows"][0]["values"][metric]
@@ -194,6 +196,11 @@ def _compare_lines(best: dict) -> list[str]:
               + ("At this budget the search found a better detector than both." if helped else
                  "At this budget that is no evidence that the search beat them; more seeds or a larger budget "
                  "would be needed to tell."), ""]
+    planned, missing = missing_comparison_rows(compare)
+    if missing:
+        lines += [f"**The comparison is incomplete:** {len(missing)} of {planned} trainings failed; the table lacks "
+                  "them (each is a FAILED MLflow run of stage `compare` with its reason):", "",
+                  *(f"- {m}" for m in missing), ""]
     return lines
 
 

@@ -236,6 +236,26 @@ def _sd(values: Sequence[float]) -> float:
     return float(np.std(_finite(values), ddof=1))
 
 
+def missing_comparison_rows(compare: dict | None) -> tuple[int, list[str]]:
+    """``(planned trainings, one phrase per failed one)`` of best.json's ``compare``, e.g. ``"the standard
+    architecture resnet-8 (`resnet-depth8`), seed 1: <reason>"``; no phrases when every training finished (or
+    the run's best.json predates the ``missing`` field)."""
+    if not compare:
+        return 0, []
+    planned = len(compare["seeds"]) * len(compare["rows"])
+    return planned, [f"the {row['role']} (`{row['arch_hash']}`), seed {m['seed']}: {m['error']}"
+                     for row in compare["rows"] for m in row.get("missing", [])]
+
+
+def incomplete_comparison_line(compare: dict | None) -> str | None:
+    """The console's last line when comparison trainings failed (None when the comparison is complete)."""
+    planned, missing = missing_comparison_rows(compare)
+    if not missing:
+        return None
+    return (f"warning: the comparison is incomplete: {len(missing)} of {planned} trainings failed "
+            f"({'; '.join(missing)}); report.md names the missing rows")
+
+
 def seed_noise_warnings(compare: dict) -> list[str]:
     """Warnings for each architecture of best.json's ``compare`` (rows[0] is the champion) that the champion
     leads on mean test ``compare["metric"]`` but not beyond seed noise (Welch p ≥ 0.05, or a single seed), with

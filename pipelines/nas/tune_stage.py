@@ -23,6 +23,7 @@ from pipelines.common.mlflow_runs import MLflowRecorder
 from pipelines.common.ray_session import error_line
 from pipelines.common.rundir import RunDir, RunStopped
 from pipelines.nas.tracking import MLflowHistoryCallback, metrics_of, stopped_early
+from search_space.architecture import arch_hash_of
 from trainables.image.tune_trainable import TeacherBundle, candidate_trainable
 
 #: Result keys kept per evaluation besides the metrics.
@@ -39,7 +40,8 @@ class Stage:
     JSON strings, one trial each) or ``searcher`` + ``num_samples``; ``seeds``: train every genotype once per
     seed (default: the run's ``seed`` only); ``teachers``: the ensemble for ``distill``; ``scheduler``: a Tune
     trial scheduler (e.g. ASHA) that may stop trainings early (they must then report the metric every epoch:
-    ``train["eval_every"] = 1``).
+    ``train["eval_every"] = 1``); ``required``: False lets every trial fail without stopping the run (the
+    ``compare`` stage: its report names the missing rows instead).
     """
 
     name: str
@@ -52,6 +54,7 @@ class Stage:
     teachers: TeacherBundle | None = None
     seeds: list[int] | None = None
     scheduler: Any = None
+    required: bool = True
 
     @property
     def size(self) -> int:
@@ -228,7 +231,12 @@ def record_of(result) -> dict:
     """One trial's record (see :func:`run_stage`) from its Tune result."""
     metrics = result.metrics or {}
     record = {**{k: metrics.get(k) for k in RECORD_KEYS}, **metrics_of(metrics)}
-    record["genotype"] = record["genotype"] or (result.config or {}).get("genotype")
+    config = result.config or {}
+    record["genotype"] = record["genotype"] or config.get("genotype")
+    if record["seed"] is None:  # a worker that died before its first report left no metrics: its config says
+        record["seed"] = config.get("seed")
+    if record["arch_hash"] is None and record["genotype"]:
+        record["arch_hash"] = arch_hash_of(record["genotype"])
     record["stopped_early"] = stopped_early(metrics)
     if result.error is not None:
         record["error"] = error_line(result.error)

@@ -113,7 +113,7 @@ class Workflow:
             raise
         teachers = None if stage.teachers is None else stage.teachers.genotypes
         write_json(path, {"records": records, "teachers": teachers, "stats": stats})
-        if records and not any(r.get("checkpoint") for r in records):
+        if stage.required and records and not any(r.get("checkpoint") for r in records):
             self._set_aside(stage.name)
             first = next((r["error"] for r in records if r.get("error")), "no error reported")
             self._fail_stage(stage.name)
@@ -339,8 +339,10 @@ class Workflow:
     def compare(self, champion: dict, train: dict, teachers) -> dict:
         """Retrain the champion, the median warmup architecture (the lower median by the metric) and
         ``final.compare.standard`` exactly like the final model (budget, objective, teachers, test split), once
-        per ``final.compare.seeds``, as one Tune stage (``compare``); returns report.md's comparison:
-        ``{"seeds", "metric", "rows": [{"role", "arch_hash", "params", "values": {metric: [per seed]}}]}``."""
+        per ``final.compare.seeds``, as one Tune stage (``compare``, whose trials may all fail); returns
+        report.md's comparison: ``{"seeds", "metric", "rows": [{"role", "arch_hash", "params", "seeds",
+        "values": {metric: [per seed]}, "missing": [{"seed", "error"}]}]}`` (``seeds``/``values``: the seeds
+        that trained; ``missing``: those whose training failed, with its reason)."""
         from search_space.architecture import arch_hash_of, architecture_json
         from search_space.standard_models import StandardModel
 
@@ -354,14 +356,9 @@ class Workflow:
             roles[f"standard architecture {model.label}"] = model.to_json()
         genotypes = list(dict.fromkeys(architecture_json(g) for g in roles.values()))
         records = self.evaluate(Stage("compare", "compare", 0, train, genotypes=genotypes, seeds=list(c["seeds"]),
-                                      teachers=teachers))
-        keys = (self.metric, "id_acc")
-        rows = []
-        for role, genotype in roles.items():
-            mine = sorted((r for r in records if r["arch_hash"] == arch_hash_of(genotype)), key=lambda r: r["seed"])
-            rows.append({"role": role, "arch_hash": arch_hash_of(genotype),
-                         "params": next((r["params"] for r in mine if r.get("params")), None),
-                         "values": {k: [r.get(k) for r in mine] for k in keys}, "seeds": [r["seed"] for r in mine]})
+                                      teachers=teachers, required=False))
+        rows = [comparison_row(role, arch_hash_of(genotype), records, c["seeds"], self.metric)
+                for role, genotype in roles.items()]
         return {"seeds": list(c["seeds"]), "metric": self.metric, "rows": rows}
 
     def execute(self) -> dict:
@@ -408,6 +405,19 @@ class Workflow:
             self.tree.end_open("FAILED", root=own)
         except Exception:
             pass
+
+
+def comparison_row(role: str, arch_hash: str, records: list[dict], seeds: list[int], metric: str) -> dict:
+    """One row of :meth:`Workflow.compare`: the architecture's trained seeds and their test ``metric`` and
+    ``id_acc``, and the seeds whose training failed (``error``: the trial's reason, or "no result")."""
+    mine = {r["seed"]: r for r in records if r.get("arch_hash") == arch_hash}
+    trained = [s for s in seeds if mine.get(s) and usable([mine[s]], metric)]
+    missing = [{"seed": s, "error": (mine.get(s) or {}).get("error") or "no result"} for s in seeds
+               if s not in trained]
+    return {"role": role, "arch_hash": arch_hash,
+            "params": next((mine[s]["params"] for s in trained if mine[s].get("params")), None),
+            "values": {k: [mine[s].get(k) for s in trained] for k in (metric, "id_acc")}, "seeds": trained,
+            "missing": missing}
 
 
 def log_champion_cells(run_id: str, genotype: str, tracking_uri: str) -> None:

@@ -152,6 +152,7 @@ def candidate_trainable(config: dict[str, Any], teachers: TeacherBundle | None =
     from search_space import arch_hash_of
 
     arch_hash = arch_hash_of(config["genotype"])
+    crash_if_told(identity["stage"], arch_hash, train.seed)
     ranked = {config["metric"]: math.nan} if config.get("metric") else {}  # Tune's searchers require the key
     fixed = {**identity, "arch_hash": arch_hash, "started_at": started_at}
 
@@ -178,6 +179,20 @@ def candidate_trainable(config: dict[str, Any], teachers: TeacherBundle | None =
         torch.save(state_dict, os.path.join(tmp, WEIGHTS_FILE))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
     return None
+
+
+#: Testing only: comma-separated ``stage:arch_hash:seed`` patterns (``*`` matches any field); a trial matching
+#: one ends its worker process the way a native crash does (exit status 139, no Python exception), e.g.
+#: ``DCSOD_TESTING_CRASH_TRIALS=compare:resnet-depth8:1``. Read from the worker's environment.
+CRASH_ENV = "DCSOD_TESTING_CRASH_TRIALS"
+
+
+def crash_if_told(stage: str, arch_hash: str, seed: int) -> None:
+    """End this process at once when :data:`CRASH_ENV` names this trial (tests of failed-trial reporting)."""
+    for pattern in filter(None, os.environ.get(CRASH_ENV, "").split(",")):
+        fields = pattern.strip().split(":")
+        if len(fields) == 3 and all(f in ("*", str(v)) for f, v in zip(fields, (stage, arch_hash, seed))):
+            os._exit(139)
 
 
 def in_tune_trial() -> bool:
