@@ -107,7 +107,8 @@ def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
 class PresetFile:
     """One pipeline's presets file.
 
-    ``path``: YAML with ``defaults`` (every key) and ``presets`` (name -> overrides); ``validate(cfg)`` raises
+    ``path``: YAML with ``defaults`` (every key) and ``presets`` (name -> overrides; ``extends: <preset>`` starts
+    from another preset's overrides, deep-merged, so a variant states only what differs); ``validate(cfg)`` raises
     :class:`ConfigError` for what types cannot say (ranges, cross-key rules, registry names); ``open_sections``:
     dotted keys whose sub-keys are free-form here; ``fixed``: keys a preset may set but ``--set`` may not (e.g.
     the dataset that names the MLflow experiment); ``free_types``: keys whose type ``validate`` checks because it
@@ -140,13 +141,23 @@ class PresetFile:
         sets = parse_overrides(overrides or [])
         for key in self.fixed:
             check(key not in sets, f"--set {key}: fixed by the preset; choose another --preset")
-        cfg = self._merge(defaults, presets[preset] or {})
+        cfg = self._merge(defaults, self._overrides(presets, preset))
         cfg = self._merge(defaults, _deep_update(cfg, sets))
         check_types(cfg, defaults, (*self.open_sections, *self.free_types))
         cfg["preset"] = preset
         if self.validate is not None:
             self.validate(cfg)
         return cfg
+
+    def _overrides(self, presets: dict, name: str, seen: tuple[str, ...] = ()) -> dict:
+        """Preset ``name``'s overrides with its ``extends`` chain resolved (a loop or an unknown base: ConfigError)."""
+        entry = dict(presets[name] or {})
+        base = entry.pop("extends", None)
+        if base is None:
+            return entry
+        check(base in presets and base not in (*seen, name),
+              f"preset {name!r}: extends {base!r}, which is " + ("not a preset" if base not in presets else "a loop"))
+        return _deep_update(self._overrides(presets, base, (*seen, name)), entry)
 
     def _merge(self, base: dict, override: dict, prefix: str = "") -> dict:
         """Deep-merge ``override`` into a copy of ``base``; keys must exist in ``base`` except in open sections."""

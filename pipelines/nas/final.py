@@ -20,7 +20,13 @@ from pathlib import Path
 import torch
 
 from pipelines.common.rundir import RunDir, atomic_write, read_json, write_json
-from trainables.image.tune_trainable import TeacherBundle, device_data, load_weights, stage_train_config
+from trainables.image.tune_trainable import (
+    TeacherBundle,
+    device_data,
+    lineage_of,
+    load_weights,
+    stage_train_config,
+)
 
 MODEL_INFO_FILE = "model_info.pt"
 
@@ -56,7 +62,8 @@ def final_loop(config: dict) -> None:
     result = train_candidate(config["genotype"], data, train, teachers=models, distributed=distributed,
                              on_epoch=lambda entry: ray.train.report({**entry, "world_size": world}))
     state_dict, curve = result.pop("state_dict"), result.pop("curve")
-    metrics = {**result, "epoch_curve": json.dumps(curve, allow_nan=True), "seed": train.seed, "world_size": world}
+    metrics = {**result, "epoch_curve": json.dumps(curve, allow_nan=True), "seed": train.seed, "world_size": world,
+               "lineage": lineage_of(config["protocol"], data, train, bundle)}
     if rank != 0:
         ray.train.report(metrics)
         return

@@ -29,6 +29,7 @@ from pipelines.nas.report_text import (
     validation_size_warning,
     welch,
 )
+from pipelines.nas.thesis_settings import thesis_lines
 from search_space.predictor_quality import correlation_text, rank_correlation
 from trainables.image.ood import parse_metric
 
@@ -134,7 +135,9 @@ def _fmt(x, digits: int = 4) -> str:
 
 #: ``final.champion`` -> how report.md names the rule.
 CHAMPION_RULES = {"measured": "best measured architecture (final.champion: measured)",
-                  "predicted": "predictor's optimum (final.champion: predicted)"}
+                  "predicted": "predictor's optimum among the trained candidates (final.champion: predicted)",
+                  "optimum": "evolutionary search's optimum under the final predictor, trained or not (final.champion: "
+                             "optimum, the thesis's rule)"}
 
 
 def _candidate_lines(best: dict, metric: str) -> list[str]:
@@ -163,12 +166,43 @@ def _mean_sd(values: list) -> str:
     return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
 
 
+def lineage_phrase(lineage: str) -> str:
+    """A :class:`~trainables.image.lineage.Lineage` string in words (report.md)."""
+    from trainables.image.lineage import Lineage
+
+    try:
+        parsed = Lineage.parse(lineage)
+    except ValueError:
+        return "not recorded (a run from before lineage was recorded)"
+    outliers = {"none": "no auxiliary outliers, not even through teachers",
+                "direct": "auxiliary outliers in its own objective",
+                "teachers": "auxiliary outliers only through its teachers",
+                "direct+teachers": "auxiliary outliers in its own objective and through its teachers",
+                "unknown": "teachers whose lineage was not recorded"}[parsed.outliers]
+    return f"ID images `{parsed.id}`, {outliers}; measured on the {parsed.eval} split (`{lineage}`)"
+
+
+def check_comparison_lineage(best: dict) -> None:
+    """"Did the search help?" compares like with like: every comparison training must have the final retrain's
+    outlier lineage, measured on the test split (:class:`~trainables.image.lineage.LineageError` otherwise).
+    A best.json from before lineage was recorded is not checked."""
+    from trainables.image.lineage import Lineage, Requirement
+
+    if not best.get("lineage"):
+        return
+    need = Requirement(outliers=Lineage.parse(best["lineage"]).saw_outliers, eval="test")
+    for row in best["compare"]["rows"]:
+        for lineage in row.get("lineage", []):
+            need.check(lineage, "report.md's comparison", f"the {row['role']} `{row['arch_hash']}`")
+
+
 def _compare_lines(best: dict) -> list[str]:
     """"Did the search help?": best.json's ``compare`` retrains as a table and one sentence (Welch's t-test of
     the champion against each other row over the seeds, two-sided, 5 %)."""
     compare = best.get("compare")
     if not compare:
         return []
+    check_comparison_lineage(best)
     metric = compare["metric"]
     lines = ["## Did the search help?", "",
              f"Retrained exactly like the champion ({best['measured_test'].get('epochs')} epochs, same objective and "
@@ -342,6 +376,7 @@ def write_report(run: RunDir, cfg: dict, best: dict) -> None:
         f"registered model `{best['model']['uri']}` (version {best['model']['version']}; {alias}).", "",
         *task_section(cfg["protocol"], summary, protocol_description(cfg["protocol"]), unread),
         *_champion_lines(best, metric, history[history.stage == "warmup"][metric].dropna()),
+        *(thesis_lines(best["thesis"]) if "thesis" in best else []),
         *_meaning_lines(metric, best["measured_test"], summary),
         *_search_lines(searched, metric, se),
         *_warning_lines(metric, best, searched, summary, taus),
@@ -365,6 +400,7 @@ def _champion_lines(best: dict, metric: str, warmup) -> list[str]:
         f"{_fmt(best['measured_search'][metric])} (validation split, stage {best['measured_search']['stage']})",
         f"- final retrain ({best['measured_test'].get('epochs')} epochs), test split: "
         + ", ".join(f"{k} {_fmt(v)}" for k, v in best["measured_test"].items() if k not in ("epochs", "params")),
+        f"- data lineage of the final retrain: {lineage_phrase(best.get('lineage') or '')}",
         f"- warmup architectures (validation split): median {metric} "
         f"{_fmt(float(warmup.median()) if len(warmup) else None)}, "
         f"best {_fmt(float(warmup.max()) if len(warmup) else None)} (n={len(warmup)})",

@@ -19,7 +19,7 @@ from pipelines.common.settings import PRESETS_DIR, ConfigError, PresetFile, chec
 
 ALGORITHMS = ("alg2", "alg3")
 REFERENCES = ("best", "chain")  # search.reference: what a mutated candidate is compared with
-CHAMPIONS = ("measured", "predicted")  # final.champion: which architecture the final stage retrains
+CHAMPIONS = ("measured", "predicted", "optimum")  # final.champion: which architecture the final stage retrains
 PROMOTE = ("if-better", "always")  # final.promote: when the registry alias @champion moves to a new model
 EARLY_STOP = ("none", "asha")  # search.early_stop: whether a scheduler may stop a search training early
 #: Parameters the largest architecture of the space may have (10x the thesis's largest, K = 6 at width 32 with

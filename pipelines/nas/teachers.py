@@ -46,4 +46,5 @@ def load_bundle(chosen: list[dict], width: int) -> TeacherBundle:
     from ray.tune import Checkpoint
 
     return TeacherBundle(genotypes=[r["genotype"] for r in chosen],
-                         state_dicts=[load_weights(Checkpoint(r["checkpoint"])) for r in chosen], width=width)
+                         state_dicts=[load_weights(Checkpoint(r["checkpoint"])) for r in chosen], width=width,
+                         lineages=[r.get("lineage") or "" for r in chosen])

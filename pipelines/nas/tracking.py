@@ -29,7 +29,8 @@ from pipelines.common.mlflow_runs import MLflowRecorder, one_line
 
 log = logging.getLogger(__name__)
 
-#: The fixed columns of ``history.parquet`` and their dtypes (``str`` columns never hold nulls). Every other
+#: The fixed columns of ``history.parquet`` and their dtypes (``str`` columns never hold nulls; ``lineage``:
+#: :class:`trainables.image.lineage.Lineage` as a string, "" for rows recorded before it existed). Every other
 #: metric the trainer reports for the configured scores (:func:`trainables.image.ood.metric_names`, e.g.
 #: ``aupr_in_msp`` or ``auroc_knn``) is an extra float64 column after these.
 HISTORY_COLUMNS: dict[str, Any] = {
@@ -45,6 +46,7 @@ HISTORY_COLUMNS: dict[str, Any] = {
     "id_acc": "float64",
     "train_seconds": "float64",
     "mlflow_run_id": str,
+    "lineage": str,
 }
 KEY_COLUMNS = ("arch_hash", "stage", "iteration", "seed")
 REQUIRED_COLUMNS = (*KEY_COLUMNS, "genotype")
@@ -120,6 +122,7 @@ def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
     for col in [c for c in HISTORY_COLUMNS if is_metric(c)] + [c for c in row if c not in HISTORY_COLUMNS]:
         out[col] = _as_metric(col, row.get(col))
     out["mlflow_run_id"] = str(row.get("mlflow_run_id") or "")
+    out["lineage"] = str(row.get("lineage") or "")
     return out
 
 
@@ -127,6 +130,7 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     """:data:`HISTORY_COLUMNS` first with their dtypes (missing ones added empty), extra metrics after as float64."""
     extra = [c for c in df.columns if c not in HISTORY_COLUMNS]
     df = df.reindex(columns=[*HISTORY_COLUMNS, *extra])
+    df["lineage"] = df["lineage"].astype(object).fillna("")  # rows journaled before the column existed
     return df.astype({**HISTORY_COLUMNS, **{c: "float64" for c in extra}}).reset_index(drop=True)
 
 
@@ -307,7 +311,8 @@ class MLflowHistoryCallback(MLflowRecorder, Callback):
         metrics = {k: v for k, v in metrics_of(result).items() if v is not None}
         if not metrics:
             raise ValueError(f"trial {trial_id} completed without reporting a metric (id_acc, auroc_<score>, ...)")
-        row = normalize_row({**metrics, **dict(zip(KEY_COLUMNS, key)), "genotype": genotype})
+        row = normalize_row({**metrics, **dict(zip(KEY_COLUMNS, key)), "genotype": genotype,
+                             "lineage": result.get("lineage")})
         done = [r for r in self.find_runs(key) if r.info.status != "FAILED"]
         if done and done[0].info.status == "FINISHED":
             run_id = done[0].info.run_id
@@ -370,8 +375,9 @@ class MLflowHistoryCallback(MLflowRecorder, Callback):
         return run_id
 
     def _log_run(self, run_id: str, key: Key, result: Mapping[str, Any], status: str | None = "FINISHED") -> None:
-        """Log the key as params and the metrics; then end the run with ``status`` (None: leave it open)."""
-        from mlflow.entities import Metric, Param
+        """Log the key as params, the metrics and the tag ``lineage``; then end the run with ``status`` (None:
+        leave it open)."""
+        from mlflow.entities import Metric, Param, RunTag
 
         now = int(1000 * time.time())
         params = [Param(n, str(v)) for n, v in zip(KEY_COLUMNS, key)]
@@ -385,6 +391,7 @@ class MLflowHistoryCallback(MLflowRecorder, Callback):
                 metrics.append(Metric(name, x, now, 0))
         metrics += curve_metrics(result)
         for i in range(0, max(1, len(metrics)), 1000):
-            self.client.log_batch(run_id, metrics=metrics[i:i + 1000], params=params if i == 0 else [])
+            tags = [RunTag("lineage", str(result["lineage"]))] if i == 0 and result.get("lineage") else []
+            self.client.log_batch(run_id, metrics=metrics[i:i + 1000], params=params if i == 0 else [], tags=tags)
         if status is not None:
             self.terminate(run_id, status, end_time=_seconds(result, "finished_at"))

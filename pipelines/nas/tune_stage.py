@@ -28,7 +28,8 @@ from trainables.image.tune_trainable import TeacherBundle, candidate_trainable
 
 #: Result keys kept per evaluation besides the metrics.
 RECORD_KEYS = ("arch_hash", "genotype", "seed", "stage", "iteration", "error", "trainable_seconds", "data_seconds",
-               "eval_seconds", "started_at", "finished_at", "worker_pid", "params", "flops", "aux_images")
+               "eval_seconds", "started_at", "finished_at", "worker_pid", "params", "flops", "aux_images",
+               "lineage")
 
 
 @dataclass

@@ -260,13 +260,15 @@ class Workflow:
                                seed=self.cfg["seed"], **budget, **own)
 
     def champions(self, candidates: list[dict]) -> dict[str, dict]:
-        """The two candidates for the final retrain, among the *usable* candidates (trained, finite metric: dead
+        """The candidates for the final retrain, among the *usable* candidates (trained, finite metric: dead
         ones are dropped) of the final distill iteration and the search stage, each with its ``predicted``
         metric (the ``predictor`` stage's model, ``predictor/predictor.npz``, fit on the final iteration's pairs):
 
         - ``measured``: the highest measured metric (the search budget's validation split);
         - ``predicted``: the highest predicted metric, the predictor's optimum among the architectures that were
-          searched and trained ("the optimal searched architecture").
+          searched and trained ("the optimal searched architecture");
+        - ``optimum`` (only when ``final.champion`` names it): the thesis's choice, the evolutionary search's
+          optimum under the final predictor (:meth:`optimum`), trained or not.
 
         Ties go to the smaller ``arch_hash``. Raises :class:`NoUsableCandidates` when none is usable."""
         ok = list({r["arch_hash"]: r for r in sorted(usable(candidates, self.metric),
@@ -276,8 +278,34 @@ class Workflow:
         predictor = load_predictor(self.run / "predictor" / PREDICTOR_FILE)
         predicted = predictor.predict(encode_many([Genotype.from_json(r["genotype"]) for r in ok]))
         ok = [{**r, "predicted": float(p)} for r, p in zip(ok, predicted)]
-        return {"measured": min(ok, key=lambda r: (-r[self.metric], r["arch_hash"])),
-                "predicted": min(ok, key=lambda r: (-r["predicted"], r["arch_hash"]))}
+        out = {"measured": min(ok, key=lambda r: (-r[self.metric], r["arch_hash"])),
+               "predicted": min(ok, key=lambda r: (-r["predicted"], r["arch_hash"]))}
+        if self.cfg["final"]["champion"] == "optimum":
+            out["optimum"] = self.optimum(ok)
+        return out
+
+    def optimum(self, trained: list[dict]) -> dict:
+        """The thesis's champion: the predictor refit on every usable pair (final iteration and search), then the
+        evolutionary search of ``search`` (population, generations, temperature, reference) under it, seeded by
+        ``seed``; its best architecture — a trained candidate's record, or an untrained one (``stage``
+        ``optimum``, no measured metric)."""
+        from search_space.evolution import evolve
+
+        s, p = self.cfg["search"], self.cfg["predictor"]
+        genotypes = [Genotype.from_json(r["genotype"]) for r in trained]
+        model = make_predictor(p["name"], **p["args"])
+        model.fit(encode_many(genotypes), np.array([r[self.metric] for r in trained]), seed=self.cfg["seed"])
+        best_first = [g for _, g in sorted(zip([-r[self.metric] for r in trained], genotypes), key=lambda t: t[0])]
+        (genotype, score), = evolve(self.space, lambda gs: model.predict(encode_many(gs)), top_k=1,
+                                    init=best_first[: s["population"]], seed=self.cfg["seed"],
+                                    population=s["population"], generations=s["generations"],
+                                    temperature=s["temperature"], reference=s["reference"])
+        known = {r["arch_hash"]: r for r in trained}
+        arch_hash = genotype.arch_hash
+        if arch_hash in known:
+            return {**known[arch_hash], "predicted": float(score)}
+        return {"arch_hash": arch_hash, "genotype": genotype.to_json(), "predicted": float(score), "stage": "optimum",
+                "iteration": 0, self.metric: None}
 
     def final(self, candidates: list[dict], teachers) -> dict:
         """Retrain the champion (``final.champion``: the best measured or the predictor's optimum, see
@@ -287,6 +315,7 @@ class Workflow:
             return read_json(self.run / "best.json")
         from pipelines.nas.final import example_images, load_model_info, package, retrain, source_dirs
         from pipelines.nas.model_registry import log_model, register_champion, version_tags
+        from pipelines.nas.thesis_settings import against_thesis
         from pipelines.nas.tracking import MLflowHistoryCallback
 
         rule = self.cfg["final"]["champion"]
@@ -309,7 +338,7 @@ class Workflow:
         run_id = tracker.record(result, before_finish=before_finish)
         tags = version_tags(self.cfg, self.metric, metrics[self.metric],
                             {"arch_hash": champion["arch_hash"], "genotype": champion["genotype"],
-                             "metric": self.metric})
+                             "metric": self.metric, "lineage": str(metrics.get("lineage") or "")})
         version, promoted, promotion = register_champion(self.experiment, run_id, tags, self.tracking_uri,
                                                          self.cfg["final"]["promote"])
         self.end_stage("final", {**metrics_of(metrics), "registered_version": version})
@@ -322,6 +351,7 @@ class Workflow:
             "metric": self.metric, "champion": rule, "predicted": {self.metric: champion["predicted"]},
             "measured_search": measured_search(champion),
             "measured_test": {**metrics_of(metrics), **{k: metrics.get(k) for k in ("epochs", "params")}},
+            "lineage": metrics.get("lineage") or "", "thesis": against_thesis(self.cfg),
             "candidates": {name: {"arch_hash": r["arch_hash"], "predicted": {self.metric: r["predicted"]},
                                   "measured_search": measured_search(r)} for name, r in both.items()},
             "model": {"name": self.experiment, "version": version, "alias": "champion" if promoted else None,
@@ -417,7 +447,7 @@ def comparison_row(role: str, arch_hash: str, records: list[dict], seeds: list[i
     return {"role": role, "arch_hash": arch_hash,
             "params": next((mine[s]["params"] for s in trained if mine[s].get("params")), None),
             "values": {k: [mine[s].get(k) for s in trained] for k in (metric, "id_acc")}, "seeds": trained,
-            "missing": missing}
+            "missing": missing, "lineage": sorted({mine[s].get("lineage") or "" for s in trained})}
 
 
 def log_champion_cells(run_id: str, genotype: str, tracking_uri: str) -> None:

@@ -53,7 +53,7 @@ def champion(ctx):
     method = DCSOD()
     wf = method.workflow(ctx)
     winner, = method.search(ctx, wf)
-    return wf, winner, method.retrain_teachers(ctx, wf)
+    return wf, winner, method.retrain_teachers(ctx, wf, outliers=True)
 
 
 def run_fig_4_5(root: RunDir, exp: dict, cfg: dict, tracking, tracking_uri: str):

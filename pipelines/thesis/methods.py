@@ -8,6 +8,11 @@ entry whose rows come from the preset. Each method runs in its own run directory
 auxiliary outliers (stage ``retrain-plain``: the MSP and Mahalanobis columns) and, where the protocol has them,
 with them (``retrain-outliers``: the OT column).
 
+Data lineage (:mod:`trainables.image.lineage`): the ``retrain-plain`` trainings see no auxiliary outlier, not even
+through teachers — DCSOD's distils from the teachers of a second warmup and distillation run without outliers
+(``<output>/methods/dcsod-no-outliers``: CE warmup, λ = 0), and the predictor with CE labels learns from a CE
+warmup. :mod:`pipelines.thesis.tables` refuses a value whose recorded lineage does not fit its column.
+
 Budget (:func:`pipelines.thesis.settings.search_budget`): random search, regularized evolution and the
 predictor with CE labels train exactly as many candidates as DCSOD, each at the same per-candidate budget.
 """
@@ -56,6 +61,12 @@ class ExperimentContext:
     has_outliers: bool = True  # the protocol has auxiliary outliers (else no retrain-outliers stage, no OT column)
 
 
+def without_outliers(cfg: dict) -> dict:
+    """DCSOD settings ``cfg`` with no auxiliary outlier data anywhere: warmup with plain cross-entropy,
+    distillation with λ = 0 (so its teachers, and whatever learns from them, never see an outlier)."""
+    return {**cfg, "warmup": {**cfg["warmup"], "objective": "ce"}, "distill": {**cfg["distill"], "lam": 0.0}}
+
+
 def best_measured(records: list[dict], metric: str) -> dict:
     """The usable record with the highest ``metric`` (ties: smaller arch_hash)."""
     ok = usable(records, metric)
@@ -82,7 +93,8 @@ class Method:
     def search(self, ctx: ExperimentContext, wf: Workflow) -> list[Winner]:
         raise NotImplementedError
 
-    def retrain_teachers(self, ctx: ExperimentContext, wf: Workflow):
+    def retrain_teachers(self, ctx: ExperimentContext, wf: Workflow, outliers: bool):
+        """The teachers of the retrain with (``outliers``) or without auxiliary outliers; None: no teachers."""
         return None
 
     def retrain_train(self, ctx: ExperimentContext, wf: Workflow, outliers: bool, teachers) -> dict:
@@ -93,12 +105,12 @@ class Method:
     def retrain(self, ctx: ExperimentContext, wf: Workflow, winners: list[Winner]) -> dict[str, list[dict]]:
         """Each winner once per seed: ``{"retrain-plain": records, "retrain-outliers": records}`` (the second
         only where the protocol has auxiliary outliers)."""
-        teachers = self.retrain_teachers(ctx, wf)
         genotypes = list(dict.fromkeys(w.genotype for w in winners))
         out = {}
         for name, outliers in (("retrain-plain", False), ("retrain-outliers", True)):
             if outliers and not ctx.has_outliers:
                 continue
+            teachers = self.retrain_teachers(ctx, wf, outliers)
             train = self.retrain_train(ctx, wf, outliers, teachers)
             out[name] = wf.evaluate(Stage(name, name, 0, train, genotypes=genotypes, seeds=list(ctx.exp["seeds"]),
                                           teachers=teachers if train["objective"] == "distill" else None))
@@ -157,13 +169,14 @@ class RegularizedEvolution(SearcherMethod):
 
 @METHODS.register("ce-predictor")
 class CrossEntropyPredictor(Method):
-    """The thesis's "Cross Entropy" row: DCSOD's predictor and search with labels from plain warmup training
-    (no distillation). For the same budget its warmup trains ``search_budget - search.trials`` architectures."""
+    """The thesis's "Cross Entropy" row: DCSOD's predictor and search with labels from plain cross-entropy warmup
+    training (no outliers, no distillation). For the same budget its warmup trains ``search_budget -
+    search.trials`` architectures."""
 
     name, label = "ce-predictor", "predictor, CE labels"
 
     def settings(self, ctx):
-        cfg = {**ctx.cfg, "warmup": dict(ctx.cfg["warmup"]), "distill": dict(ctx.cfg["distill"])}
+        cfg = {**ctx.cfg, "warmup": {**ctx.cfg["warmup"], "objective": "ce"}, "distill": dict(ctx.cfg["distill"])}
         cfg["warmup"]["n"] = search_budget(ctx.cfg) - ctx.cfg["search"]["trials"]
         cfg["distill"]["iterations"] = 0
         return cfg
@@ -179,16 +192,26 @@ class CrossEntropyPredictor(Method):
 
 @METHODS.register("dcsod")
 class DCSOD(CrossEntropyPredictor):
-    """The full pipeline: evolving distillation, predictor, search; retrained with the final teachers
-    (without outliers: distillation on ID images only, λ = 0)."""
+    """The full pipeline: evolving distillation, predictor, search; retrained with the final teachers, and
+    without outliers (distillation on ID images only, λ = 0) with the final teachers of the same warmup and
+    distillation run without outliers (:meth:`plain_workflow`)."""
 
     name, label = "dcsod", "DCSOD"
 
     def settings(self, ctx):
         return ctx.cfg
 
-    def retrain_teachers(self, ctx, wf):
-        return wf.distill(wf.warmup())[1]
+    def retrain_teachers(self, ctx, wf, outliers):
+        chain = wf if outliers or not ctx.has_outliers else self.plain_workflow(ctx)
+        return chain.distill(chain.warmup())[1]
+
+    def plain_workflow(self, ctx: ExperimentContext) -> Workflow:
+        """DCSOD's warmup and distillation without auxiliary outliers (:func:`without_outliers`), in its own run
+        directory ``methods/dcsod-no-outliers``: the teachers of the retrain without outliers."""
+        cfg = without_outliers(self.settings(ctx))
+        name = f"{self.name}-no-outliers"
+        return Workflow(RunDir.open(ctx.root / "methods" / name, cfg), cfg, ctx.tracking_uri,
+                        experiment=ctx.mlflow_experiment, tags=ctx.tags_for(name))
 
     def retrain_train(self, ctx, wf, outliers, teachers):
         if teachers is None:  # distill.iterations = 0: no teachers, retrained like the other searched rows

@@ -14,6 +14,9 @@ every score of ``noise.scores``. Per (objective, score):
 - ``seed_tau``: the mean Kendall τ between the architectures' rankings of two seeds (over all seed pairs), with a
   bootstrap interval over architectures: how far one seed's ranking predicts another's.
 
+Data lineage: an objective that draws no outlier batch itself (CE; distillation with λ = 0) is a row "without
+outliers", so none of its trainings may have seen an outlier, not even through teachers (:func:`check_lineage`).
+
 Outputs ``fig-4.3.md``, ``fig-4.3.parquet`` (every architecture, seed, objective and score), ``fig-4.3.png``.
 """
 from __future__ import annotations
@@ -89,7 +92,9 @@ def run_fig_4_3(root: RunDir, exp: dict, cfg: dict, tracking, tracking_uri: str)
         for r in records:
             for score in scores:
                 rows.append({"objective": objective, "score": score, "arch_hash": r["arch_hash"], "seed": r["seed"],
-                             "auroc": r.get(f"auroc_{score}"), "id_acc": r.get("id_acc")})
+                             "auroc": r.get(f"auroc_{score}"), "id_acc": r.get("id_acc"),
+                             "lineage": r.get("lineage") or ""})
+        check_lineage(objective, train, records)
     frame = pd.DataFrame(rows)
     frame["auroc"] = pd.to_numeric(frame["auroc"], errors="coerce").astype("float64")
     order = [arch_hash_of(g) for g in genotypes]
@@ -106,6 +111,20 @@ def run_fig_4_3(root: RunDir, exp: dict, cfg: dict, tracking, tracking_uri: str)
     write_fig_4_3(root.path, frame, summary, exp, cfg)
     metrics = {f"ratio_{r['objective']}_{r['score']}": r["ratio"] for _, r in summary.iterrows()}
     return ["fig-4.3.md", "fig-4.3.parquet", "fig-4.3.png"], {"noise": metrics}
+
+
+def check_lineage(objective: str, train: dict, records: list[dict]) -> None:
+    """An objective that draws no auxiliary outliers itself makes a row without outliers: every finished
+    training of it must have no outlier in its lineage (teachers included); LineageError naming the row."""
+    from trainables.image.lineage import Requirement
+    from trainables.image.losses import make_objective
+
+    if make_objective(objective, **train.get("objective_args", {})).needs_outliers:
+        return
+    need = Requirement(outliers=False, eval="val")
+    for r in records:
+        if r.get("id_acc") is not None:
+            need.check(r.get("lineage") or "", f"Figure 4.3 row {objective}", f"`{r['arch_hash']}` seed {r['seed']}")
 
 
 def write_fig_4_3(out, frame: pd.DataFrame, summary: pd.DataFrame, exp: dict, cfg: dict) -> None:

@@ -12,14 +12,20 @@ import numpy as np
 import pandas as pd
 
 from pipelines.common.rundir import atomic_write, write_text
+from trainables.image.lineage import Requirement
 
-#: Table 4.1's columns: name -> (retrain stage, metric). MSP/Maha: trained without auxiliary outliers;
-#: OT: trained with them (scored by MSP); ID-Acc: of the training with outliers where the protocol has them.
-COLUMNS_4_1 = {"MSP": ("retrain-plain", "auroc_msp"), "Maha": ("retrain-plain", "auroc_maha"),
-               "OT": ("retrain-outliers", "auroc_msp"), "ID-Acc": ("retrain-outliers", "id_acc")}
+#: Table 4.1's columns: name -> (retrain stage, metric, the lineage every value must have). MSP/Maha: trained
+#: without auxiliary outliers, not even through teachers; OT: trained with them (scored by MSP); ID-Acc: of the
+#: training with outliers where the protocol has them. All on the test split.
+COLUMNS_4_1 = {"MSP": ("retrain-plain", "auroc_msp", Requirement(outliers=False, eval="test")),
+               "Maha": ("retrain-plain", "auroc_maha", Requirement(outliers=False, eval="test")),
+               "OT": ("retrain-outliers", "auroc_msp", Requirement(outliers=True, eval="test")),
+               "ID-Acc": ("retrain-outliers", "id_acc", Requirement(outliers=True, eval="test"))}
+#: ID-Acc where the protocol has no auxiliary outliers (no OT column): of the plain training.
+PLAIN_ID_ACC = ("retrain-plain", "id_acc", Requirement(outliers=False, eval="test"))
 FRAME_COLUMNS = ("method", "label", "arch_hash", "genotype", "trainings", "searched", "stage", "seed", "auroc_msp",
                  "auroc_maha", "auroc_energy", "fpr95_msp", "id_acc", "params", "flops", "aux_images",
-                 "train_seconds", "error")
+                 "train_seconds", "error", "lineage")
 
 
 def _savefig(fig, path: Path) -> None:
@@ -45,23 +51,40 @@ def table_4_1_frame(rows: list[tuple]) -> pd.DataFrame:
 
 
 def summarise_4_1(frame: pd.DataFrame, has_outliers: bool) -> pd.DataFrame:
-    """Per table row (in order of appearance): mean, sd and n over seeds of every column, params, FLOPs."""
-    columns = {k: v for k, v in COLUMNS_4_1.items() if has_outliers or v[0] == "retrain-plain"}
-    if not has_outliers:
-        columns["ID-Acc"] = ("retrain-plain", "id_acc")
+    """Per table row (in order of appearance): mean, sd and n over seeds of every column, params, FLOPs. A value
+    whose recorded lineage does not meet its column's requirement is a
+    :class:`~trainables.image.lineage.LineageError` naming the column."""
+    columns = table_4_1_columns(has_outliers)
+    check_lineage_4_1(frame, columns)
     out = []
     for label, rows in frame.groupby("label", sort=False):
         first = rows.iloc[0]
         entry = {"label": label, "method": first["method"], "arch_hash": first["arch_hash"],
                  "trainings": first["trainings"], "searched": first["searched"],
                  "params": rows["params"].dropna().max(), "flops": rows["flops"].dropna().max()}
-        for name, (stage, metric) in columns.items():
+        for name, (stage, metric, _) in columns.items():
             values = rows.loc[rows["stage"] == stage, metric].dropna().to_numpy(dtype=float)
             entry[f"{name} mean"] = float(values.mean()) if len(values) else math.nan
             entry[f"{name} sd"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
             entry[f"{name} n"] = len(values)
         out.append(entry)
     return pd.DataFrame(out)
+
+
+def table_4_1_columns(has_outliers: bool) -> dict[str, tuple[str, str, Requirement]]:
+    """:data:`COLUMNS_4_1` for a protocol with or without auxiliary outliers (then no OT; ID-Acc of the plain
+    training)."""
+    if has_outliers:
+        return dict(COLUMNS_4_1)
+    return {**{k: v for k, v in COLUMNS_4_1.items() if v[0] == "retrain-plain"}, "ID-Acc": PLAIN_ID_ACC}
+
+
+def check_lineage_4_1(frame: pd.DataFrame, columns: dict[str, tuple[str, str, Requirement]]) -> None:
+    """Every finished training that fills a column meets that column's lineage requirement."""
+    for name, (stage, metric, need) in columns.items():
+        for _, row in frame[(frame["stage"] == stage) & frame[metric].notna()].iterrows():
+            need.check(row["lineage"] if isinstance(row["lineage"], str) else "", f"Table 4.1 column {name}",
+                       f"the {row['label']} row's `{row['arch_hash']}` seed {row['seed']}")
 
 
 def percent_pm(mean: float, sd: float) -> str:
@@ -131,7 +154,7 @@ def write_table_4_1(out: Path, frame: pd.DataFrame, has_outliers: bool, header: 
               + "FLOPs: forward, one image (a multiply-add counts 2). trainings: candidate trainings the search "
               "spent (standard architectures: none).", "", "## Reading", ""]
     for column in columns[:-1]:
-        lines.append("- " + verdict(summary, frame, column, *COLUMNS_4_1[column]))
+        lines.append("- " + verdict(summary, frame, column, *COLUMNS_4_1[column][:2]))
     write_text(out / "table-4.1.md", "\n".join(lines) + "\n")
     atomic_write(out / "table-4.1.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
     _plot_4_1(summary, columns[:-1], out / "table-4.1.png")

@@ -7,6 +7,10 @@ repeated fold assignments, bootstrap interval: :func:`search_space.predictor_qua
 the folds and repeats of ``table_4_2``), and the champion retrained at the final budget once per seed with the
 variant's own objective (stage ``retrain``) — test AUROC and ID accuracy as mean ± sd.
 
+Data lineage: a row with λ = 0 is DCSOD without auxiliary outliers, so its warmup trains with plain cross-entropy
+(not outlier exposure) and neither its labels nor its champion's retrains see an outlier, not even through
+teachers; :func:`check_row_lineage` refuses a row whose recorded lineage says otherwise.
+
 Variants whose warmup is the same (same N and settings) share it: the first one trains it, the others read its
 records (``stages/warmup.json``, marked ``shared_from`` in their manifest), so the ablation's rows differ only
 where their settings do.
@@ -65,6 +69,7 @@ def run_variant(ctx, name: str, changes: dict, shared: dict[str, RunDir]) -> dic
     final_records, teachers = wf.distill(wf.warmup())
     shared.setdefault(key, run)
     genotypes, y = wf.pairs(final_records)
+    labelled = {r.get("lineage") or "" for r in final_records if r.get("checkpoint")}
     cv = ctx.exp["table_4_2"]
     folds = min(cv["folds"], len(y) // 2)
     if folds >= 2:
@@ -80,8 +85,24 @@ def run_variant(ctx, name: str, changes: dict, shared: dict[str, RunDir]) -> dic
                                 seeds=list(ctx.exp["seeds"]), teachers=teachers))
     metric = cfg["metric"]
     return {"variant": name, "arch_hash": winner.arch_hash, "searched": winner.searched, **q,
-            "trainings": winner.trainings, "per_seed": [{"seed": r["seed"], metric: r.get(metric),
-                                                         "id_acc": r.get("id_acc")} for r in records]}
+            "trainings": winner.trainings, "label_lineages": sorted(labelled),
+            "per_seed": [{"seed": r["seed"], metric: r.get(metric), "id_acc": r.get("id_acc"),
+                          "lineage": r.get("lineage") or ""} for r in records]}
+
+
+def check_row_lineage(result: dict, where: str, need_outliers: bool | None) -> None:
+    """The variant's predictor labels (validation split) and champion retrains (test split) meet
+    ``need_outliers`` (False: no auxiliary outlier reached them; None: either); a
+    :class:`~trainables.image.lineage.LineageError` naming ``where`` otherwise."""
+    from trainables.image.lineage import Requirement
+
+    for lineage in result["label_lineages"]:
+        Requirement(outliers=need_outliers, eval="val").check(lineage, f"{where}, predictor τ",
+                                                              "a label of its final iteration")
+    for s in result["per_seed"]:
+        if s.get("id_acc") is not None:  # a failed retrain fills no cell
+            Requirement(outliers=need_outliers, eval="test").check(
+                s["lineage"], f"{where}, champion retrain", f"`{result['arch_hash']}` seed {s['seed']}")
 
 
 def summarise(results: list[dict], metric: str) -> pd.DataFrame:
@@ -89,7 +110,7 @@ def summarise(results: list[dict], metric: str) -> pd.DataFrame:
     for r in results:
         values = {k: np.array([s[k] for s in r["per_seed"] if s.get(k) is not None], dtype=float)
                   for k in (metric, "id_acc")}
-        row = {k: v for k, v in r.items() if k != "per_seed"}
+        row = {k: v for k, v in r.items() if k not in ("per_seed", "label_lineages")}
         for k, v in values.items():
             v = v[np.isfinite(v)]
             row[f"{k}_mean"] = float(v.mean()) if len(v) else math.nan
@@ -130,9 +151,14 @@ def write_variant_outputs(root: RunDir, stem: str, lines: list[str], results: li
 
 def run_table_4_3(root: RunDir, exp: dict, cfg: dict, tracking, tracking_uri: str):
     variants = [(f"ablation-lam{lam}-alpha{alpha}-beta{'-' if beta is None else beta}",
-                 {"distill": {"lam": lam, "alpha": alpha, **({"beta": beta} if beta is not None else {})}},
+                 {"distill": {"lam": lam, "alpha": alpha, **({"beta": beta} if beta is not None else {})},
+                  **({"warmup": {"objective": "ce"}} if lam == 0 else {})},  # λ = 0: no outliers anywhere
                  {"lam": lam, "alpha": alpha, "beta": beta}) for lam, alpha, beta in exp["ablation"]["rows"]]
     results = run_variants(root, exp, cfg, tracking, tracking_uri, variants)
+    for r in results:
+        beta = "–" if r["beta"] is None else f"{r['beta']:g}"
+        check_row_lineage(r, f"Table 4.3 row (λ={r['lam']:g}, α={r['alpha']:g}, β={beta})",
+                          False if r["lam"] == 0 else None)
     summary = summarise(results, cfg["metric"])
     metric = cfg["metric"]
     lines = [f"# Table 4.3 — ablation of (λ, α, β), {cfg['protocol']} (preset {exp['preset']})", "",

@@ -62,6 +62,13 @@ class TeacherBundle:
     state_dicts: list[dict]
     width: int
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: Each teacher's :class:`trainables.image.lineage.Lineage` string ("" or None: not recorded = unknown).
+    lineages: list[str] | None = None
+
+    def teacher_lineages(self) -> list[str]:
+        """One lineage string per teacher (``""`` where unknown, also for a bundle pickled before the field)."""
+        known = getattr(self, "lineages", None) or []
+        return [*known, *[""] * (len(self.genotypes) - len(known))]
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "state_dicts": [{k: _to_numpy(v) for k, v in sd.items()} for sd in self.state_dicts]}
@@ -131,6 +138,18 @@ def stage_train_config(config: dict[str, Any], data: DeviceData, device: torch.d
     return train
 
 
+def lineage_of(protocol: str, data: DeviceData, train: TrainConfig, teachers: TeacherBundle | None) -> str:
+    """The :class:`trainables.image.lineage.Lineage` string of a training with these settings: outliers reach it
+    directly when its objective draws outlier batches (they share the forward pass, so batch norm sees them
+    even at ``lam = 0``) and through ``teachers`` when its objective uses them."""
+    from trainables.image.lineage import training_lineage
+
+    objective = make_objective(train.objective, **train.objective_args)
+    direct = objective.needs_outliers and data.aux is not None and len(data.aux) > 0
+    via = teachers.teacher_lineages() if teachers is not None and objective.needs_teacher else None
+    return str(training_lineage(protocol, train.train_fraction, train.train_on_val, train.eval_split, direct, via))
+
+
 def candidate_trainable(config: dict[str, Any], teachers: TeacherBundle | None = None) -> dict[str, Any] | None:
     """Train and score ``config["genotype"]``; see the module docstring for the config and result keys."""
     start, started_at = time.perf_counter(), time.time()
@@ -171,6 +190,7 @@ def candidate_trainable(config: dict[str, Any], teachers: TeacherBundle | None =
                   "epoch": train.epochs, **{f"auroc_{s}": math.nan for s in train.scores}}
         error = f"diverged: {err}"
     metrics = {**result, **identity, "epoch": train.epochs, "error": error, "data_seconds": data_seconds,
+               "lineage": lineage_of(config["protocol"], data, train, teachers),
                "trainable_seconds": time.perf_counter() - start, "started_at": started_at,
                "finished_at": time.time(), "worker_pid": os.getpid()}
     if not config.get("checkpoint") or state_dict is None:
