@@ -168,6 +168,19 @@ def test_outputs_follow_the_contract(job_run):
     runs = mlflow_runs(uri)
     assert len(runs) == len(df)
     assert sorted(r.info.run_id for r in runs) == sorted(df.mlflow_run_id)
+    # data lineage: the search trains on the seeded half with outlier exposure (warmup) or from OE teachers with
+    # the outlier term (distill, search); the final and compare retrains on train+val, scored on the test split
+    lineage = dict(zip(df.stage, df.lineage))
+    assert lineage["warmup"] == "id=digits/train[50%];outliers=direct;eval=val"
+    assert lineage["search"] == "id=digits/train[50%];outliers=direct+teachers;eval=val"
+    retrained = "id=digits/train+val;outliers=direct+teachers;eval=test"
+    assert set(df[df.stage.isin(["final", "compare"])].lineage) == {retrained}
+    assert best["lineage"] == lineage["final"] and all(r.data.tags["lineage"] == df.lineage[df.mlflow_run_id ==
+                                                       r.info.run_id].iloc[0] for r in runs)
+    assert MlflowClient(uri).get_model_version("dcsod-digits", best["model"]["version"]).tags["lineage"] == \
+        lineage["final"]
+    assert "- data lineage of the final retrain: ID images `digits/train+val`" in report
+    assert best["thesis"]["method"]["differ"]["space.residual"] == {"thesis": False, "run": True}
     tree = {r.data.tags.get("dcsod.stage", "parent"): r for r in mlflow_runs(uri, trials=False)}
     parent = tree.pop("parent")  # one parent run: settings, code and package versions, champion, report
     assert parent.info.run_name == "dcsod (ci)" and parent.info.status == "FINISHED"
