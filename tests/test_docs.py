@@ -156,3 +156,36 @@ def test_results_open_with_a_one_screen_summary():
     first = headings[1]  # the one after the title
     assert lines[first].startswith("## Summary") and first < 10, lines[first]
     assert headings[2] - first <= 40, "the summary fits one screen (at most 40 lines)"
+
+
+def quoted_numbers(text: str) -> list[str]:
+    """The measured numbers a page quotes: decimals (0.345, 9.2), durations (1 min 09 s), dates (2026-11-30) and
+    counts (9 of 16). Left out, and only these: code spans and blocks (commands, version pins, preset names),
+    references to the thesis's numbered tables, figures and algorithms (Tables 4.1–4.3, Alg. 2) and the Python
+    version; sizes (24 GiB) and other integers are not matched."""
+    text = re.sub(r"```.*?```", " ", text, flags=re.S)
+    text = re.sub(r"`[^`\n]*`", " ", text)
+    text = re.sub(r"\b(?:Tables?|Figures?|Fig\.|Alg\.)\s+\d+(?:\.\d+)?(?:\s*(?:[–,/]|and)\s*\d+(?:\.\d+)?)*", " ", text)
+    text = re.sub(r"Python ≥ \d+\.\d+", " ", text)
+    found = []
+    for pattern in (r"\d+ min \d+ s", r"\b20\d\d-\d\d-\d\d\b", r"\b\d+ of \d+\b"):
+        found += re.findall(pattern, text)
+        text = re.sub(pattern, " ", text)
+    return found + re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])", text)
+
+
+def missing_from_results(readme: str, results: str) -> list[str]:
+    """README's quoted numbers that RESULTS.md does not hold verbatim (as a whole number, not inside a longer one)."""
+    return [n for n in quoted_numbers(readme)
+            if not re.search(rf"(?<![\w.]){re.escape(n)}(?![\w]|\.\d)", results)]
+
+
+def test_every_number_the_readme_quotes_is_in_results():
+    readme, results = README.read_text(), (ROOT / "benchmarks" / "RESULTS.md").read_text()
+    numbers = quoted_numbers(readme)
+    for kind in (r"\d+ min \d+ s", r"20\d\d-\d\d-\d\d", r"\d+ of \d+", r"\d+\.\d+"):  # each kind is found
+        assert any(re.fullmatch(kind, n) for n in numbers), kind
+    assert not {"4.1", "3.10", "2.4", "2.15"} & set(numbers)  # tables, the Python version, torch pins: left out
+    assert not missing_from_results(readme, results), missing_from_results(readme, results)
+    assert missing_from_results(readme.replace("0.345 ± 0.014", "0.346 ± 0.014"), results) == ["0.346"]
+    assert missing_from_results(readme.replace("1 min 09 s", "1 min 08 s"), results) == ["1 min 08 s"]

@@ -46,13 +46,49 @@ def test_settings_route_dcsod_keys_and_refuse_bad_input():
         assert "\n" not in str(err.value)
 
 
-def test_paper_preset_prints_its_gpu_hours_first():
+def test_plan_counts_teachers_and_gives_the_seconds_source(capsys):
+    """The cost estimate (pipelines/thesis/cost.py): every training of the ci end-to-end run below, the teachers'
+    forward passes, the preset's batch size, and where the seconds per candidate come from."""
+    from pipelines.thesis.cost import FORWARD_SHARE, expects_outliers, plan_lines, planned_trainings
+
+    exp, cfg = load_experiment("ci", ["standard=[{model: resnet, args: {depth: 8}}]", "seeds=[0, 1]"])
+    outliers, _ = expects_outliers(cfg)  # digits has its own outlier classes
+    groups = planned_trainings("table-4.1", exp, cfg, outliers)
+    assert outliers and sum(g.count for g in groups if not g.retrain) == 4 * 14 + 12  # as test_table_4_1_ci's trials
+    assert sum(g.count for g in groups if g.retrain) == len(ROWS_4_1) * 2 * 2
+    assert {g.teachers for g in groups if g.what.endswith(("distillation", "search", "retrains"))
+            and g.what.startswith("DCSOD")} == {2 + 1}  # ci: top 2 + random 1, online
+    no_outliers = planned_trainings("table-4.1", exp, cfg, outliers=False)
+    assert sum(g.count for g in no_outliers) == 4 * 14 + len(ROWS_4_1) * 2
+    noise = planned_trainings("fig-4.3", *load_experiment("ci"))
+    assert sum(g.count for g in noise) == 6 + 4 * 3 * 4  # the teachers' warmup + 4 architectures x 3 seeds x 4
+
     exp, cfg = load_experiment("cifar10-vs-cifar100")
-    line = experiments.estimate_line("table-4.1", exp, cfg)
-    candidates, retrains = experiments.planned_trainings("table-4.1", exp, cfg)
-    assert candidates == 4 * search_budget(cfg) and retrains == 7 * 3 * 2
-    hours = 40 * (candidates + retrains * 300 / 20) / 3600
-    assert re.search(rf"estimated {hours:,.0f} GPU-hours at 40 s per candidate", line), line
+    lines = plan_lines("table-4.1", exp, cfg)
+    text = "\n".join(lines)
+    assert "counted without auxiliary outliers (dcsod.protocol_options.aux_path is null)" in lines[0]
+    assert "seconds per candidate: 160 s on one H100 at batch 128, not measured, assumed: " in text  # 40 s at 512
+    assert "40 s at batch 512, scaled to batch 128 by SGD steps per epoch, × 512/128" in text
+    assert "11 teachers costs 4.67 times" in text  # top 10 + random 1, each forward 1/3 of a step
+    size, teach = 300 / 20 / 0.5, 1 + 11 * FORWARD_SHARE
+    worth = 3 * 8100 + 2000 + 6100 * teach + 18 * size + 3 * size * teach
+    assert f"{worth:,.0f} candidates' worth × 160 s = {worth * 160 / 3600:,.0f} hours on one H100" in text, text
+
+    measured = ("seconds_per_candidate={seconds: 30, batch_size: 128, device: one H200, assumed: null, "
+                "measured: {file: benchmarks/RESULTS.md, date: '2026-12-10'}}")
+    exp, cfg = load_experiment("cifar10-vs-cifar100", [measured, "dcsod.distill.teacher_mode=cached"])
+    text = "\n".join(plan_lines("table-4.1", exp, cfg))
+    assert "30 s on one H200 at batch 128, measured here: benchmarks/RESULTS.md, one H200, 2026-12-10" in text
+    assert "scaled" not in text and "teachers cached: the ensemble runs once per worker" in text
+    for bad, match in [(measured.replace("RESULTS.md", "NOPE.md"), "measured.file"),
+                       (measured.replace("assumed: null", "assumed: a guess"), "not both"),
+                       ("seconds_per_candidate=40", "expected null or a mapping")]:
+        with pytest.raises(ConfigError, match=match):
+            load_experiment("cifar10-vs-cifar100", [bad])
+    assert "no time estimate" in plan_lines("fig-4.3", *load_experiment("ci"))[-1]
+
+    assert experiments.main(["table-4.1", "--preset", "cifar10-vs-cifar100", "--plan"]) == 0  # prints, runs nothing
+    assert "not measured, assumed" in capsys.readouterr().out
 
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
@@ -91,6 +127,16 @@ def test_table_4_1_ci(ray_local, tmp_path):
     assert frame["params"].notna().all() and frame["flops"].notna().all()
     assert (frame.loc[frame["stage"] == "retrain-outliers", "aux_images"] > 0).all()
     assert (frame.loc[frame["stage"] == "retrain-plain", "aux_images"] == 0).all()
+    # lineage: no auxiliary outlier reached a MSP/Maha value, not even through DCSOD's teachers
+    plain = frame.loc[frame["stage"] == "retrain-plain", "lineage"]
+    assert set(plain) == {"id=digits/train+val;outliers=none;eval=test"}, set(plain)
+    dcsod = frame[(frame["method"] == "dcsod") & (frame["stage"] == "retrain-outliers")]
+    assert set(dcsod["lineage"]) == {"id=digits/train+val;outliers=direct+teachers;eval=test"}
+    no_outliers = pd.read_parquet(out / "methods" / "dcsod-no-outliers" / "history.parquet")
+    assert set(no_outliers["lineage"]) == {"id=digits/train[50%];outliers=none;eval=val"}  # the clean teachers
+    ce_labels = pd.read_parquet(out / "methods" / "ce-predictor" / "history.parquet")
+    assert set(ce_labels.loc[ce_labels["stage"] == "warmup", "lineage"]) == {
+        "id=digits/train[50%];outliers=none;eval=val"}
     searched = frame[frame["method"].isin(["random", "regularized-evolution", "ce-predictor", "dcsod"])]
     assert (searched["trainings"] == 14).all()
     assert (out / "table-4.1.png").stat().st_size > 1000
@@ -103,11 +149,12 @@ def test_table_4_1_ci(ray_local, tmp_path):
     assert len(parent) == 1 and parent["params.experiment.preset"].iloc[0] == "ci"
     assert parent["params.version.torch"].iloc[0].startswith("2.")
     methods = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]]
-    assert set(methods["tags.dcsod.method"]) == {"standard", "random", "regularized-evolution", "ce-predictor", "dcsod"}
+    assert set(methods["tags.dcsod.method"]) == {"standard", "random", "regularized-evolution", "ce-predictor", "dcsod",
+                                                 "dcsod-no-outliers"}
     stages = runs[runs["tags.mlflow.parentRunId"].isin(methods["run_id"])]  # command > method > stage > trial
     assert stages["tags.arch_hash"].isna().all() and stages["tags.dcsod.stage"].notna().all()
     trials = runs[runs["tags.arch_hash"].notna()]
-    assert len(trials) == 4 * 14 + len(ROWS_4_1) * 2 * 2
+    assert len(trials) == 4 * 14 + 12 + len(ROWS_4_1) * 2 * 2  # 12: DCSOD's warmup and distillation without outliers
     assert trials["tags.mlflow.parentRunId"].isin(stages["run_id"]).all()
     dcsod_run = methods[methods["tags.dcsod.method"] == "dcsod"].iloc[0]
     assert math.isfinite(dcsod_run["metrics.ot_mean"])
@@ -195,19 +242,31 @@ def run_ci(command: str, tmp_path, *sets: str):
 
 
 def test_fig_4_3_noise_study_ci(ray_local, tmp_path):
-    out, args = run_ci("fig-4.3", tmp_path, "noise.objectives=[ce, distill]", "noise.scores=[msp, maha]",
-                       "noise.architectures=3")
+    out, args = run_ci("fig-4.3", tmp_path, "noise.objectives=[oe, ce, distill]", "noise.scores=[msp, maha]",
+                       "noise.architectures=3", "noise.finetune_epochs=2")
     frame = pd.read_parquet(out / "fig-4.3.parquet")
-    assert len(frame) == 2 * 2 * 3 * 3  # objectives x scores x architectures x seeds
+    assert len(frame) == 3 * 2 * 3 * 3  # objectives x scores x architectures x seeds
     assert frame.groupby(["objective", "score"])["arch_hash"].nunique().eq(3).all()
+    assert list(dict.fromkeys(frame["objective"])) == ["ce", "oe", "distill"]  # CE first: OE fine-tunes its weights
+    assert dict(frame.groupby("objective")["training"].first()) == {
+        "ce": "scratch, 1 epoch", "oe": "fine-tune of ce, 2 epochs", "distill": "scratch, 1 epoch"}
+    # an OE fine-tune of a CE network saw outliers directly, the CE network none
+    assert set(frame.loc[frame["objective"] == "oe", "lineage"]) == {"id=digits/train[50%];outliers=direct;eval=val"}
+    assert set(frame.loc[frame["objective"] == "ce", "lineage"]) == {"id=digits/train[50%];outliers=none;eval=val"}
+    stages = out / "methods" / "noise" / "stages"
+    tuned = json.loads((stages / "noise-oe-finetune-2ep-lr0.001.json").read_text())["records"]
+    assert len(tuned) == 9 and all(r["checkpoint"] and not r["error"] for r in tuned)
     md = (out / "fig-4.3.md").read_text()
-    for objective in ("ce", "distill"):
+    assert "Protocol `finetune`: ce and distill trained 1 epoch from a seeded random initialisation" in md
+    assert "oe fine-tuned the CE network of the same architecture and seed for 2 epochs (SGD lr 0.001" in md
+    assert "| objective | score | training | sd_seed | sd_arch | ratio | seed τ [95% CI] |" in md
+    for objective in ("ce", "oe", "distill"):
         for score in ("msp", "maha", "id_acc"):
             row = next(line for line in md.splitlines() if line.startswith(f"| {objective} | {score} |"))
-            sd_seed, sd_arch, ratio = (float(c) for c in row.strip("|").split("|")[2:5])
+            sd_seed, sd_arch, ratio = (float(c) for c in row.strip("|").split("|")[3:6])
             assert sd_seed >= 0 and sd_arch >= 0 and ratio >= 0
     assert (out / "fig-4.3.png").stat().st_size > 1000
-    teachers = out / "methods" / "noise" / "stages" / "teachers-noise.json"
+    teachers = stages / "teachers-noise.json"
     assert teachers.exists()  # distillation's teachers: chosen from the warmup
 
 
@@ -232,8 +291,13 @@ def test_table_4_3_ablation_ci(ray_local, tmp_path):
     assert all("(n=" in r and "±" in r for r in rows)
     frame = pd.read_parquet(out / "table-4.3.parquet")
     assert len(frame) == 2 * 2 and set(frame["seed"]) == {0, 1}
+    # λ = 0 is DCSOD without outliers: a CE warmup of its own, no outlier anywhere; λ > 0 warms up with OE
+    assert set(frame.loc[frame["lam"] == 0, "lineage"]) == {"id=digits/train+val;outliers=none;eval=test"}
+    assert set(frame.loc[frame["lam"] > 0, "lineage"]) == {"id=digits/train+val;outliers=direct+teachers;eval=test"}
+    first = pd.read_parquet(out / "methods" / "ablation-lam0-alpha0-beta-" / "history.parquet")
+    assert set(first["lineage"].str.split(";").str[1]) == {"outliers=none"}
     second = out / "methods" / "ablation-lam0.5-alpha0.5-beta0.2"
-    assert json.loads((second / "manifest.json").read_text())["stages"]["warmup"]["shared_from"]
+    assert "shared_from" not in json.loads((second / "manifest.json").read_text())["stages"]["warmup"]
     distill = json.loads((second / "stages" / "distill-1.json").read_text())["records"]
     assert distill and all(r["stage"] == "distill" for r in distill)
 
@@ -251,11 +315,18 @@ def test_fig_4_5_and_fig_4_6_ci(ray_local, tmp_path):
     out, args = run_ci("fig-4.5", tmp_path, "landscape={steps: 5, span: 1.0, images: 128}")
     frame = pd.read_parquet(out / "fig-4.5.parquet")
     assert list(frame["training"]) == ["cross-entropy", "distillation"]
+    assert list(frame["loss"]) == ["ce", "distill"]  # landscape.loss: own, the thesis's comparison
     assert np.isfinite(frame[["sharpness", "center_loss"]].to_numpy()).all()
     surface = json.loads((out / "landscape-distillation.json").read_text())
-    assert np.array(surface["surface"]).shape == (5, 5)
-    before = (out / "landscape-cross-entropy.json").stat().st_mtime_ns
-    assert experiments.main(args) == 0 and (out / "landscape-cross-entropy.json").stat().st_mtime_ns == before
+    assert np.array(surface["surface"]).shape == (5, 5) and surface["loss"] == "distill"
+    md = (out / "fig-4.5.md").read_text()
+    assert "each network's own training loss (`landscape.loss: own`" in md
+    assert "| training | loss measured | centre loss |" in md
+    assert "| cross-entropy | cross-entropy |" in md and "| distillation | outlier distillation (eq. 4.11) |" in md
+    assert "The panels measure different losses" in md
+    before = {name: (out / f"landscape-{name}.json").stat().st_mtime_ns for name in ("cross-entropy", "distillation")}
+    assert experiments.main(args) == 0
+    assert {name: (out / f"landscape-{name}.json").stat().st_mtime_ns for name in before} == before
     out6, _ = run_ci("fig-4.6", tmp_path)
     md = (out6 / "fig-4.6.md").read_text()
     assert "![champion cells](fig-4.6.png)" in md and (out6 / "fig-4.6.png").stat().st_size > 1000

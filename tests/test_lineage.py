@@ -64,6 +64,46 @@ def test_a_trainings_lineage_follows_its_objective_and_teachers(objective, args,
     assert lineage_of("digits", data, train, teachers) == f"id=digits/train[50%];outliers={expected};eval=val"
 
 
+def test_a_fine_tune_inherits_the_outliers_of_its_initial_weights():
+    """The weights a training starts from count like a teacher: an OE fine-tune of a CE network is ``direct``, a
+    CE fine-tune of an OE network is ``initial`` (it saw no outlier batch, yet its weights did)."""
+    def outliers(direct, teachers, initial):
+        return training_lineage("digits", 0.5, False, "val", direct, teachers, initial).outliers
+
+    assert outliers(True, None, CE_TEACHER) == "direct"
+    assert outliers(False, None, CE_TEACHER) == "none"
+    assert outliers(False, None, OE_TEACHER) == "initial"
+    assert outliers(True, None, OE_TEACHER) == "direct+initial"
+    assert outliers(False, [OE_TEACHER], OE_TEACHER) == "teachers+initial"
+    assert outliers(False, None, "") == "unknown"  # initial weights recorded before lineage existed
+    assert outliers(True, None, "") == "direct+initial"  # saw outliers either way: the unknown route is named too
+    assert outliers(False, None, str(training_lineage("digits", 0.5, False, "val", False, [OE_TEACHER], None))) \
+        == "initial"  # a teacher's outliers, passed on through the initial weights
+    with pytest.raises(LineageError, match="has lineage id=digits/train;outliers=initial;eval=val"):
+        Requirement(outliers=False).check("id=digits/train;outliers=initial;eval=val", "Figure 4.3 row ce", "x")
+
+
+def test_the_trainable_fine_tunes_from_its_handed_over_weights_and_records_their_lineage():
+    import pickle
+
+    from search_space import SearchSpace
+    from trainables.image import TrainConfig, make_protocol, train_candidate
+    from trainables.image.tune_trainable import InitialWeights, candidate_trainable
+
+    g = SearchSpace().sample(4)
+    train = {"epochs": 1, "width": 4, "batch_size": 64, "flip": False, "scores": ["msp"], "objective": "ce",
+             "train_fraction": 0.5}
+    state = train_candidate(g, make_protocol("digits"), TrainConfig(**train))["state_dict"]
+    initial = pickle.loads(pickle.dumps(InitialWeights({InitialWeights.key(g.arch_hash, 0): state},
+                                                       {InitialWeights.key(g.arch_hash, 0): OE_TEACHER})))
+    assert all(type(v).__name__ == "ndarray" for v in initial.state_dicts[f"{g.arch_hash}:0"].values())
+    config = {"genotype": g.to_json(), "protocol": "digits", "protocol_options": {}, "train": train, "seed": 0}
+    tuned = candidate_trainable(config, initial=initial)
+    assert tuned["error"] is None and tuned["lineage"] == "id=digits/train[50%];outliers=initial;eval=val"
+    missing = candidate_trainable({**config, "seed": 1}, initial=initial)  # its CE training failed: no weights
+    assert missing["error"].startswith("no initial weights") and math.isnan(missing["auroc_msp"])
+
+
 def test_a_bundle_without_recorded_lineages_is_unknown_not_clean():
     from trainables.image.tune_trainable import TeacherBundle
 
@@ -154,3 +194,19 @@ def test_history_rows_carry_their_lineage_and_old_rows_read_as_unrecorded(tmp_pa
     old.to_parquet(tmp_path / "old.parquet", index=False)
     assert list(HistoryStore(tmp_path / "old.parquet").read().lineage) == ["", ""]
     assert not math.isnan(df.id_acc.iloc[0])
+
+
+def test_table_4_2_labels_of_the_plain_run_must_be_outlier_free():
+    from pipelines.thesis.label_table import LABEL_LINEAGE, LABELS_4_2
+
+    assert {name for name, _, _ in LABELS_4_2.values()} == set(LABEL_LINEAGE)
+    LABEL_LINEAGE["plain"].check(CE_TEACHER, "Table 4.2 label CE-MSP", "x")
+    with pytest.raises(LineageError, match="^Table 4.2 label CE-MSP requires a result trained without"):
+        LABEL_LINEAGE["plain"].check(OE_TEACHER, "Table 4.2 label CE-MSP", "`ab`")  # the old OE-warmup wiring
+
+
+def test_a_lineage_error_stops_a_command_with_its_one_line():
+    from pipelines.common.rundir import stop_reason
+
+    err = LineageError("Table 4.1 column MSP requires ...; the DCSOD row's `ab` seed 0 has lineage ...")
+    assert stop_reason(err) == str(err)

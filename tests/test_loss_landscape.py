@@ -10,6 +10,7 @@ from torch import nn
 from search_space import SearchSpace, build_network
 from trainables.image.loss_landscape import (
     center_loss,
+    fixed_teacher_probs,
     landscape,
     loss_surface,
     plot_landscapes,
@@ -18,6 +19,7 @@ from trainables.image.loss_landscape import (
     sharpness,
     training_loss_fn,
 )
+from trainables.image.losses import make_objective
 
 
 class Quadratic(nn.Module):
@@ -181,6 +183,37 @@ def test_training_loss_fn_matches_cross_entropy():
         training_loss_fn(model, x, y, objective="distill")
 
 
+def test_distillation_landscape_loss_is_eq_4_11_on_the_fixed_sets():
+    """Figure 4.5's distillation surface: the closure is the outlier-distillation objective over fixed ID images
+    with their teacher probabilities and fixed outliers with theirs, hand-computed here term by term."""
+    f = nn.functional
+    model = _small_net().eval()
+    torch.manual_seed(1)
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(2 * 4 * 4, 3)).eval()
+    g = torch.Generator().manual_seed(2)
+    x, y, out = torch.randn(13, 2, 4, 4, generator=g), torch.randint(0, 3, (13,), generator=g), torch.randn(
+        9, 2, 4, 4, generator=g)
+    t = 4.0
+    t_in, t_out = fixed_teacher_probs([teacher], x, t, batch_size=5), fixed_teacher_probs([teacher], out, t)
+    with torch.no_grad():
+        torch.testing.assert_close(t_in, f.softmax(teacher(x) / t, dim=1))
+        s_in, s_out = model(x), model(out)
+        soft_in = -(t_in * f.log_softmax(s_in / t, dim=1)).sum(1).mean()
+        soft_out = -(t_out * f.log_softmax(s_out / t, dim=1)).sum(1)
+        uniform_out = -f.log_softmax(s_out, dim=1).mean(1)
+        by_hand = (0.5 * f.cross_entropy(s_in, y) + 0.5 * t ** 2 * soft_in
+                   + 0.5 * (0.8 * uniform_out + 0.2 * t ** 2 * soft_out).mean())
+    objective = make_objective("distill", temperature=t)  # alpha 0.5, beta 0.2, lam 0.5, T² on the soft terms
+    loss_fn = training_loss_fn(model, x, y, objective, batch_size=4, outliers=out, teacher_in=t_in, teacher_out=t_out)
+    assert loss_fn() == pytest.approx(float(by_hand), rel=1e-5)
+    result = landscape(model, loss_fn, steps=3, span=0.5, seed=0)
+    assert result["center_loss"] == pytest.approx(float(by_hand), rel=1e-5) and np.isfinite(result["sharpness"])
+    with pytest.raises(ValueError, match="teacher or outliers: pass outliers"):
+        training_loss_fn(model, x, y, objective, teacher_in=t_in, teacher_out=t_out)
+    ce_only = training_loss_fn(model, x, y, "ce", outliers=out)  # outliers of an objective that draws none: unused
+    assert ce_only() == pytest.approx(training_loss_fn(model, x, y)(), rel=1e-6)
+
+
 @pytest.fixture
 def one_thread():
     """The network is tiny (width 4, 8x8): one intra-op thread is faster and does not thrash a busy machine."""
@@ -223,4 +256,6 @@ def test_real_network_landscape_and_plot(tmp_path, one_thread):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     as_json = json.loads(json.dumps({k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in line.items()}))
     plot_landscapes({"line": as_json}, tmp_path / "line.png", log=False)  # the JSON form plots too
-    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["landscape.png", "line.png"]
+    scaled = {**other, "surface": 100 * other["surface"], "sharpness": 100 * other["sharpness"]}
+    plot_landscapes({"cross-entropy": result, "another loss": scaled}, tmp_path / "own.png", shared_levels=False)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["landscape.png", "line.png", "own.png"]

@@ -164,3 +164,19 @@ def test_per_epoch_curve_and_reports_leave_the_training_unchanged(digits):
         assert torch.equal(value, tracked["state_dict"][key]), key
     with pytest.raises(ValueError, match="eval_every"):
         TrainConfig(eval_every=-1)
+
+
+def test_a_fine_tune_starts_from_the_given_weights(digits):
+    """``initial_state`` replaces the random initialisation: at a vanishing learning rate the trained parameters
+    are the given ones (the BN running statistics still follow the batches); without it they are not."""
+    g = SearchSpace().sample(2)
+    source = train_candidate(g, digits, TrainConfig(**TINY, seed=5))["state_dict"]
+    still = TrainConfig(**TINY, lr=1e-12, momentum=0.0, weight_decay=0.0)
+    tuned = train_candidate(g, digits, still, initial_state=source)["state_dict"]
+    scratch = train_candidate(g, digits, still)["state_dict"]
+    names = [n for n, _ in build_network(g, num_classes=6, in_channels=1, width=4).named_parameters()]
+    for name in names:
+        torch.testing.assert_close(tuned[name], source[name], rtol=0, atol=1e-6)
+    assert any(not torch.allclose(scratch[name], source[name]) for name in names)
+    with pytest.raises(RuntimeError, match="state_dict"):  # another architecture's weights do not load
+        train_candidate(SearchSpace().sample(3), digits, still, initial_state=source)

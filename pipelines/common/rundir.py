@@ -43,9 +43,12 @@ class RunStopped(RuntimeError):
 
 def stop_reason(err: BaseException) -> str | None:
     """The one line a command prints for ``err`` when it means "the run cannot go on now; rerunning resumes":
-    a :class:`RunStopped`, or the disk filling up under the driver (its files or a SQLite MLflow store);
-    None for anything else (a bug: its traceback is shown)."""
-    if isinstance(err, RunStopped):
+    a :class:`RunStopped`, or the disk filling up under the driver (its files or a SQLite MLflow store); and
+    a result refused by a table for its data lineage (:class:`trainables.image.lineage.LineageError`: a wiring
+    error, named in one line). None for anything else (a bug: its traceback is shown)."""
+    from trainables.image.lineage import LineageError
+
+    if isinstance(err, (RunStopped, LineageError)):
         return str(err)
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
         where = f" writing {err.filename}" if err.filename else ""

@@ -1,10 +1,11 @@
 """One stage of candidate evaluations as a Ray Tune experiment, resumable with ``Tuner.restore``.
 
 Every candidate is a trial of :func:`trainables.image.tune_trainable.candidate_trainable` on reused actors (data and
-teachers loaded once per actor); the teacher bundle goes into the object store once per stage through
-``tune.with_parameters``. The driver-side :class:`pipelines.nas.tracking.MLflowHistoryCallback` writes one MLflow
-run and one ``history.parquet`` row per completed trial; a crashed trial is retried ``max_failures`` times,
-then recorded as FAILED with its reason; a diverged one is recorded as FAILED at once. The experiment lives in
+teachers loaded once per actor); the teacher bundle (and a fine-tune's initial weights) go into the object store
+once per stage through ``tune.with_parameters``. The driver-side
+:class:`pipelines.nas.tracking.MLflowHistoryCallback` writes one MLflow run and one ``history.parquet`` row per
+completed trial; a crashed trial is retried ``max_failures`` times, then recorded as FAILED with its reason; a
+diverged one (or a fine-tune without initial weights) is recorded as FAILED at once. The experiment lives in
 ``<run dir>/tune/<stage name>`` (Tune's own results, where TensorBoard also reads them); a rerun after a crash
 restores it: finished trials are kept, unfinished ones rerun, searcher state included.
 """
@@ -24,7 +25,7 @@ from pipelines.common.ray_session import error_line
 from pipelines.common.rundir import RunDir, RunStopped
 from pipelines.nas.tracking import MLflowHistoryCallback, metrics_of, stopped_early
 from search_space.architecture import arch_hash_of
-from trainables.image.tune_trainable import TeacherBundle, candidate_trainable
+from trainables.image.tune_trainable import InitialWeights, TeacherBundle, candidate_trainable
 
 #: Result keys kept per evaluation besides the metrics.
 RECORD_KEYS = ("arch_hash", "genotype", "seed", "stage", "iteration", "error", "trainable_seconds", "data_seconds",
@@ -39,7 +40,8 @@ class Stage:
     ``name``: experiment and manifest id (``warmup``, ``distill-1``, ``search``); ``stage``/``iteration``: the
     history key part; ``train``: :class:`trainables.image.TrainConfig` fields; either ``genotypes`` (architecture
     JSON strings, one trial each) or ``searcher`` + ``num_samples``; ``seeds``: train every genotype once per
-    seed (default: the run's ``seed`` only); ``teachers``: the ensemble for ``distill``; ``scheduler``: a Tune
+    seed (default: the run's ``seed`` only); ``teachers``: the ensemble for ``distill``; ``initial``: the weights
+    each (architecture, seed) fine-tunes from (None: every trial trains from scratch); ``scheduler``: a Tune
     trial scheduler (e.g. ASHA) that may stop trainings early (they must then report the metric every epoch:
     ``train["eval_every"] = 1``); ``required``: False lets every trial fail without stopping the run (the
     ``compare`` stage: its report names the missing rows instead).
@@ -56,6 +58,7 @@ class Stage:
     seeds: list[int] | None = None
     scheduler: Any = None
     required: bool = True
+    initial: InitialWeights | None = None
 
     @property
     def size(self) -> int:
@@ -147,7 +150,8 @@ def run_stage(run: RunDir, cfg: dict, stage: Stage, experiment: str, tracking_ur
     and concurrency slot not spent inside the trainable: scheduling, reporting, MLflow, checkpoints).
     """
     path = run.path / "tune" / stage.name
-    trainable = tune.with_resources(tune.with_parameters(candidate_trainable, teachers=stage.teachers), resources(cfg))
+    trainable = tune.with_resources(tune.with_parameters(candidate_trainable, teachers=stage.teachers,
+                                                         initial=stage.initial), resources(cfg))
     start = time.perf_counter()
     space = param_space(cfg, stage)
     set_aside_unreadable_searcher_state(path, stage)

@@ -98,9 +98,10 @@ class Method:
         return None
 
     def retrain_train(self, ctx: ExperimentContext, wf: Workflow, outliers: bool, teachers) -> dict:
-        """Final budget, all ID training images, test split: plain cross-entropy, or the warmup objective
-        (outlier exposure) with the protocol's auxiliary outliers."""
-        return {**wf.final_train(None), "objective": wf.cfg["warmup"]["objective"] if outliers else "ce"}
+        """Final budget, all ID training images, test split: plain cross-entropy, or the experiment's warmup
+        objective (outlier exposure) with the protocol's auxiliary outliers — the experiment's, not the method's
+        (the CE-labels method warms up with CE but is retrained with outliers like every other row)."""
+        return {**wf.final_train(None), "objective": ctx.cfg["warmup"]["objective"] if outliers else "ce"}
 
     def retrain(self, ctx: ExperimentContext, wf: Workflow, winners: list[Winner]) -> dict[str, list[dict]]:
         """Each winner once per seed: ``{"retrain-plain": records, "retrain-outliers": records}`` (the second

@@ -9,12 +9,13 @@ preset that every method of an experiment shares, and the budget every method is
 
 Budget: every search method trains :func:`search_budget` candidates at the pipeline's per-candidate budget
 (``train`` on ``search_fraction`` of the ID training images); the cost of running teachers during
-distillation is not counted. Every method's winner, and every standard architecture, is then retrained at
-``final.epochs`` once per seed.
+distillation is not counted (:mod:`pipelines.thesis.cost` counts it for the cost estimate). Every method's winner,
+and every standard architecture, is then retrained at ``final.epochs`` once per seed.
 """
 from __future__ import annotations
 
 import json
+import re
 
 from pipelines.common.settings import PRESETS_DIR, ConfigError, PresetFile, check, flatten, is_int
 from pipelines.nas.settings import DCSOD_PRESETS, check_data
@@ -50,9 +51,41 @@ def validate_experiment(exp: dict) -> None:
     _check_ablation(exp["ablation"]["rows"])
     _check_landscape(exp["landscape"])
     _check_tradeoff(exp["tradeoff"])
-    s = exp["seconds_per_candidate"]  # a null default: any kind
-    check(s is None or (isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0),
-          f"seconds_per_candidate: expected null or a positive number, got {s!r}")
+    _check_seconds(exp["seconds_per_candidate"])
+
+
+#: The keys of ``seconds_per_candidate`` (pipelines/thesis/cost.py reads them; a null default: any kind).
+SECONDS_KEYS = ("seconds", "batch_size", "device", "measured", "assumed")
+
+
+def _check_seconds(s: dict | None) -> None:
+    """``seconds_per_candidate``: null, or positive ``seconds`` on a named ``device`` at ``batch_size`` (null: the
+    pipeline's) with its source: ``measured: {file, date}`` (a file of this repository, a YYYY-MM-DD date) or,
+    when not measured, ``assumed`` (one line saying where the figure comes from)."""
+    if s is None:
+        return
+    where = "seconds_per_candidate"
+    check(isinstance(s, dict) and set(s) <= set(SECONDS_KEYS) and "seconds" in s,
+          f"{where}: expected null or a mapping of {', '.join(SECONDS_KEYS)}, got {s!r}")
+    seconds, batch, device = s["seconds"], s.get("batch_size"), s.get("device")
+    check(isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds > 0,
+          f"{where}.seconds: expected a positive number, got {seconds!r}")
+    check(batch is None or is_int(batch, 1), f"{where}.batch_size: expected null or an integer >= 1, got {batch!r}")
+    check(isinstance(device, str) and device.strip() != "", f"{where}.device: expected the card it is for, got "
+          f"{device!r}")
+    measured, assumed = s.get("measured"), s.get("assumed")
+    check((measured is None) != (assumed is None), f"{where}: expected either measured: {{file, date}} (measured "
+          "here) or assumed: SOURCE (not measured), not both or neither")
+    if assumed is not None:
+        check(isinstance(assumed, str) and assumed.strip() != "", f"{where}.assumed: expected one line saying where "
+              f"the figure comes from, got {assumed!r}")
+        return
+    check(isinstance(measured, dict) and set(measured) == {"file", "date"},
+          f"{where}.measured: expected {{file: PATH, date: YYYY-MM-DD}}, got {measured!r}")
+    path = PRESETS_DIR.parent.parent / str(measured["file"])
+    check(path.is_file(), f"{where}.measured.file: no such file in the repository: {measured['file']!r}")
+    check(re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(measured["date"])) is not None,
+          f"{where}.measured.date: expected YYYY-MM-DD, got {measured['date']!r}")
 
 
 def _distinct_seeds(seeds: list, least: int) -> bool:
@@ -95,8 +128,11 @@ def _check_table_4_2(t: dict) -> None:
 
 
 def _check_noise(n: dict) -> None:
-    """fig-4.3: architectures, seeds, and registered objectives and scores."""
+    """fig-4.3: architectures, seeds, registered objectives and scores, and the fine-tune protocol."""
+    from pipelines.thesis.noise_study import check_noise_protocol
     from trainables.image import OBJECTIVES, SCORES
+
+    check_noise_protocol(n)
 
     check(is_int(n["architectures"], 2), f"noise.architectures: expected an integer >= 2, got {n['architectures']!r}")
     check(_distinct_seeds(n["seeds"], 2), f"noise.seeds: expected >= 2 distinct integers, got {n['seeds']!r}")
@@ -117,12 +153,19 @@ def _check_ablation(rows: list[list]) -> None:
         f"ablation.rows: expected a list of [lam >= 0, alpha in [0, 1], beta in [0, 1] or null], got {rows!r}")
 
 
+#: ``landscape.loss`` (fig-4.5): ``own`` (each network under its training objective; the thesis's) or ``ce``
+#: (both under cross-entropy).
+LANDSCAPE_LOSSES = ("own", "ce")
+
+
 def _check_landscape(ls: dict) -> None:
     """fig-4.5: an odd grid, a positive span, some images."""
     check(is_int(ls["steps"], 3) and ls["steps"] % 2 == 1, f"landscape.steps: expected an odd integer >= 3, "
           f"got {ls['steps']!r}")
     check(ls["span"] > 0, f"landscape.span: expected a positive number, got {ls['span']!r}")
     check(is_int(ls["images"], 1), f"landscape.images: expected an integer >= 1, got {ls['images']!r}")
+    check(ls["loss"] in LANDSCAPE_LOSSES, f"landscape.loss: expected one of {', '.join(LANDSCAPE_LOSSES)}, "
+          f"got {ls['loss']!r}")
 
 
 def _check_tradeoff(t: dict) -> None:

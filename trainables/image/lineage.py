@@ -7,9 +7,13 @@ A :class:`Lineage` travels as one string (``str(lineage)``, parsed back by :meth
 - ``id``: the protocol and the ID images this training learned from: ``train`` (all ID training images),
   ``train[50%]`` (the protocol's seeded ``train_fraction`` subset, thesis §4.4.1), ``+val`` when it also
   trained on the ID validation images (``train_on_val``);
-- ``outliers``: whether auxiliary outlier images reached it: ``none``; ``direct`` (its objective drew
-  outlier batches); ``teachers`` (a teacher it distilled from saw outliers, directly or through its own
-  teachers); ``direct+teachers``; ``unknown`` (a teacher trained before lineage was recorded);
+- ``outliers``: whether auxiliary outlier images reached it: ``none``, or the ``+``-joined routes they took, in
+  the order ``direct`` (its objective drew outlier batches), ``teachers`` (a teacher it distilled from saw
+  outliers, directly or through its own teachers), ``initial`` (it was fine-tuned from weights whose training
+  saw outliers by any route: the initial network counts like a teacher, its knowledge is inherited), e.g.
+  ``direct+teachers`` or ``initial``; ``unknown`` (a teacher or initial network trained before lineage was
+  recorded, and no other route known). An OE fine-tune of a CE network is ``direct``; a CE fine-tune of an OE
+  network is ``initial``. The ``id`` field names the training's own images, not its initial network's;
 - ``eval``: the split its metrics are measured on (``val`` during the search, ``test`` for final numbers).
 
 The empty string is the lineage of a result recorded before this field existed: it meets no requirement.
@@ -19,7 +23,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-OUTLIER_KINDS = ("none", "direct", "teachers", "direct+teachers", "unknown")
+#: The routes by which outliers can reach a training, in the order they are joined (``direct+teachers+initial``).
+OUTLIER_ROUTES = ("direct", "teachers", "initial")
+OUTLIER_KINDS = ("none", "direct", "teachers", "direct+teachers", "unknown", "initial", "direct+initial",
+                 "teachers+initial", "direct+teachers+initial")
 
 
 class LineageError(ValueError):
@@ -61,9 +68,10 @@ def id_part(protocol: str, train_fraction: float, train_on_val: bool) -> str:
     return f"{protocol}/{part}{'+val' if train_on_val else ''}"
 
 
-def teachers_outliers(teacher_lineages: Iterable[str]) -> str:
-    """``teachers`` if any teacher saw outliers, ``unknown`` if none did but one has no recorded lineage,
-    ``none`` otherwise (also for no teachers)."""
+def teachers_outliers(teacher_lineages: Iterable[str], route: str = "teachers") -> str:
+    """``route`` (``teachers``) if any teacher saw outliers, ``unknown`` if none did but one has no recorded
+    lineage, ``none`` otherwise (also for no teachers). With ``route="initial"`` the same for the one network a
+    fine-tune started from."""
     seen = []
     for text in teacher_lineages:
         try:
@@ -71,19 +79,27 @@ def teachers_outliers(teacher_lineages: Iterable[str]) -> str:
         except ValueError:
             seen.append(None)
     if any(s is True for s in seen):
-        return "teachers"
+        return route
     return "unknown" if any(s is None for s in seen) else "none"
 
 
 def training_lineage(protocol: str, train_fraction: float, train_on_val: bool, eval_split: str,
-                     used_outliers: bool, teacher_lineages: Iterable[str] | None) -> Lineage:
-    """The lineage of one training: its own ID part, outliers it drew (``used_outliers``) or received through
-    the teachers it distilled from (``teacher_lineages``: None or empty when it used none)."""
-    via = teachers_outliers(teacher_lineages or [])
-    if used_outliers:
-        outliers = "direct+teachers" if via in ("teachers", "unknown") else "direct"
+                     used_outliers: bool, teacher_lineages: Iterable[str] | None,
+                     initial_lineage: str | None = None) -> Lineage:
+    """The lineage of one training: its own ID part, outliers it drew (``used_outliers``), received through the
+    teachers it distilled from (``teacher_lineages``: None or empty when it used none) or inherited from the
+    weights it was fine-tuned from (``initial_lineage``: None when it started from a random initialisation).
+
+    Once one route is known to have carried outliers, a route of unknown lineage is named too (it may have carried
+    them as well; the training saw outliers either way); with no known route an unknown one makes ``unknown``."""
+    via = {"direct": "direct" if used_outliers else "none",
+           "teachers": teachers_outliers(teacher_lineages or []),
+           "initial": "none" if initial_lineage is None else teachers_outliers([initial_lineage], "initial")}
+    known = [route for route in OUTLIER_ROUTES if via[route] == route]
+    if known:
+        outliers = "+".join(route for route in OUTLIER_ROUTES if via[route] in (route, "unknown"))
     else:
-        outliers = via
+        outliers = "unknown" if "unknown" in via.values() else "none"
     return Lineage(id_part(protocol, train_fraction, train_on_val), outliers, eval_split)
 
 

@@ -4,6 +4,10 @@ Loss Landscape of Neural Nets". Plain PyTorch (no Ray); matplotlib only in :func
 >>> result = landscape(model, training_loss_fn(model, images, labels), steps=21, span=1.0, seed=0)
 >>> plot_landscapes({"cross-entropy": result_ce, "distillation": result_kd}, "landscape.png")
 
+A network trained with outlier distillation is measured under its own objective (eq. 4.11) by handing
+:func:`training_loss_fn` the objective, fixed outlier images and the teachers' probabilities on both sets
+(:func:`fixed_teacher_probs`); panels of different losses are then plotted with ``shared_levels=False``.
+
 Conventions (every function):
 
 * A *direction* is a list of tensors aligned with ``list(model.parameters())`` (same order, shapes, dtypes and
@@ -31,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from trainables.image.losses import Objective, make_objective
+from trainables.image.losses import Objective, ensemble_probs, make_objective
 
 Direction = list[Tensor]
 
@@ -231,126 +235,200 @@ def landscape(model: nn.Module, loss_fn: Callable[[nn.Module], float], steps: in
 
 # ------------------------------------------------------------------------------------------ loss closure
 def training_loss_fn(model: nn.Module, images: Tensor, labels: Tensor, objective: str | Objective | None = None,
-                     batch_size: int = 512) -> Callable[[nn.Module | None], float]:
-    """A closure ``loss(m=model) -> float``: the mean loss of ``m`` over the fixed set ``images`` (float
-    ``(N, C, H, W)``, already normalised as the network's inputs) and ``labels`` (long ``(N,)``), in batches of
-    ``batch_size``, under ``torch.no_grad()``; the tensors are moved to ``model``'s device once.
+                     batch_size: int = 512, *, outliers: Tensor | None = None, teacher_in: Tensor | None = None,
+                     teacher_out: Tensor | None = None) -> Callable[[nn.Module | None], float]:
+    """A closure ``loss(m=model) -> float``: the loss of ``m`` over the fixed set ``images`` (float ``(N, C, H,
+    W)``, already normalised as the network's inputs) and ``labels`` (long ``(N,)``), forward passes in batches
+    of ``batch_size`` under ``torch.no_grad()``; every tensor is moved to ``model``'s device once.
 
-    The loss is the cross-entropy (nats per image) by default. ``objective`` (a name in
-    :data:`trainables.image.losses.OBJECTIVES` or an instance) is evaluated on the ID batch alone —
-    ``objective(logits, labels)`` — which is exact for objectives that are per-image means of an ID term
-    (``ce``; ``oe``, which reduces to CE without outliers); objectives needing a teacher or outliers raise
-    ``ValueError``. Comparing landscapes of models trained with different objectives (e.g. cross-entropy vs
-    distillation), measure all of them with the same loss, cross-entropy. The closure does not change the
-    model's train/eval mode (:func:`loss_surface` sets eval mode).
+    ``objective`` None: the cross-entropy, nats per image. Otherwise ``objective`` (a name in
+    :data:`trainables.image.losses.OBJECTIVES` or an instance, e.g. the ``distill`` objective a network trained
+    with) evaluated once on the logits of the whole fixed set: ``objective(logits(images), labels,
+    logits(outliers), teacher_in, teacher_out)`` — exactly the training objective's expectation over these
+    images (every objective is a per-image mean of an ID term plus ``lam`` times a per-image mean of an outlier
+    term), with no augmentation and fixed inputs, so the loss is a deterministic function of the weights:
+
+    - ``outliers``: float ``(M, C, H, W)`` auxiliary outlier images, normalised like ``images``, required by an
+      objective that draws outliers (``energy``; ``distill`` with ``lam > 0``; optional for ``oe``, which reduces
+      to CE without them), ignored by one that does not;
+    - ``teacher_in`` ``(N, K)`` / ``teacher_out`` ``(M, K)``: the teacher ensemble's probabilities at the
+      objective's temperature on ``images`` / ``outliers`` (e.g. :func:`fixed_teacher_probs`), required by an
+      objective that uses teachers (shapes are checked by the objective).
+
+    A required input that is missing is a ``ValueError`` naming what the objective needs ("teacher or
+    outliers"). Comparing landscapes of models trained with different objectives, either measure all of them
+    with one loss (comparable numbers, e.g. cross-entropy) or each with its own training objective (the thesis's
+    Figure 4.5: comparable shapes, each in its own units). The closure does not change the model's train/eval
+    mode (:func:`loss_surface` sets eval mode, so BN sees ID and outlier batches apart, as its running statistics
+    do).
     """
     if isinstance(objective, str):
         objective = make_objective(objective)
-    if objective is not None and (objective.needs_teacher or (objective.needs_outliers
-                                                              and not objective.outliers_optional)):
-        raise ValueError(f"objective: {type(objective).__name__} needs a teacher or outliers; the landscape "
-                         "loss is evaluated on ID images alone (use None: cross-entropy)")
-    if images.dim() != 4 or labels.dim() != 1 or len(images) != len(labels) or len(labels) == 0:
-        raise ValueError(f"images, labels: expected shapes (N, C, H, W) and (N,) with N > 0, got "
-                         f"{tuple(images.shape)} and {tuple(labels.shape)}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    _check_loss_inputs(objective, images, labels, outliers, teacher_in, teacher_out, batch_size)
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     images, labels = images.to(device), labels.to(device)
-    n = len(labels)
+    uses_outliers = objective is not None and objective.needs_outliers and outliers is not None
+    outliers = outliers.to(device) if uses_outliers else None
+    teacher_in, teacher_out = (None if t is None else t.to(device) for t in (teacher_in, teacher_out))
+
+    def logits(m: nn.Module, x: Tensor) -> Tensor:
+        return torch.cat([m(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)])
 
     def loss(m: nn.Module | None = None) -> float:
         m = model if m is None else m
-        total = 0.0
         with torch.no_grad():
-            for i in range(0, n, batch_size):
-                logits = m(images[i:i + batch_size]).float()
-                y = labels[i:i + batch_size]
-                if objective is None:
-                    batch_loss = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
-                else:
-                    batch_loss = objective(logits, y) * len(y)
-                total += float(batch_loss)
-        return total / n
+            if objective is None:
+                return float(torch.nn.functional.cross_entropy(logits(m, images), labels))
+            out = logits(m, outliers) if outliers is not None else None
+            return float(objective(logits(m, images), labels, out, teacher_in, teacher_out))
 
     return loss
 
 
+def _check_loss_inputs(objective: Objective | None, images: Tensor, labels: Tensor, outliers: Tensor | None,
+                       teacher_in: Tensor | None, teacher_out: Tensor | None, batch_size: int) -> None:
+    """ValueError (one line) for what :func:`training_loss_fn` cannot evaluate: an objective missing its teacher
+    probabilities or outliers, mis-shaped images or labels, a non-positive batch size."""
+    if objective is not None:
+        lacks_teacher = objective.needs_teacher and teacher_in is None and teacher_out is None
+        lacks_outliers = objective.needs_outliers and not objective.outliers_optional and outliers is None
+        if lacks_teacher or lacks_outliers:
+            raise ValueError(f"objective: {type(objective).__name__} needs a teacher or outliers: pass "
+                             + ", ".join(n for n, lack in (("teacher_in/teacher_out", lacks_teacher),
+                                                           ("outliers", lacks_outliers)) if lack)
+                             + " (or use None: cross-entropy on the ID images alone)")
+    if images.dim() != 4 or labels.dim() != 1 or len(images) != len(labels) or len(labels) == 0:
+        raise ValueError(f"images, labels: expected shapes (N, C, H, W) and (N,) with N > 0, got "
+                         f"{tuple(images.shape)} and {tuple(labels.shape)}")
+    if outliers is not None and (outliers.dim() != 4 or len(outliers) == 0):
+        raise ValueError(f"outliers: expected shape (M, C, H, W) with M > 0, got {tuple(outliers.shape)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+
+
+def fixed_teacher_probs(teachers: Sequence[nn.Module], images: Tensor, temperature: float,
+                        batch_size: int = 512) -> Tensor:
+    """The ensemble's probabilities ``mean_k softmax(teacher_k(x) / temperature)`` on the fixed ``images`` (float
+    ``(N, C, H, W)``, normalised as the network's inputs; on the teachers' device), in batches, teachers in eval
+    mode: ``(N, K)`` float32, computed once, deterministic (no augmentation) — the ``teacher_in`` /
+    ``teacher_out`` of :func:`training_loss_fn`, as :class:`trainables.image.train.TeacherCache` computes them
+    for training."""
+    return torch.cat([ensemble_probs(teachers, images[i:i + batch_size], temperature)
+                      for i in range(0, len(images), batch_size)])
+
+
 # ------------------------------------------------------------------------------------------ plots
 def plot_landscapes(results: Mapping[str, Mapping[str, Any]], path: str | os.PathLike,
-                    title: str | None = None, log: bool | None = None) -> Path:
+                    title: str | None = None, log: bool | None = None, shared_levels: bool = True) -> Path:
     """Contour plots side by side, one panel per named result (e.g. ``{"cross-entropy": r1, "distillation":
-    r2}``, each a :func:`landscape` dict or its JSON form), with the same colour levels across panels (the
-    finite range of all surfaces) and a dashed circle at the sharpness radius; each panel is titled with its
-    name and sharpness. 1-D results are drawn as curves with a shared y-range. Axes in filter-normalised units,
-    colours in loss units: 21 levels, logarithmically spaced when ``log`` (default: when every finite loss is
+    r2}``, each a :func:`landscape` dict or its JSON form), with a dashed circle at the sharpness radius; each
+    panel is titled with its name and sharpness. With ``shared_levels`` the panels share their colour levels
+    (the finite range of all surfaces: one loss, comparable colours) and one colour bar; without, each panel
+    has its own levels and colour bar (panels measuring different losses, in different units). 1-D results are
+    drawn as curves, with a shared y-range under ``shared_levels``. Axes in filter-normalised units, colours in
+    loss units: 21 levels, logarithmically spaced when ``log`` (default: when every finite loss of the range is
     positive and they span more than a factor 10 — far points of a random direction can be orders of magnitude
     above the minimum, which linear levels would flatten into one colour), else linear. The PNG is written
     atomically (temporary file in the same directory, then ``os.replace``). Returns the path. Uses matplotlib's
     Agg canvas directly (no pyplot, no global backend)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.colors import LogNorm
     from matplotlib.figure import Figure
 
     if not results:
         raise ValueError("results: expected at least one named landscape")
-    panels = []
-    for name, r in results.items():
-        grid = _check_grid(r["grid"])
-        surface, grid = _check_surface(r["surface"], grid)
-        radius = r.get("radius")
-        s = r.get("sharpness")
-        if s is None and radius is not None:
-            s = sharpness(surface, grid, radius)
-        panels.append((name, grid, surface, radius, s))
-    finite = np.concatenate([s[np.isfinite(s)].ravel() for _, _, s, _, _ in panels])
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    if not hi > lo:
-        lo, hi = lo - 0.5, hi + 0.5
-    if log is None:
-        log = lo > 0 and hi > 10 * lo
-    if log and not lo > 0:
-        raise ValueError(f"log: logarithmic levels need positive losses, the smallest is {lo!r}")
-    levels = np.geomspace(lo, hi, 21) if log else np.linspace(lo, hi, 21)
-    norm = LogNorm(lo, hi) if log else None
-
-    fig = Figure(figsize=(4.2 * len(panels) + 0.8, 4.2), layout="constrained")
+    panels = [_panel(name, r) for name, r in results.items()]
+    shared = _Scale.of([p[2] for p in panels], log) if shared_levels else None
+    fig = Figure(figsize=((4.2 if shared_levels else 5.0) * len(panels) + 0.8, 4.2), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     mappable = None
-    for ax, (name, grid, surface, radius, s) in zip(axes, panels):
-        label = name if s is None else f"{name}\nsharpness {s:.4g}" + ("" if radius is None else f" at r = {radius:g}")
-        if surface.ndim == 2:
-            z = np.clip(np.where(np.isfinite(surface), surface, hi), lo, hi)
-            mappable = ax.contourf(grid, grid, z.T, levels=levels, cmap="viridis", norm=norm)  # x = a (rows), y = b
-            ax.contour(grid, grid, z.T, levels=levels, colors="k", linewidths=0.3)
-            if radius is not None:
-                t = np.linspace(0, 2 * np.pi, 200)
-                ax.plot(radius * np.cos(t), radius * np.sin(t), "w--", lw=1)
-            ax.plot([0], [0], "r+", ms=10)
-            ax.set_aspect("equal")
-            ax.set_ylabel("b (direction 2)")
-        else:
-            ax.plot(grid, surface, "-o", ms=3)
-            if log:
-                ax.set_yscale("log")
-                ax.set_ylim(lo / 1.2, hi * 1.2)
-            else:
-                ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
-            if radius is not None:
-                for x in (-radius, radius):
-                    ax.axvline(x, color="grey", ls="--", lw=1)
-            ax.set_ylabel("loss")
-        ax.set_xlabel("a (direction 1, filter-normalised)")
-        ax.set_title(label, fontsize=9)
-    if mappable is not None:
-        bar = fig.colorbar(mappable, ax=list(axes), label="loss")
-        bar.set_ticks(levels[::4], labels=[f"{v:.3g}" for v in levels[::4]])
+    for ax, panel in zip(axes, panels):
+        scale = shared or _Scale.of([panel[2]], log)
+        mappable = _draw_panel(ax, panel, scale)
+        if shared is None and mappable is not None:
+            scale.colorbar(fig, mappable, ax)
+    if shared is not None and mappable is not None:
+        shared.colorbar(fig, mappable, list(axes))
     if title:
         fig.suptitle(title)
+    return _save_png(fig, Path(path))
 
-    path = Path(path)
+
+def _panel(name: str, r: Mapping[str, Any]) -> tuple:
+    """``(name, grid, surface, radius, sharpness)`` of one result (its sharpness computed if not stored)."""
+    grid = _check_grid(r["grid"])
+    surface, grid = _check_surface(r["surface"], grid)
+    radius = r.get("radius")
+    s = r.get("sharpness")
+    if s is None and radius is not None:
+        s = sharpness(surface, grid, radius)
+    return name, grid, surface, radius, s
+
+
+class _Scale:
+    """The colour (or y) range ``[lo, hi]`` of some surfaces, its 21 ``levels`` and ``norm`` (LogNorm or None)."""
+
+    def __init__(self, lo: float, hi: float, log: bool):
+        from matplotlib.colors import LogNorm
+
+        self.lo, self.hi, self.log = lo, hi, log
+        self.levels = np.geomspace(lo, hi, 21) if log else np.linspace(lo, hi, 21)
+        self.norm = LogNorm(lo, hi) if log else None
+
+    @classmethod
+    def of(cls, surfaces: Sequence[np.ndarray], log: bool | None) -> _Scale:
+        """The finite range of ``surfaces`` (widened by ±0.5 when flat); ``log`` None: log when every finite value
+        is positive and they span more than a factor 10; ValueError for ``log`` with a non-positive value."""
+        finite = np.concatenate([s[np.isfinite(s)].ravel() for s in surfaces])
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        if not hi > lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        if log is None:
+            log = lo > 0 and hi > 10 * lo
+        if log and not lo > 0:
+            raise ValueError(f"log: logarithmic levels need positive losses, the smallest is {lo!r}")
+        return cls(lo, hi, log)
+
+    def colorbar(self, fig, mappable, ax) -> None:
+        bar = fig.colorbar(mappable, ax=ax, label="loss")
+        bar.set_ticks(self.levels[::4], labels=[f"{v:.3g}" for v in self.levels[::4]])
+
+
+def _draw_panel(ax, panel: tuple, scale: _Scale):
+    """One panel: filled contours of a 2-D surface (returns the mappable) or the curve of a 1-D one (None)."""
+    name, grid, surface, radius, s = panel
+    lo, hi = scale.lo, scale.hi
+    label = name if s is None else f"{name}\nsharpness {s:.4g}" + ("" if radius is None else f" at r = {radius:g}")
+    mappable = None
+    if surface.ndim == 2:
+        z = np.clip(np.where(np.isfinite(surface), surface, hi), lo, hi)
+        mappable = ax.contourf(grid, grid, z.T, levels=scale.levels, cmap="viridis", norm=scale.norm)  # x = a, y = b
+        ax.contour(grid, grid, z.T, levels=scale.levels, colors="k", linewidths=0.3)
+        if radius is not None:
+            t = np.linspace(0, 2 * np.pi, 200)
+            ax.plot(radius * np.cos(t), radius * np.sin(t), "w--", lw=1)
+        ax.plot([0], [0], "r+", ms=10)
+        ax.set_aspect("equal")
+        ax.set_ylabel("b (direction 2)")
+    else:
+        ax.plot(grid, surface, "-o", ms=3)
+        if scale.log:
+            ax.set_yscale("log")
+            ax.set_ylim(lo / 1.2, hi * 1.2)
+        else:
+            ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+        if radius is not None:
+            for x in (-radius, radius):
+                ax.axvline(x, color="grey", ls="--", lw=1)
+        ax.set_ylabel("loss")
+    ax.set_xlabel("a (direction 1, filter-normalised)")
+    ax.set_title(label, fontsize=9)
+    return mappable
+
+
+def _save_png(fig, path: Path) -> Path:
+    """Write ``fig`` to ``path`` atomically (a temporary file in the same directory, then ``os.replace``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)

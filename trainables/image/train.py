@@ -21,7 +21,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -270,14 +270,22 @@ class CandidateTraining:
     ``n_train`` images used), teachers (``cache`` on the device or online ``teachers``; None without
     distillation), the ``bf16`` flag and ``graphed`` (the captured step under ``config.cuda_graph``, else
     None). :meth:`step` is one optimisation
-    step, :meth:`train` the epoch loop, :meth:`evaluate` the OOD evaluation."""
+    step, :meth:`train` the epoch loop, :meth:`evaluate` the OOD evaluation.
+
+    ``initial_state``: a state dict (tensors on any device) loaded strictly into the model right
+    after it is built, before it moves to the device, channels-last, DDP or compile: the training then fine-tunes
+    those weights (BN running statistics included) instead of a seeded random initialisation; the optimiser,
+    schedule and data order start fresh from ``config``. None: train from scratch."""
 
     def __init__(self, candidate, data: DeviceData, config: TrainConfig,
                  teachers: Sequence[nn.Module] | TeacherCache | None = None,
-                 distributed: tuple[int, int, Callable[[nn.Module], nn.Module]] | None = None):
+                 distributed: tuple[int, int, Callable[[nn.Module], nn.Module]] | None = None,
+                 initial_state: Mapping[str, torch.Tensor] | None = None):
         self.data, self.config, self.device = data, config, data.device
         torch.manual_seed(config.seed)
         self.model, self.arch_hash, self.genotype = _as_model(candidate, data.protocol, config.width)
+        if initial_state is not None:
+            self.model.load_state_dict(initial_state)
         self.model.to(self.device)
         self.channels_last = config.channels_last and nhwc_safe(self.model, self.device)
         if self.channels_last:
@@ -430,7 +438,8 @@ class CandidateTraining:
 def train_candidate(candidate, data: Protocol | DeviceData, config: TrainConfig | None = None,
                     teachers: Sequence[nn.Module] | TeacherCache | None = None,
                     distributed: tuple[int, int, Callable[[nn.Module], nn.Module]] | None = None,
-                    on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+                    initial_state: Mapping[str, torch.Tensor] | None = None) -> dict[str, Any]:
     """Train ``candidate`` on ``data`` with ``config`` and evaluate it on ``config.eval_split``.
 
     ``teachers``: the ensemble for the ``distill`` objective, either modules (online path: every teacher runs
@@ -446,12 +455,13 @@ def train_candidate(candidate, data: Protocol | DeviceData, config: TrainConfig 
     ``arch_hash``, ``genotype``, ``curve`` (one dict per epoch, see :meth:`CandidateTraining.train`; the last
     one holds the final metrics) and ``state_dict`` (trained weights on the CPU).
     ``on_epoch``: called after every epoch but the last with that epoch's ``curve`` entry (e.g. to report it).
+    ``initial_state``: weights to fine-tune instead of a random initialisation (see :class:`CandidateTraining`).
     Raises :class:`DivergedError` if the loss becomes non-finite.
     """
     config = config or TrainConfig()
     if isinstance(data, Protocol):
         data = DeviceData(data, resolve_device(config.device))
-    run = CandidateTraining(candidate, data, config, teachers, distributed)
+    run = CandidateTraining(candidate, data, config, teachers, distributed, initial_state=initial_state)
     final_loss, train_seconds = run.train(on_epoch)
     metrics, eval_seconds = run.evaluate()
     run.curve[-1].update(metrics)

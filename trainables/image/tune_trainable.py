@@ -4,7 +4,8 @@
 worker process survives across trials, so the protocol's tensors are loaded and moved to the device once per
 worker (a per-process cache keyed by protocol, options and device), not once per candidate. A teacher
 ensemble is handed over with ``tune.with_parameters(candidate_trainable, teachers=bundle)``, which puts it
-into the Ray object store once for all trials.
+into the Ray object store once for all trials; so are the weights a fine-tune starts from
+(``initial=InitialWeights(...)``, keyed by architecture hash and seed: each trial loads its own).
 
 ``config`` keys: ``genotype`` (the architecture's JSON: a genotype, or a standard model ``{"model": ..., "args":
 ...}``; see :mod:`search_space.architecture`), ``protocol`` (name), ``protocol_options`` (dict), ``train`` (dict of
@@ -112,6 +113,42 @@ class TeacherBundle:
         return models
 
 
+@dataclass
+class InitialWeights:
+    """The weights fine-tunes start from, as plain data: one CPU state dict per (architecture hash, seed) of the
+    trainings they come from, keyed ``"<arch_hash>:<seed>"`` (:meth:`key`), with each one's lineage string
+    (:class:`trainables.image.lineage.Lineage`; ``""``: not recorded). Pickled, the weights travel as numpy
+    arrays, like :class:`TeacherBundle`'s, so one object-store copy serves every trial without a deserialisation
+    per trial start."""
+
+    state_dicts: dict[str, dict]
+    lineages: dict[str, str] = field(default_factory=dict)
+
+    @staticmethod
+    def key(arch_hash: str, seed: int) -> str:
+        return f"{arch_hash}:{int(seed)}"
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "state_dicts": {key: {k: _to_numpy(v) for k, v in sd.items()}
+                                                 for key, sd in self.state_dicts.items()}}
+
+    def weights(self, arch_hash: str, seed: int) -> dict[str, torch.Tensor] | None:
+        """The state dict of ``(arch_hash, seed)`` as (writable, CPU) tensors; None when there is none (its
+        source training failed)."""
+        sd = self.state_dicts.get(self.key(arch_hash, seed))
+        if sd is None:
+            return None
+        return {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in sd.items()}
+
+    def lineage(self, arch_hash: str, seed: int) -> str:
+        """The lineage string of ``(arch_hash, seed)``'s initial weights (``""`` where not recorded)."""
+        return self.lineages.get(self.key(arch_hash, seed), "")
+
+
+class MissingInitialWeights(LookupError):
+    """A fine-tune trial whose (architecture, seed) has no entry in its :class:`InitialWeights`."""
+
+
 def _to_numpy(value):
     """A CPU tensor as a numpy array where numpy has its dtype (bfloat16 has none: stays a tensor)."""
     if isinstance(value, torch.Tensor) and value.dtype != torch.bfloat16:
@@ -138,20 +175,26 @@ def stage_train_config(config: dict[str, Any], data: DeviceData, device: torch.d
     return train
 
 
-def lineage_of(protocol: str, data: DeviceData, train: TrainConfig, teachers: TeacherBundle | None) -> str:
+def lineage_of(protocol: str, data: DeviceData, train: TrainConfig, teachers: TeacherBundle | None,
+               initial_lineage: str | None = None) -> str:
     """The :class:`trainables.image.lineage.Lineage` string of a training with these settings: outliers reach it
     directly when its objective draws outlier batches (they share the forward pass, so batch norm sees them
-    even at ``lam = 0``) and through ``teachers`` when its objective uses them."""
+    even at ``lam = 0``), through ``teachers`` when its objective uses them, and through the weights it was
+    fine-tuned from (``initial_lineage``, their lineage string; None: trained from a random initialisation)."""
     from trainables.image.lineage import training_lineage
 
     objective = make_objective(train.objective, **train.objective_args)
     direct = objective.needs_outliers and data.aux is not None and len(data.aux) > 0
     via = teachers.teacher_lineages() if teachers is not None and objective.needs_teacher else None
-    return str(training_lineage(protocol, train.train_fraction, train.train_on_val, train.eval_split, direct, via))
+    return str(training_lineage(protocol, train.train_fraction, train.train_on_val, train.eval_split, direct, via,
+                                initial_lineage))
 
 
-def candidate_trainable(config: dict[str, Any], teachers: TeacherBundle | None = None) -> dict[str, Any] | None:
-    """Train and score ``config["genotype"]``; see the module docstring for the config and result keys."""
+def candidate_trainable(config: dict[str, Any], teachers: TeacherBundle | None = None,
+                        initial: InitialWeights | None = None) -> dict[str, Any] | None:
+    """Train and score ``config["genotype"]``; see the module docstring for the config and result keys.
+    ``initial``: the fine-tune's starting weights of every (architecture, seed) of the stage; a trial whose
+    entry is missing (its source training failed) is reported failed, not retried."""
     start, started_at = time.perf_counter(), time.time()
     import ray
     from ray import tune
@@ -179,18 +222,23 @@ def candidate_trainable(config: dict[str, Any], teachers: TeacherBundle | None =
         curve.append(entry)
         tune.report({**ranked, **entry, **fixed, "epoch_curve": json.dumps(curve, allow_nan=True)})
 
+    start_from = None if initial is None else initial.weights(arch_hash, train.seed)
+    initial_lineage = None if initial is None else initial.lineage(arch_hash, train.seed)
     try:
+        if initial is not None and start_from is None:
+            raise MissingInitialWeights(f"no initial weights for {arch_hash} seed {train.seed} (its source "
+                                        "training failed)")
         result = train_candidate(config["genotype"], data, train, teachers=models,
-                                 on_epoch=report_epoch if in_tune_trial() else None)
+                                 on_epoch=report_epoch if in_tune_trial() else None, initial_state=start_from)
         result["epoch_curve"] = json.dumps(result.pop("curve"), allow_nan=True)
         state_dict = result.pop("state_dict")
         error = None
-    except DivergedError as err:
+    except (DivergedError, MissingInitialWeights) as err:
         result = {"arch_hash": arch_hash, "id_acc": math.nan, "epochs": train.epochs,
                   "epoch": train.epochs, **{f"auroc_{s}": math.nan for s in train.scores}}
-        error = f"diverged: {err}"
+        error = f"diverged: {err}" if isinstance(err, DivergedError) else str(err)
     metrics = {**result, **identity, "epoch": train.epochs, "error": error, "data_seconds": data_seconds,
-               "lineage": lineage_of(config["protocol"], data, train, teachers),
+               "lineage": lineage_of(config["protocol"], data, train, teachers, initial_lineage),
                "trainable_seconds": time.perf_counter() - start, "started_at": started_at,
                "finished_at": time.time(), "worker_pid": os.getpid()}
     if not config.get("checkpoint") or state_dict is None:
