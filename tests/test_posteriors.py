@@ -1,13 +1,16 @@
-"""Posterior contract over every registered posterior, the shared KL path, Gaussian == SI with K = 0, and the
-semi-implicit posterior of eq. 3.10–3.11: ψ = [μ, σ²] random, one ψ_j per z-sample, the bound still a bound."""
+"""Posterior contract over every registered posterior, the shared KL path, Gaussian == SI with K = 0, the
+semi-implicit posterior of eq. 3.10–3.11: ψ = [μ, σ²] random, one ψ_j per z-sample, the bound still a bound, and
+the refinement hook (identity for the amortised posteriors, SVI steps for ``sa``)."""
 import math
 
 import pytest
 import torch
 
+from search_space.registry import RegistryError
 from trainables.text.posteriors import (
     POSTERIORS,
     GaussianPosterior,
+    SemiAmortizedPosterior,
     SemiImplicitPosterior,
     diag_normal_log_prob,
     gaussian_kl,
@@ -43,6 +46,42 @@ def test_kl_bound_with_one_component_is_the_analytic_gaussian_kl(name):
     mu, logvar = make_posterior(name, H, D).components(torch.randn(B, H), 1)
     kl, _ = kl_bound(mu, logvar, j_samples=1)
     torch.testing.assert_close(kl, gaussian_kl(mu[:, 0], logvar[:, 0]))
+
+
+@pytest.mark.parametrize("name", list(POSTERIORS))
+def test_refine_keeps_the_shapes_and_only_a_refining_posterior_moves_the_components(name):
+    torch.manual_seed(3)
+    post = make_posterior(name, H, D)
+    mu, logvar = post.components(torch.randn(B, H), 1)
+    target = torch.ones_like(mu)
+
+    def neg_elbo(m, lv):
+        return (m - target).pow(2).sum() + lv.pow(2).sum()
+
+    refined = post.refine(mu, logvar, neg_elbo, create_graph=True)
+    assert refined[0].shape == mu.shape and refined[1].shape == logvar.shape
+    if isinstance(post, SemiAmortizedPosterior):
+        assert float(neg_elbo(*refined).detach()) < float(neg_elbo(mu, logvar).detach())
+        refined[0].sum().backward()
+        assert post.mu.weight.grad is not None, "differentiable through the steps with create_graph"
+    else:
+        assert refined[0] is mu and refined[1] is logvar
+
+
+def test_sa_posterior_is_the_gaussian_refined_by_svi_and_checks_its_options():
+    post = make_posterior("sa", H, D)
+    assert (post.steps, post.lr) == (10, 0.1) and isinstance(post, GaussianPosterior)
+    h = torch.randn(B, H)
+    mu, logvar = post.components(h, 4)
+    assert mu.shape == (B, 1, D), "one component, as the Gaussian"
+    still = make_posterior("sa", H, D, steps=0)
+    kept = still.refine(mu, logvar, lambda m, lv: m.sum(), create_graph=False)
+    torch.testing.assert_close(kept, (mu, logvar))
+    for options, message in (({"steps": -1}, "posterior 'sa': steps (SVI steps) must be >= 0, got -1"),
+                              ({"lr": 0.0}, "posterior 'sa': lr (SVI step size) must be > 0, got 0.0")):
+        with pytest.raises(RegistryError) as err:
+            make_posterior("sa", H, D, **options)
+        assert str(err.value) == message
 
 
 def test_gaussian_kl_known_values():

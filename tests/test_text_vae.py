@@ -22,8 +22,10 @@ from trainables.text.vae_metrics import (
     active_units,
     downstream_accuracy,
     evaluate_vae,
+    finetune_accuracy,
     iw_nll,
     knn_accuracy,
+    labelled_subset,
     mutual_information,
     perplexity,
 )
@@ -161,11 +163,11 @@ def toy_batch():
     return data, make_batch(data.test.sentences[:4], data.vocab)
 
 
-@pytest.mark.parametrize("posterior", ["gaussian", "semi-implicit"])
+@pytest.mark.parametrize("posterior", ["gaussian", "semi-implicit", "sa"])
 def test_model_shapes(toy_batch, posterior):
     data, batch = toy_batch
     torch.manual_seed(0)
-    options = {"semi-implicit": {"noise_dim": 5}, "gaussian": {}}
+    options = {"semi-implicit": {"noise_dim": 5}, "gaussian": {}, "sa": {"steps": 2}}
     model = TextVAE(len(data.vocab), VAEModelConfig(8, 16, 3, posterior=posterior, posterior_options=options))
     if posterior == "semi-implicit":
         assert model.posterior.noise_dim == 5
@@ -203,6 +205,43 @@ def test_loss_draws_one_psi_per_sample_plus_k_shared_mixing_draws(toy_batch, mon
     assert z.shape == (3, 4, 3)
     assert all(not torch.allclose(mu[:, a], mu[:, b]) and not torch.allclose(logvar[:, a], logvar[:, b])
                for a in range(3) for b in range(a))
+
+
+def test_sa_components_are_refined_differentiably_in_training_and_detached_in_evaluation(toy_batch):
+    """The ``sa`` posterior's components move away from the encoder's by SVI on the batch; in training the steps
+    stay in the graph (the decoder's weights shape them, the encoder learns through them), in evaluation they
+    are detached."""
+    data, batch = toy_batch
+    torch.manual_seed(4)
+    model = TextVAE(len(data.vocab), VAEModelConfig(8, 16, 3, posterior="sa", posterior_options={"sa": {"steps": 3}}))
+    amortised, _ = model.posterior.components(model.encode(batch.src, batch.lengths))
+    mu, _ = model.train().components(batch, beta=0.5)
+    assert mu.shape == amortised.shape and not torch.allclose(mu, amortised)
+    grads = torch.autograd.grad(mu.sum(), [model.out.weight, model.encoder.weight_hh_l0])
+    assert all(g.abs().sum() > 0 for g in grads)
+    with torch.no_grad():
+        evaluated, _ = model.eval().components(batch)
+    assert not evaluated.requires_grad and not torch.allclose(evaluated, amortised.detach())
+
+
+def test_sa_vae_trains_and_its_refined_elbo_is_at_least_the_amortised_one():
+    """A tiny SA-VAE trains (encoder through the SVI steps); on the fixed test batch the ELBO evaluated after the
+    refinement, averaged over five evaluation seeds, is at least the ELBO of the encoder's own q."""
+    data = toy_corpus(copies=4)
+    model_cfg = VAEModelConfig(8, 16, 2, posterior="sa", posterior_options={"sa": {"steps": 10, "lr": 0.1}})
+    cfg = VAETrainConfig(epochs=5, batch_size=10, lr=5e-3, schedule="cyclical", cycles=1, iw_samples=3,
+                         eval_components=3, seed=0)
+    result = train_vae(data, model_cfg, cfg)
+    assert result.history[-1]["val_elbo"] > result.history[0]["val_elbo"]
+    model = result.model
+
+    def mean_elbo(steps: int) -> float:
+        model.posterior.steps = steps
+        return float(np.mean([evaluate_vae(model, data.test, data.vocab, seed=s, n_components=1)["elbo"]
+                              for s in range(5)]))
+
+    amortised, refined = mean_elbo(0), mean_elbo(10)
+    assert refined >= amortised, (refined, amortised)
 
 
 def test_latent_initialises_state_and_feeds_every_step(toy_batch):
@@ -304,12 +343,31 @@ def test_knn_and_downstream_accuracy_on_separable_latents():
     y = (labels >= 2).astype(int)
     acc = downstream_accuracy(z[::2], y[::2], z[1::2], y[1::2], fractions=(0.1, 1.0), seed=0)
     assert acc == {"acc_10pct": 1.0, "acc_100pct": 1.0}
+    keep = labelled_subset(labels, 0.1, seed=0)  # stratified: 5 of each class's 50
+    assert len(keep) == 20 and np.bincount(labels[keep]).tolist() == [5] * 4
+    assert labelled_subset(labels, 0.001, seed=0).size == 4 and labelled_subset(labels, 1.0).size == 200
 
 
-@pytest.mark.parametrize("posterior", ["gaussian", "semi-implicit"])
+def test_finetune_probe_learns_the_labels_with_the_encoder_and_leaves_the_model_unchanged():
+    """The eq. 2.19 probe on the toy corpus (ten sequences, label = sequence): a linear layer trained together with
+    an untrained encoder learns all ten labels; the model itself is unchanged and the probe is seeded."""
+    data = toy_corpus(copies=3)
+    torch.manual_seed(0)
+    model = TextVAE(len(data.vocab), TINY)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    kw = dict(fractions=(0.5, 1.0), steps=150, lr=1e-2, batch_size=10, n_components=1, seed=0)
+    acc = finetune_accuracy(model, data.train, data.val, data.test, data.vocab, **kw)
+    assert acc == {"acc_50pct": 1.0, "acc_100pct": 1.0}
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert finetune_accuracy(model, data.train, data.val, data.test, data.vocab, **{**kw, "steps": 20}) == \
+        finetune_accuracy(model, data.train, data.val, data.test, data.vocab, **{**kw, "steps": 20})
+
+
+@pytest.mark.parametrize("posterior", ["gaussian", "semi-implicit", "sa"])
 def test_evaluate_known_answer_uniform_decoder_and_uninformative_posterior(posterior):
     """Posterior weights zero (q = N(0, I) for every x; SI mixing shift zero) and output layer zero (uniform over
-    V): rec = words·log V, KL = 0, PPL = IW-PPL = V, AU = 0, MI = 0."""
+    V): rec = words·log V, KL = 0, PPL = IW-PPL = V, AU = 0, MI = 0 (SA: q = N(0, I) already maximises the ELBO, so
+    the SVI steps leave it there)."""
     data = toy_corpus()
     torch.manual_seed(0)
     model = TextVAE(len(data.vocab), VAEModelConfig(8, 16, 3, posterior=posterior))
@@ -376,11 +434,24 @@ def test_aggressive_training_takes_inner_encoder_steps_then_switches_off():
             assert mis[i - 1] <= max(mis[:i - 1], default=-math.inf), "switched off after MI stopped rising"
 
 
-def test_tune_adapter_reports_epochs_and_final_metrics_with_downstream(yelp_dir):
-    """The trainable's core without Ray: per-epoch reports, then test metrics, tokens/s and label accuracies."""
+def test_aggressive_training_of_an_sa_vae_takes_its_inner_steps_through_the_refinement():
+    data = toy_corpus(copies=2)
+    model_cfg = VAEModelConfig(8, 16, 2, posterior="sa", posterior_options={"sa": {"steps": 2}})
+    cfg = VAETrainConfig(epochs=2, batch_size=10, schedule="constant", aggressive=True, aggressive_max_steps=2,
+                         aggressive_window=1, iw_samples=2, eval_components=1, seed=0)
+    result = train_vae(data, model_cfg, cfg)
+    assert result.history[0]["aggressive"] and result.history[0]["inner_steps"] >= 2
+    assert all(math.isfinite(h["train_elbo"]) and math.isfinite(h["val_elbo"]) for h in result.history)
+    assert math.isfinite(result.test["iw_ppl"])
+
+
+@pytest.mark.parametrize("downstream", [True, "logistic", "finetune"])
+def test_tune_adapter_reports_epochs_and_final_metrics_with_downstream(yelp_dir, downstream):
+    """The trainable's core without Ray: per-epoch reports, then test metrics, tokens/s and label accuracies (either
+    probe; True is the logistic one)."""
     from trainables.text.vae_tune import TEST_METRICS, run_configuration
 
-    config = {"dataset": "yelp", "data_dir": str(yelp_dir), "downstream": True,
+    config = {"dataset": "yelp", "data_dir": str(yelp_dir), "downstream": downstream, "finetune_steps": 4,
               "data": {"max_len": 6, "min_freq": 2, "val_frac": 0.2, "test_frac": 0.2, "seed": 0},
               "model": {"emb_dim": 8, "hidden_dim": 16, "latent_dim": 3, "posterior": "semi-implicit"},
               "train": {"epochs": 3, "batch_size": 8, "schedule": "monotonic", "k_max": 2, "iw_samples": 2,

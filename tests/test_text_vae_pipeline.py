@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "pipelines" / "text_vae.py"
 TINY = ["--set", "concurrency=1", "--set", "epochs=2", "--set", "toy_copies=2", "--set", "iw_samples=3",
         "--set", "latent_samples=5", "--set", "eval_components=3", "--set", "hidden_dim=16", "--set", "emb_dim=8"]
-GRID = [*TINY, "--set", "schedules=[constant, cyclical@0.5]", "--set", "posteriors=[gaussian]",
+GRID = [*TINY, "--set", "schedules=[constant, cyclical@0.5]", "--set", "posteriors=[gaussian, sa]",
         "--set", "aggressive=[false]", "--set", "trace_every=2"]
 
 
@@ -74,7 +74,8 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """``python pipelines/text_vae.py --output DIR`` at a tiny budget: two configurations, one at a time."""
+    """``python pipelines/text_vae.py --output DIR`` at a tiny budget: four configurations (two schedules, the
+    Gaussian and the SA-VAE posterior), one at a time."""
     base = tmp_path_factory.mktemp("finished")
     out, uri = base / "out", f"sqlite:///{base / 'mlflow.db'}"
     cmd = command(out, uri, *GRID)
@@ -87,16 +88,17 @@ def test_sweep_writes_the_run_directory_and_one_mlflow_run_per_row(finished):
     out, uri, _, proc, _ = finished
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
-    assert list(manifest["stages"]) == ["sweep"] and manifest["stages"]["sweep"]["rows"] == 2
+    assert list(manifest["stages"]) == ["sweep"] and manifest["stages"]["sweep"]["rows"] == 4
     assert manifest["config"]["search"] == "grid" and manifest["config"]["data_dir"] is None
     assert manifest["config"]["schedules"] == ["constant", "cyclical@0.5"] and manifest["config"]["epochs"] == 2
     assert (manifest["config"]["ratio"], manifest["config"]["monotonic_ratio"], manifest["config"]["beta_max"]) == (
         0.5, 0.25, 1.0)
     results = pd.read_parquet(out / "results.parquet")
     assert list(results.columns[:len(RESULT_COLUMNS)]) == list(RESULT_COLUMNS)
-    assert len(results) == 2 and set(results["status"]) == {"complete"}
+    assert len(results) == 4 and set(results["status"]) == {"complete"}
     assert set(zip(results["schedule"], results["posterior"], results["aggressive"], results["beta_max"])) == {
-        ("constant", "gaussian", False, 1.0), ("cyclical@0.5", "gaussian", False, 0.5)}
+        (schedule, posterior, False, beta_max) for schedule, beta_max in (("constant", 1.0), ("cyclical@0.5", 0.5))
+        for posterior in ("gaussian", "sa")}
     assert (results["monotonic_ratio"] == 0.25).all() and results["mi_upper"].notna().all()
     assert results[["elbo", "rec", "ppl", "iw_ppl", "mi"]].notna().all().all()
     assert (results["elbo"] < 0).all() and (results["ppl"] > 1).all() and results["knn_acc"].between(0, 1).all()
@@ -105,15 +107,19 @@ def test_sweep_writes_the_run_directory_and_one_mlflow_run_per_row(finished):
                 "active_units.png"):
         assert (out / png).stat().st_size > 1000
     trace = pd.read_parquet(out / "trace.parquet")  # 4 iterations per training, a point every 2
-    assert sorted(zip(trace["schedule"], trace["iteration"])) == [("constant", 2), ("constant", 4),
-                                                                  ("cyclical@0.5", 2), ("cyclical@0.5", 4)]
+    assert sorted(zip(trace["schedule"], trace["posterior"], trace["iteration"])) == [
+        (schedule, posterior, t) for schedule in ("constant", "cyclical@0.5") for posterior in ("gaussian", "sa")
+        for t in (2, 4)]
     assert trace[["val_kl", "val_mi", "train_kl", "beta"]].notna().all().all()
-    assert "| constant / gaussian | 1 | 0 |" in (out / "table.md").read_text()
+    table = (out / "table.md").read_text()
+    assert "| constant / gaussian | 1 | 0 |" in table and "| constant / sa | 1 | 0 |" in table
+    assert "`sa` rows (SA-VAE) are measured after the SVI refinement" in table
     curves = pd.read_parquet(out / "curves.parquet")
-    assert len(curves) == 2 * 2 and set(curves["epoch"]) == {1, 2} and curves["val_elbo"].notna().all()
+    assert len(curves) == 4 * 2 and set(curves["epoch"]) == {1, 2} and curves["val_elbo"].notna().all()
     beta = curves.groupby("name")["beta"].max()
     assert beta["constant-gaussian"] == 1.0 and beta["cyclical@0.5-gaussian"] <= 0.5
-    assert len(pd.read_parquet(out / "latents.parquet")) == 2 * 10 * 5  # 10 test sentences x 5 samples each
+    assert beta["constant-sa"] == 1.0 and beta["cyclical@0.5-sa"] <= 0.5
+    assert len(pd.read_parquet(out / "latents.parquet")) == 4 * 10 * 5  # 10 test sentences x 5 samples each
     assert not list(out.glob(".*.tmp")), "no temporary file left behind"
     _, runs = parents_and_trials(mlflow_runs(uri))
     assert len(runs) == len(results) and {r.info.run_id for r in runs} == set(results["mlflow_run_id"])
@@ -126,7 +132,7 @@ def test_console_is_a_progress_bar_and_ends_by_naming_every_output(finished):
     out, uri, _, proc, _ = finished
     assert proc.returncode == 0
     console = proc.stdout + proc.stderr
-    assert "sweep: 100%" in proc.stderr and "2/2" in proc.stderr and "best elbo=" in proc.stderr
+    assert "sweep: 100%" in proc.stderr and "4/4" in proc.stderr and "best elbo=" in proc.stderr
     assert "Trial status" not in console and "╭" not in console and "+----" not in console, "Tune's tables are off"
     assert console.count("\n") < 40, console
     tail = proc.stdout.split("outputs:\n", 1)[1]
@@ -144,7 +150,9 @@ def test_report_states_what_ran_the_table_the_reading_and_embeds_the_plots(finis
     report = (out / "report.md").read_text()
     for fact in ("**Preset** `toy`", "toy: vocab 6, train/val/test 20/10/10", "['constant', 'cyclical@0.5']",
                  "**Seeds**: [0]", "2 epochs × 2 updates", "| constant / gaussian | 1 | 0 |",
-                 "| cyclical@0.5 / gaussian | 1 | 0 |", "One seed per configuration", "Posterior collapse",
+                 "| cyclical@0.5 / gaussian | 1 | 0 |", "| constant / sa | 1 | 0 |", "| cyclical@0.5 / sa | 1 | 0 |",
+                 "**SA-VAE** (posterior `sa`): 10 SVI steps of size 0.1", "One seed per configuration",
+                 "Posterior collapse",
                  "in z, by schedule", "Best test ELBO", "Lowest perplexity", "![learning_curves](learning_curves.png)",
                  "![latent_toy](latent_toy.png)", "![beta_schedules](beta_schedules.png)", uri):
         assert fact in report, fact
@@ -162,7 +170,8 @@ def test_mlflow_parent_run_holds_the_settings_and_versions_and_the_trials_carry_
     assert set(manifest["config"]) <= set(params), "every setting is a param"
     assert tags["dcsod.code_version"] and params["version.torch"] and params["version.ray"]
     assert parent.info.status == "FINISHED" and manifest["stages"]["sweep"]["mlflow_parent_run"] == parent.info.run_id
-    assert (parent.data.metrics["trainings"], parent.data.metrics["failed"]) == (2, 0)
+    assert (parent.data.metrics["trainings"], parent.data.metrics["failed"]) == (4, 0)
+    assert params["posteriors"] == "['gaussian', 'sa']" and (params["sa_steps"], params["sa_lr"]) == ("10", "0.1")
     results = pd.read_parquet(out / "results.parquet").set_index("mlflow_run_id")
     assert {r.info.run_id for r in trials} == set(results.index)
     for run in trials:
@@ -182,7 +191,7 @@ def test_rerun_of_a_finished_sweep_trains_nothing_and_adds_no_mlflow_run(finishe
     again = subprocess.run(cmd, cwd=out.parent, env=env(), capture_output=True, text=True, timeout=120)
     seconds = time.monotonic() - start
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "nothing to train" in again.stdout and "[1/2]" not in again.stdout
+    assert "nothing to train" in again.stdout and "[1/4]" not in again.stdout
     assert "Started a local Ray instance" not in again.stdout + again.stderr
     assert tune_files(out) == before_files, "Tune's experiment was not touched: no trial ran"
     assert {r.info.run_id for r in mlflow_runs(uri)} == before_runs
@@ -338,6 +347,10 @@ def test_a_deleted_mlflow_experiment_stops_with_one_line_before_any_trial(ray_lo
     (["--set", "schedules=[cyclical@1.5]"], "beta schedule 'cyclical': beta_max must lie in [0, 1], got 1.5"),
     (["--set", "schedules=[cyclical, cyclical@1]"], "schedules: entries ['cyclical', 'cyclical@1'] name the same "),
     (["--set", "workers=0"], "workers: expected an integer >= 1, got 0"),
+    (["--set", "sa_steps=-1"], "sa_steps: expected an integer >= 0, got -1"),
+    (["--set", "sa_lr=0"], "sa_lr: expected a number > 0, got 0.0"),
+    (["--set", "downstream=svm"], "downstream: expected one of logistic, finetune, got 'svm'"),
+    (["--set", "finetune_steps=0"], "finetune_steps: expected an integer >= 1, got 0"),
     (["--set", "k_min=3", "--set", "k_max=2"], "need 0 <= k_min <= k_max"),
     (["--set", "seeds=3"], "seeds: expected a list (like the default []), got 3"),
     (["--set", "seeds=[0, -1]"], "seeds: expected a list of integers >= 0, e.g. --set 'seeds=[0, 1, 2]', got [0, -1]"),
@@ -422,10 +435,12 @@ def test_presets_file_documents_every_key_once_and_keeps_the_preset_values():
     assert (toy["epochs"], toy["toy_copies"], toy["lr"], toy["batch_size"], toy["latent_dim"]) == (
         100, 50, 0.005, 10, 2)
     assert toy["schedules"] == ["constant", "monotonic", "cyclical"] and toy["aggressive"] == [False, True]
-    for name in ("ptb", "yelp"):  # the measured CPU grids of benchmarks/RESULTS.md
+    for name in ("ptb", "yelp"):  # the measured CPU grids of benchmarks/RESULTS.md, plus the SA-VAE rows
         cfg = load_config(name)
         assert (cfg["hidden_dim"], cfg["word_dropout"], cfg["epochs"], cfg["seeds"]) == (128, 0.4, 8, [0, 1, 2])
-        assert sweep_size(cfg, "grid") == 36 and cfg["aggressive"] == [False, True]
+        assert cfg["posteriors"] == ["gaussian", "semi-implicit", "sa"] and (cfg["sa_steps"], cfg["sa_lr"]) == (2, 0.3)
+        assert sweep_size(cfg, "grid") == 54 and cfg["aggressive"] == [False, True]
+        assert sweep_size(load_config(name, ["posteriors=[gaussian, semi-implicit]"]), "grid") == 36
     yelp = load_config("yelp")
     assert (yelp["dataset"], yelp["max_len"], yelp["val_frac"], yelp["limit"]) == ("yelp", 15, 0.05, 10000)
 
@@ -457,8 +472,13 @@ def test_gpu_presets_validate_at_the_thesis_scale(preset, dataset):
     assert (cfg["emb_dim"], cfg["hidden_dim"], cfg["latent_dim"]) == (512, 1024, 32)
     assert (cfg["j_samples"], cfg["k_max"], cfg["k_min"], cfg["epochs"], cfg["batch_size"]) == (5, 50, 0, 40, 32)
     assert cfg["eval_components"] == 51 and cfg["gpus_per_trial"] == 1.0
+    # Tables 2.1 / 3.2's rows: every posterior, SA-VAE with K = 10 SVI steps, with and without aggressive training
+    assert cfg["posteriors"] == ["gaussian", "semi-implicit", "sa"] and cfg["aggressive"] == [False, True]
+    assert cfg["sa_steps"] == 10 and sweep_size(cfg, "grid") == 18
     base = base_trial_config(cfg, None)
     assert base["device"] == "cuda" and base["worker_resources"] == {"CPU": 1.0, "GPU": 1.0}
+    assert base["model"]["posterior_options"]["sa"] == {"steps": 10, "lr": 0.1}
+    assert base["downstream"] == ("finetune" if dataset == "yelp" else False)
     assert (base["model"]["emb_dim"], base["model"]["hidden_dim"], base["train"]["j_samples"],
             base["train"]["k_max"]) == (512, 1024, 5, 50)
     if dataset == "ptb":
@@ -699,7 +719,15 @@ def test_table_md_has_table_2_1_and_3_2_columns_in_thesis_order_and_tests_each_c
     assert "| cyclical / gaussian | 3 | 0 | 98.900 ± 0.100 | 1.100 ± 0.100 |" in text
     assert "| cyclical > monotonic | gaussian / plain | KL | +0.550 |" in text
     assert "contrasts go the thesis's way beyond seed noise" in text and "chance alone would flag about" in text
-    assert "acc p % = accuracy of a classifier" in text
+    assert "acc p % = test accuracy of a logistic regression on the frozen posterior means" in text
+    assert "`sa` rows" not in text, "no SA-VAE row, no word on its refinement"
+    from pipelines.sweeps.text_vae.report import PROBES
+    from pipelines.sweeps.text_vae.settings import DOWNSTREAM
+
+    assert tuple(PROBES) == DOWNSTREAM, "every probe the settings accept has its words"
+    tuned = write_table(tmp_path / "tuned.md", results, "grid", "yelp", downstream="finetune").read_text()
+    assert "acc p % = test accuracy of a linear layer on the posterior mean fine-tuned together with the encoder" \
+        in tuned
     # Per claim and metric: cyclical > monotonic on KL has the thesis's sign in 1 of 1 signed contrast (the SI one
     # is untested but signed: -0.15 → 0 of 1 there), so 1 of 2; the sign test is one-sided binomial.
     assert "| cyclical > monotonic | KL | 2 | 1 of 2 | 0.750 | 1 | 0 |" in text

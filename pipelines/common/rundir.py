@@ -143,6 +143,14 @@ def hold_lock(directory: str | os.PathLike) -> None:
 #: experiments' ``dcsod.search.searcher``). Add a key here when a pipeline's ``defaults`` gain one.
 ADDED_KEYS: dict[str, Any] = {
     "search.searcher": "predictor-evolution",  # search_space.searchers.SEARCHERS: DCSOD's searcher before the key
+    "noise.protocol": "scratch",  # fig-4.3 trained every objective from scratch before the thesis's fine-tunes
+    "noise.finetune_epochs": 5,
+    "noise.finetune_lr": 0.001,
+    "landscape.loss": "ce",  # fig-4.5 measured both networks under cross-entropy before `own`
+    "sa_steps": 10,  # text VAE: SA-VAE's settings (used only by the `sa` posterior)
+    "sa_lr": 0.1,
+    "downstream": "logistic",  # text VAE: Yelp's label probe before the eq. 2.19 fine-tune option
+    "finetune_steps": 300,
 }
 
 

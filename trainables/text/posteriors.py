@@ -23,6 +23,15 @@ integrated analytically (lower variance); ``B_j`` is the repulsive term. ELBO �
 bound L_K: its KL is an *upper* bound of KL(q(z|x) ‖ p(z)) in expectation, non-increasing in K and tending to
 it as K → ∞. With K = 0 (or a single component), every B_j = 0 exactly and the term is the analytic Gaussian
 KL — the Gaussian posterior *is* this code path with K = 0 (its one component serves all J samples).
+
+Refinement: ``refine(mu, logvar, neg_elbo, create_graph=...)`` turns the amortised components into the ones the
+model uses for the batch at hand; ``neg_elbo(mu, logvar)`` [B, C, D] -> scalar is the batch's negative objective
+summed over the sentences, computed by the model (whose decoder the posterior does not know). Amortised
+posteriors (``gaussian``, ``semi-implicit``) return the components unchanged.
+
+- ``sa`` (SA-VAE, Kim et al. 2018): the Gaussian posterior whose (μ, log σ²) of each sentence are refined by
+  ``steps`` SVI steps of size ``lr`` on that sentence's objective (``trainables.text.semi_amortized.refine``);
+  differentiably while the model trains (the encoder learns through the steps), detached in evaluation.
 """
 from __future__ import annotations
 
@@ -32,6 +41,7 @@ import torch
 from torch import nn
 
 from search_space.registry import Registry
+from trainables.text.semi_amortized import refine
 
 #: name -> posterior class ``cls(hidden_dim, latent_dim, **options)`` (an ``nn.Module``).
 POSTERIORS = Registry("posterior")
@@ -114,6 +124,11 @@ class _GaussianHead(nn.Module):
         self.mu = nn.Linear(hidden_dim, latent_dim)
         self.logvar = nn.Linear(hidden_dim, latent_dim)
 
+    def refine(self, mu: torch.Tensor, logvar: torch.Tensor, neg_elbo, *,
+               create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The components [B, C, D] the model uses for this batch: an amortised posterior's, unchanged."""
+        return mu, logvar
+
 
 @POSTERIORS.register("gaussian")
 class GaussianPosterior(_GaussianHead):
@@ -141,6 +156,29 @@ class SemiImplicitPosterior(_GaussianHead):
         eps = torch.randn((h.shape[0], n, self.noise_dim), dtype=h.dtype, device=h.device)
         shift_mu, shift_lv = self.mix(torch.cat([h.unsqueeze(1).expand(-1, n, -1), eps], dim=-1)).chunk(2, dim=-1)
         return self.mu(h).unsqueeze(1) + shift_mu, self.logvar(h).unsqueeze(1) + shift_lv
+
+
+@POSTERIORS.register("sa")
+class SemiAmortizedPosterior(GaussianPosterior):
+    """SA-VAE's q(z|x) (Kim et al. 2018): the Gaussian posterior's N(W_μ h, diag exp(W_σ h)) refined per sentence
+    by ``steps`` SVI steps of size ``lr`` on the model's objective (:func:`~trainables.text.semi_amortized.refine`,
+    plain SGD, each sentence's gradient clipped to norm 5); ``steps`` = 0 is the Gaussian posterior."""
+
+    def __init__(self, hidden_dim: int, latent_dim: int, steps: int = 10, lr: float = 0.1) -> None:
+        super().__init__(hidden_dim, latent_dim)
+        if steps < 0:
+            raise ValueError(f"steps (SVI steps) must be >= 0, got {steps}")
+        if not lr > 0:
+            raise ValueError(f"lr (SVI step size) must be > 0, got {lr}")
+        self.steps, self.lr = steps, lr
+
+    def refine(self, mu: torch.Tensor, logvar: torch.Tensor, neg_elbo, *,
+               create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """``steps`` SVI steps on ``neg_elbo`` from the one component [B, 1, D]; differentiable through the steps
+        with ``create_graph`` (training), detached without (evaluation)."""
+        m, lv = refine(mu[:, 0], logvar[:, 0], lambda m, lv: neg_elbo(m.unsqueeze(1), lv.unsqueeze(1)),
+                       self.steps, self.lr, create_graph=create_graph)
+        return m.unsqueeze(1), lv.unsqueeze(1)
 
 
 def make_posterior(name: str, hidden_dim: int, latent_dim: int, **options) -> nn.Module:

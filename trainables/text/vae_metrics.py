@@ -6,6 +6,11 @@ nats per sentence (a lower bound on log p(x); higher is better). ``ppl = exp(Σ(
 ``<eos>`` per sentence. For the semi-implicit posterior ``kl`` is the bound used in training
 (``trainables.text.posteriors.kl_bound``) with one z-sample and ``n_components − 1`` mixing draws.
 
+Refining posteriors (``sa``, SA-VAE): every metric here is of the *refined* q: ``model.components`` first runs the
+posterior's SVI steps on each sentence's ELBO (decoder fixed), as Kim et al. (2018) report SA-VAE, so ``kl``,
+``rec``, ``elbo``, the perplexities, AU and MI all describe the refined Gaussians (IW-NLL uses them as the
+proposal, still an upper bound on −log p(x) in expectation).
+
 Estimators (z_i ~ q(z|x_i), one draw per sentence, from the sentence's first posterior component):
 
 - IW-NLL (Burda et al.): ``−log (1/S) Σ_s p(x, z_s) / q(z_s|x)``, z_s ~ q(z|x). For the semi-implicit posterior
@@ -33,7 +38,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from trainables.text.data import TextSplit, Vocab, batches, length_bucketed_batches
+from trainables.text.data import TextSplit, Vocab, batches, length_bucketed_batches, make_batch
 from trainables.text.posteriors import diag_normal_log_prob, kl_bound, mixture_log_prob, sample_components
 
 AU_THRESHOLD = 0.01
@@ -90,24 +95,103 @@ def knn_accuracy(z: np.ndarray, labels: np.ndarray) -> float:
     return float((labels[d.argmin(1)] == labels).mean())
 
 
-def downstream_accuracy(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray, y_test: np.ndarray,
-                        fractions: Sequence[float] = (0.01, 0.1, 1.0), seed: int = 0) -> dict[str, float]:
-    """Test accuracy of a one-layer (logistic-regression) classifier on z fitted with a stratified, seeded
-    ``fraction`` of the training labels (at least one per class); keys ``acc_<percent>pct`` (e.g. ``acc_1pct``)."""
-    from sklearn.linear_model import LogisticRegression
+def labelled_subset(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+    """Indices of a stratified, seeded ``fraction`` of ``labels`` [N] (at least one per class; every index when
+    the subset would leave out fewer than one per class): the labelled sentences of both label probes."""
     from sklearn.model_selection import train_test_split
 
+    n, n_classes = len(labels), len(np.unique(labels))
+    keep = max(round(fraction * n), n_classes)
+    if keep > n - n_classes:
+        return np.arange(n)
+    return train_test_split(np.arange(n), train_size=keep, stratify=labels, random_state=seed)[0]
+
+
+def downstream_accuracy(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray, y_test: np.ndarray,
+                        fractions: Sequence[float] = (0.01, 0.1, 1.0), seed: int = 0) -> dict[str, float]:
+    """The ``logistic`` label probe: test accuracy of a one-layer (logistic-regression) classifier on the frozen
+    z [N, D] fitted with the :func:`labelled_subset` of each ``fraction`` of the training labels; keys
+    ``acc_<percent>pct`` (e.g. ``acc_1pct``)."""
+    from sklearn.linear_model import LogisticRegression
+
     out = {}
-    n, n_classes = len(y_train), len(np.unique(y_train))
     for frac in fractions:
-        keep = max(round(frac * n), n_classes)  # at least one label per class
-        if keep <= n - n_classes:
-            zs, _, ys, _ = train_test_split(z_train, y_train, train_size=keep, stratify=y_train, random_state=seed)
-        else:
-            zs, ys = z_train, y_train
-        clf = LogisticRegression(max_iter=2000).fit(zs, ys)
+        keep = labelled_subset(y_train, frac, seed)
+        clf = LogisticRegression(max_iter=2000).fit(z_train[keep], y_train[keep])
         out[f"acc_{frac * 100:g}pct"] = float(clf.score(z_test, y_test))
     return out
+
+
+def finetune_accuracy(model, train: TextSplit, val: TextSplit, test: TextSplit, vocab: Vocab, *,
+                      fractions: Sequence[float] = (0.01, 0.1, 1.0), steps: int = 300, lr: float = 1e-3,
+                      batch_size: int = 32, n_components: int = 20, seed: int = 0,
+                      device: str | torch.device = "cpu") -> dict[str, float]:
+    """The ``finetune`` label probe (the thesis's eq. 2.19): test accuracy of a one-layer classifier
+    ``softmax(W z̄(x) + b)`` trained together with the encoder; keys ``acc_<percent>pct`` as
+    :func:`downstream_accuracy`.
+
+    Per fraction, a copy of ``model`` (a ``TextVAE``; the model itself is not changed) and a new linear layer are
+    trained with cross-entropy for ``steps`` Adam updates (``lr``) on batches of ``batch_size`` sentences of
+    the fraction's :func:`labelled_subset`, every weight of the encoder side (embeddings, LSTM, posterior) free.
+    z̄(x) is the posterior mean, the mean of ``n_components`` drawn components' means (a Gaussian's μ; for
+    ``sa`` the amortised μ: the SVI refinement needs the decoder and no label). Every ``steps // 10`` updates
+    (and after the last) the classifier is scored on ``val``; the reported accuracy is the test accuracy at
+    the best validation accuracy (Fu et al. 2019 select their classifier so). Runs under its own seeded RNG.
+    """
+    classes = np.unique(train.labels)
+    devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
+    out = {}
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for frac in fractions:
+            keep = labelled_subset(train.labels, frac, seed)
+            subset = TextSplit([train.sentences[i] for i in keep], np.searchsorted(classes, train.labels[keep]))
+            out[f"acc_{frac * 100:g}pct"] = _finetuned_test_accuracy(
+                model, subset, val, test, vocab, classes, steps=steps, lr=lr, batch_size=batch_size,
+                n_components=n_components, seed=seed, device=device)
+    return out
+
+
+def _finetuned_test_accuracy(model, subset: TextSplit, val: TextSplit, test: TextSplit, vocab: Vocab,
+                             classes: np.ndarray, *, steps: int, lr: float, batch_size: int, n_components: int,
+                             seed: int, device) -> float:
+    """One fraction of :func:`finetune_accuracy`: ``subset`` holds its sentences with class indices as labels."""
+    import copy
+
+    encoder = copy.deepcopy(model).train()
+    head = torch.nn.Linear(model.cfg.latent_dim, len(classes)).to(device)
+    opt = torch.optim.Adam([*encoder.encoder_parameters(), *head.parameters()], lr=lr)
+
+    def logits(batch) -> torch.Tensor:
+        mu, _ = encoder.posterior.components(encoder.encode(batch.src, batch.lengths), n_components)
+        return head(mu.mean(1))
+
+    @torch.no_grad()
+    def accuracy(split: TextSplit) -> float:
+        right = 0
+        for idx in _eval_order(split, 128):
+            batch = make_batch([split.sentences[i] for i in idx], vocab, device)
+            right += int((classes[logits(batch).argmax(-1).cpu().numpy()] == split.labels[idx]).sum())
+        return right / len(split)
+
+    labels = torch.as_tensor(subset.labels, dtype=torch.long, device=device)
+    lengths = [len(s) for s in subset.sentences]
+    queue: list[np.ndarray] = []
+    best_val, best_test, every = -1.0, math.nan, max(1, steps // 10)
+    for step in range(1, steps + 1):
+        if not queue:  # a new seeded pass over the labelled sentences
+            queue = length_bucketed_batches(lengths, batch_size, shuffle=True, seed=seed * 7_919 + step)
+        idx = queue.pop(0)
+        batch = make_batch([subset.sentences[i] for i in idx], vocab, device)
+        loss = torch.nn.functional.cross_entropy(logits(batch), labels[torch.as_tensor(idx, device=device)])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % every == 0 or step == steps:
+            val_acc = accuracy(val)
+            if val_acc > best_val:
+                best_val, best_test = val_acc, accuracy(test)
+    return best_test
 
 
 @torch.no_grad()

@@ -14,6 +14,12 @@ schedule's level ``level_t = β_t / β_max`` ∈ [0, 1], i.e. K is annealed in s
 own ψ_j on top (``trainables.text.posteriors.kl_bound``). Optional cyclical learning rate (cosine per cycle,
 restarting with β).
 
+Semi-amortised posterior (``sa``, SA-VAE): :meth:`TextVAE.components` refines each sentence's (μ, log σ²) from
+the encoder's by SVI steps on that sentence's training objective rec + β_t · KL (``trainables.text.semi_amortized``),
+kept in the graph while the model trains: the loss at the refined parameters updates the decoder and, through the
+steps, the encoder. In evaluation (validation, trace, test) the same steps run on the ELBO (β = 1), detached,
+before anything is measured.
+
 Aggressive training (He et al. 2019): while on, each outer step first updates only the encoder + posterior
 on freshly drawn batches (at most ``aggressive_max_steps`` inner steps; stopped early when the mean loss of
 the last ``aggressive_window`` inner steps is no lower than that of the window before), then updates only
@@ -88,9 +94,18 @@ class TextVAE(nn.Module):
         _, (h_n, _) = self.encoder(packed)
         return h_n[-1]
 
-    def components(self, batch: Batch, n: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior mixture components of the batch: (mu [B, C, D], logvar [B, C, D])."""
-        return self.posterior.components(self.encode(batch.src, batch.lengths), n)
+    def components(self, batch: Batch, n: int = 1, beta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mixture components of the batch: (mu [B, C, D], logvar [B, C, D]), refined on the batch by a
+        refining posterior (``sa``: SVI on each sentence's rec + β·KL, the objective this model trains on, with
+        one z-sample per step as Kim et al.; β = 1, the ELBO, in evaluation), differentiably while the model
+        trains."""
+        mu, logvar = self.posterior.components(self.encode(batch.src, batch.lengths), n)
+
+        def neg_elbo(m: torch.Tensor, lv: torch.Tensor) -> torch.Tensor:
+            kl, z = kl_bound(m, lv)
+            return (self.reconstruction(z, batch)[0] + beta * kl).sum()
+
+        return self.posterior.refine(mu, logvar, neg_elbo, create_graph=self.training)
 
     def logits(self, z: torch.Tensor, dec_in: torch.Tensor) -> torch.Tensor:
         """Decoder logits [S, B, T, V] for latents z [S, B, D] and decoder inputs [B, T] (teacher forcing)."""
@@ -124,7 +139,7 @@ class TextVAE(nn.Module):
         """``{"loss": mean(rec + β kl), "rec": [B], "kl": [B]}``; ``j_samples`` = J z-samples per sentence (rec
         averaged over them), each from its own mixing draw ψ_j, and ``k`` = K shared mixing draws of the
         repulsive term (SI only: J + K components are drawn; a Gaussian has one)."""
-        mu, logvar = self.components(batch, k + j_samples)
+        mu, logvar = self.components(batch, k + j_samples, beta)
         kl, z = kl_bound(mu, logvar, j_samples)
         rec = self.reconstruction(z, batch).mean(0)
         return {"loss": (rec + beta * kl).mean(), "rec": rec, "kl": kl}

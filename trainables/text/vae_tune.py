@@ -4,11 +4,13 @@ on a Ray Train ``TorchTrainer`` started inside the trial.
 
 ``text_vae_trainable(config)`` is a Tune function trainable. ``config`` keys: ``dataset``, ``data_dir``,
 ``data`` (loader options), ``model`` (:class:`VAEModelConfig` fields), ``train`` (:class:`VAETrainConfig` fields),
-``threads`` (torch CPU threads per process), ``device`` (``cpu`` or ``cuda``; default cpu), ``downstream`` (fit
-the label classifiers on z), ``workers`` (default 1), and for ``workers`` > 1 ``worker_resources`` (Ray
-resources of each Train worker, e.g. ``{"CPU": 1, "GPU": 0.5}``) and ``train_storage`` (folder of the Ray
-Train runs). The corpus is loaded once per process (cache keyed by dataset, directory and options), so reused
-actors skip it.
+``threads`` (torch CPU threads per process), ``device`` (``cpu`` or ``cuda``; default cpu), ``downstream`` (the
+label probe of a labelled corpus: ``logistic``, logistic regression on the frozen posterior means, or
+``finetune``, a linear layer fine-tuned with the encoder for ``finetune_steps`` updates, default 300
+(``trainables.text.vae_metrics``); ``True`` = ``logistic``; absent or false: none), ``workers`` (default 1),
+and for ``workers`` > 1 ``worker_resources`` (Ray resources of each Train worker, e.g. ``{"CPU": 1, "GPU":
+0.5}``) and ``train_storage`` (folder of the Ray Train runs). The corpus is loaded once per process (cache keyed
+by dataset, directory and options), so reused actors skip it.
 
 Reports: one result per epoch (``epoch``, ``beta``, ``k``, ``val_elbo``, ... see ``train_vae``); the last
 epoch's result also carries the test metrics ``elbo, rec, kl, ppl, iw_nll, iw_ppl, au, mi, mi_upper``, the
@@ -29,7 +31,7 @@ import torch
 
 from trainables.errors import DivergedError
 from trainables.text.data import TextData, load_text_data
-from trainables.text.vae_metrics import downstream_accuracy, evaluate_vae, knn_accuracy
+from trainables.text.vae_metrics import downstream_accuracy, evaluate_vae, finetune_accuracy, knn_accuracy
 from trainables.text.vae_model import TRACE_KEYS, VAEModelConfig, VAETrainConfig, train_vae
 
 _DATA: dict[str, TextData] = {}
@@ -85,13 +87,26 @@ def run_configuration(config: dict[str, Any], report, distributed=None) -> dict[
         out["knn_acc"] = knn_accuracy(z, labels)
         out["latent"], out["latent_labels"] = z.tolist(), labels.tolist()
     if config.get("downstream"):
-        train_z = evaluate_vae(result.model, data.train, data.vocab, iw_samples=0, mi_rows=1,
-                               batch_size=train_cfg.eval_batch_size, n_components=train_cfg.eval_components,
-                               seed=train_cfg.seed, device=device)["means"]
-        out.update(downstream_accuracy(train_z, data.train.labels, test["means"], test["labels"],
-                                       seed=train_cfg.seed))
+        probe = "logistic" if config["downstream"] is True else config["downstream"]
+        out.update(label_accuracies(result.model, data, test, probe, train_cfg, int(config.get("finetune_steps", 300)),
+                                    device))
     out["trainable_seconds"] = time.perf_counter() - start
     return out
+
+
+def label_accuracies(model, data: TextData, test: dict[str, Any], probe: str, train_cfg: VAETrainConfig,
+                     finetune_steps: int, device: str) -> dict[str, float]:
+    """``acc_<p>pct`` of the label probe ``probe`` (``logistic`` | ``finetune``) on the trained ``model``; ``test``:
+    its test metrics (the posterior means the logistic probe scores)."""
+    if probe == "finetune":
+        return finetune_accuracy(model, data.train, data.val, data.test, data.vocab, steps=finetune_steps,
+                                 lr=train_cfg.lr, batch_size=train_cfg.batch_size,
+                                 n_components=train_cfg.eval_components, seed=train_cfg.seed, device=device)
+    if probe != "logistic":
+        raise ValueError(f"downstream: expected logistic or finetune, got {probe!r}")
+    train_z = evaluate_vae(model, data.train, data.vocab, iw_samples=0, mi_rows=1, batch_size=train_cfg.eval_batch_size,
+                           n_components=train_cfg.eval_components, seed=train_cfg.seed, device=device)["means"]
+    return downstream_accuracy(train_z, data.train.labels, test["means"], test["labels"], seed=train_cfg.seed)
 
 
 def text_vae_train_loop(config: dict[str, Any]) -> None:

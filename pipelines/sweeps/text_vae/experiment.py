@@ -34,9 +34,11 @@ def base_trial_config(cfg: dict[str, Any], data_dir: Path | None) -> dict[str, A
     return {
         "dataset": cfg["dataset"], "data_dir": str(data_dir) if data_dir else None, "data": data_options(cfg),
         "model": {**{k: cfg[k] for k in MODEL_KEYS},
-                  "posterior_options": {"semi-implicit": {"noise_dim": cfg["si_noise_dim"]}}},
+                  "posterior_options": {"semi-implicit": {"noise_dim": cfg["si_noise_dim"]},
+                                        "sa": {"steps": cfg["sa_steps"], "lr": cfg["sa_lr"]}}},
         "train": {k: cfg[k] for k in TRAIN_KEYS},
-        "threads": max(1, int(cfg["cpus_per_trial"])), "downstream": cfg["dataset"] == "yelp",
+        "threads": max(1, int(cfg["cpus_per_trial"])),
+        "downstream": cfg["downstream"] if cfg["dataset"] == "yelp" else False, "finetune_steps": cfg["finetune_steps"],
         "device": "cuda" if cfg["gpus_per_trial"] > 0 else "cpu",
         "workers": cfg["workers"], "worker_resources": worker_resources(cfg),
     }

@@ -88,7 +88,8 @@ def write_tables_and_plots(run: RunDir, cfg: dict[str, Any], search: str, frames
         if len(frame):
             tables.append(run / f"{name}.parquet")
             write_parquet(tables[-1], frame)
-    tables.append(write_table(run / "table.md", results, search, cfg["dataset"], cfg["schedules"]))
+    tables.append(write_table(run / "table.md", results, search, cfg["dataset"], cfg["schedules"],
+                              cfg["downstream"]))
     plots = [plot_schedules(run / "beta_schedules.png", cfg["schedules"] if search == "grid" else ["cyclical"],
                             cfg["epochs"] * batches_per_epoch(cfg, train_size), **schedule_options(cfg),
                             with_lr=cfg["cyclical_lr"]),

@@ -27,6 +27,9 @@ METRICS = {"rec": ("rec", "nats"), "kl": ("KL", "nats"), "elbo": ("ELBO", "nats"
            "iw_ppl": ("IW-PPL", "per token"), "au": ("AU", "dims"), "mi": ("MI", "nats"),
            "acc_1pct": ("acc 1 %", "fraction"), "acc_10pct": ("acc 10 %", "fraction"),
            "acc_100pct": ("acc 100 %", "fraction"), "knn_acc": ("1-NN acc", "fraction")}
+#: The label probes (setting ``downstream``; ``trainables.text.vae_metrics``) in words, for the accuracy columns.
+PROBES = {"logistic": "a logistic regression on the frozen posterior means",
+          "finetune": "a linear layer on the posterior mean fine-tuned together with the encoder (eq. 2.19)"}
 #: A configuration whose mean test KL lies below this many nats per sentence has collapsed: z carries next to
 #: nothing about the sentence (the decoder ignores it).
 COLLAPSE_KL = 0.1
@@ -228,6 +231,12 @@ def run_section(settings: Mapping[str, Any], facts: Mapping[str, Any]) -> list[s
         f"{s['batch_size']}, lr {s['lr']}), latent {s['latent_dim']} dims, LSTM {s['hidden_dim']} units; "
         f"{s['concurrency']} trained at once, {s['cpus_per_trial']} CPU / {s['gpus_per_trial']} GPU each, "
         f"{s['workers']} worker(s).",
+        *([f"- **SA-VAE** (posterior `sa`): {s['sa_steps']} SVI steps of size {s['sa_lr']} refine each sentence's "
+           "q(z|x) in training (backpropagated through) and before every evaluation."]
+          if "sa" in s.get("posteriors", ()) else []),
+        *([f"- **Label probe** (`downstream: {s['downstream']}`): acc p % is the test accuracy of "
+           f"{PROBES[s['downstream']]}, trained with p % of the training labels."]
+          if s.get("dataset") == "yelp" and "downstream" in s else []),
         f"- **Wall time**: {facts['seconds']:.0f} s for {facts['rows']} trainings ({facts['failed']} failed). "
         "Every setting is in manifest.json and in the MLflow parent run's params.",
     ]

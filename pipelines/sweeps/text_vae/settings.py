@@ -16,11 +16,13 @@ TRAIN_KEYS = ("epochs", "batch_size", "lr", "cycles", "ratio", "monotonic_ratio"
 DATA_KEYS = {"toy": {"toy_copies": "copies"},
              "ptb": {k: k for k in ("max_len", "min_freq", "val_frac", "test_frac")},
              "yelp": {k: k for k in ("max_len", "min_freq", "val_frac", "test_frac", "limit")}}
+#: The label probes of ``downstream`` (``trainables.text.vae_metrics``: downstream_accuracy, finetune_accuracy).
+DOWNSTREAM = ("logistic", "finetune")
 #: The least value of the integer keys that must be at least 1 (every other integer key: at least 0).
 LEAST = {key: 1 for key in ("toy_copies", "max_len", "min_freq", "emb_dim", "hidden_dim", "latent_dim",
                             "si_noise_dim", "epochs", "batch_size", "cycles", "j_samples", "aggressive_max_steps",
                             "eval_components", "mi_rows", "trace_rows", "concurrency", "workers", "optuna_trials",
-                            "asha_grace")}
+                            "asha_grace", "finetune_steps")}
 
 
 def check_aggressive(cfg: dict) -> None:
@@ -34,7 +36,8 @@ def check_aggressive(cfg: dict) -> None:
 
 def validate(cfg: dict) -> None:
     """Check what the types cannot say: ranges and registry names (the dataset, β schedule entries ``name`` or
-    ``name@β_max``, the ramp, posteriors, each built through its registry). Raises a one-line
+    ``name@β_max``, the ramp, posteriors, each built through its registry), the SVI settings of the ``sa``
+    posterior (``sa_steps`` >= 0, ``sa_lr`` > 0) and the label probe ``downstream``. Raises a one-line
     :class:`ConfigError`. Normalises in place: ints given for float keys become floats, one grid entry given
     alone becomes a list of one."""
     from search_space.registry import RegistryError
@@ -49,6 +52,9 @@ def validate(cfg: dict) -> None:
         raise ConfigError(str(err)) from None
     check_grid(cfg, cfg["hidden_dim"])
     check_ranges(cfg)
+    check(cfg["sa_lr"] > 0, f"sa_lr: expected a number > 0, got {cfg['sa_lr']}")
+    check(cfg["downstream"] in DOWNSTREAM, f"downstream: expected one of {', '.join(DOWNSTREAM)}, "
+          f"got {cfg['downstream']!r}")
 
 
 TEXT_VAE_PRESETS = PresetFile(PRESETS_DIR / "text_vae.yaml", validate=validate, fixed=("dataset",),

@@ -3,8 +3,8 @@ thesis's claims read as contrasts with a seed-noise test.
 
 The table has one row per configuration (posterior, aggressive training, schedule), the columns rec, KL, ELBO,
 PPL, IW-PPL, AU and MI on the test split (nats per sentence; PPL per predicted token; AU in latent dimensions)
-and, where the sweep measured them, the downstream accuracies (Yelp: a classifier on the posterior means trained
-with 1 %, 10 % and 100 % of the training labels; toy: the 1-NN accuracy of z samples).
+and, where the sweep measured them, the downstream accuracies (Yelp: the label probe of setting ``downstream``,
+trained with 1 %, 10 % and 100 % of the training labels; toy: the 1-NN accuracy of z samples).
 
 A contrast is one of the thesis's directions within otherwise equal configurations, e.g. "cyclical keeps more
 KL than monotonic" for the Gaussian posterior without aggressive training: the difference of the two means over
@@ -24,7 +24,7 @@ import pandas as pd
 from scipy import stats
 
 from pipelines.common.rundir import write_text
-from pipelines.sweeps.text_vae.report import METRICS, results_table, table_rows
+from pipelines.sweeps.text_vae.report import METRICS, PROBES, results_table, table_rows
 
 #: Significance level of a contrast's verdict.
 ALPHA = 0.05
@@ -139,14 +139,18 @@ def tally(found: pd.DataFrame) -> str:
             + f". At p < {ALPHA}, chance alone would flag about {ALPHA * tested:.1f} of the {tested} tested ones.")
 
 
-def write_table(path: Path, results: pd.DataFrame, search: str, dataset: str, schedules: Sequence[str] = ()) -> Path:
+def write_table(path: Path, results: pd.DataFrame, search: str, dataset: str, schedules: Sequence[str] = (),
+                downstream: str = "logistic") -> Path:
     """Write ``table.md`` (atomically) from ``results`` (rows of results.parquet; ``schedules``: the sweep's list,
-    the order of the rows within a posterior) and return its path."""
+    the order of the rows within a posterior; ``downstream``: the label probe of the accuracy columns, a key of
+    ``report.PROBES``) and return its path."""
     parts = [f"# Text VAE on `{dataset}`: the thesis's Table 2.1 / 3.2 columns", "",
              "Test split; mean ± sd over the seeds that completed (no sd with one seed). rec, KL, ELBO and MI in "
              "nats per sentence, PPL and IW-PPL per predicted token, AU in latent dimensions"
-             + ("; acc p % = accuracy of a classifier on the posterior means trained with p % of the training "
-                "labels" if "acc_1pct" in results.columns and results["acc_1pct"].notna().any() else "") + ".", ""]
+             + (f"; acc p % = test accuracy of {PROBES[downstream]}, trained with p % of the training labels"
+                if "acc_1pct" in results.columns and results["acc_1pct"].notna().any() else "")
+             + ("; `sa` rows (SA-VAE) are measured after the SVI refinement of each test sentence's posterior"
+                if "posterior" in results.columns and (results["posterior"] == "sa").any() else "") + ".", ""]
     if not len(results):
         parts += ["No training finished.", ""]
         return write_text(path, "\n".join(parts))
