@@ -210,3 +210,13 @@ def test_a_lineage_error_stops_a_command_with_its_one_line():
 
     err = LineageError("Table 4.1 column MSP requires ...; the DCSOD row's `ab` seed 0 has lineage ...")
     assert stop_reason(err) == str(err)
+
+
+def test_report_md_names_every_route_in_words():
+    from pipelines.nas.report import lineage_phrase
+
+    assert lineage_phrase("id=digits/train+val;outliers=direct+teachers;eval=test").startswith(
+        "ID images `digits/train+val`, auxiliary outliers in its own objective and through its teachers; measured "
+        "on the test split")
+    assert "through the weights it was fine-tuned from" in lineage_phrase("id=d;outliers=initial;eval=val")
+    assert lineage_phrase("").startswith("not recorded")

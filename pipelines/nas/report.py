@@ -174,11 +174,14 @@ def lineage_phrase(lineage: str) -> str:
         parsed = Lineage.parse(lineage)
     except ValueError:
         return "not recorded (a run from before lineage was recorded)"
-    outliers = {"none": "no auxiliary outliers, not even through teachers",
-                "direct": "auxiliary outliers in its own objective",
-                "teachers": "auxiliary outliers only through its teachers",
-                "direct+teachers": "auxiliary outliers in its own objective and through its teachers",
-                "unknown": "teachers whose lineage was not recorded"}[parsed.outliers]
+    routes = {"direct": "in its own objective", "teachers": "through its teachers",
+              "initial": "through the weights it was fine-tuned from"}
+    if parsed.outliers == "none":
+        outliers = "no auxiliary outliers, not even through teachers"
+    elif parsed.outliers == "unknown":
+        outliers = "teachers or initial weights whose lineage was not recorded"
+    else:
+        outliers = "auxiliary outliers " + " and ".join(routes[r] for r in parsed.outliers.split("+"))
     return f"ID images `{parsed.id}`, {outliers}; measured on the {parsed.eval} split (`{lineage}`)"
 
 
