@@ -151,6 +151,7 @@ ADDED_KEYS: dict[str, Any] = {
     "sa_lr": 0.1,
     "downstream": "logistic",  # text VAE: Yelp's label probe before the eq. 2.19 fine-tune option
     "finetune_steps": 300,
+    "bow": [True],  # dialog CVAE: the bag-of-words loss was always on before the bow axis
 }
 
 

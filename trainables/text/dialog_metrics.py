@@ -8,22 +8,32 @@ Sentences are token lists (strings). Definitions, each tested on a hand-computed
   hypothesis length c is below the reference length r, else 1; an empty hypothesis scores 0. kgCVAE used NLTK's
   ``method7`` smoothing, so absolute values are not on the thesis's scale; comparisons between configurations
   are.
-- **BLEU precision / recall** over N sampled responses ``h_1..h_N`` of one context with references
-  ``r_1..r_M`` (:func:`bleu_precision_recall`, kgCVAE's multi-reference protocol):
-  ``precision = mean_i max_j BLEU(h_i, r_j)``, ``recall = mean_j max_i BLEU(h_i, r_j)``. With one reference
-  (Switchboard here): precision = the mean BLEU over the N samples, recall = the best of them.
+- **Precision and recall over samples** (:func:`precision_recall`; Zhao et al. 2017's protocol, which the thesis
+  follows): for N sampled responses ``h_1..h_N`` of one context, M references ``r_1..r_M`` and a similarity d,
+  ``precision = (1/N) Σ_i max_j d(h_i, r_j)`` and ``recall = (1/M) Σ_j max_i d(h_i, r_j)``. With one reference
+  (Switchboard here): precision = the mean over the N samples, recall = the best sample. Both are averaged over
+  the test contexts. d is BLEU-n (``bleu{n}_p``, ``bleu{n}_r``) or one of the three embedding similarities
+  below (``bow_{avg,extrema,greedy}_{p,r}``; kgCVAE and DialogWAE report the recall side, the max over samples).
+- **BLEU F1** (``bleu{n}_f1``; kgCVAE's and DialogWAE's evaluation code): ``2·P·R / (P + R)`` of the
+  context-averaged precision P and recall R (0 when both are 0).
 - **Bag-of-words embedding similarity** (:func:`embedding_scores`; Liu et al. 2016) of a hypothesis and a
   reference, from word vectors (:func:`word_vectors`): *average* = cos(mean vector of h, mean vector of r);
   *extrema* = cos of the two extrema vectors (per dimension the value of largest magnitude over the words;
   Forgues et al. 2014); *greedy* = ½ (G(h, r) + G(r, h)) with ``G(a, b) = mean_{w∈a} max_{v∈b} cos(w, v)``.
-  Words without a vector are skipped; a sentence left without any scores 0. Per context the scores of the N
-  samples against the context's first reference are averaged (the precision side).
+  Words without a vector are skipped; a sentence left without any scores 0.
 - **Word vectors** (:func:`word_vectors`), trained here since nothing can be downloaded: the truncated SVD of
   the positive pointwise mutual information matrix of word co-occurrences within ``window`` words in the
   training utterances (context distribution smoothed with exponent 0.75), vectors ``U·√S`` (Levy, Goldberg &
   Dagan 2015: the count-based equivalent of skip-gram with negative sampling). Deterministic (a seeded start
   vector), computed once per corpus, the same for every configuration.
-- **distinct-n** (:func:`distinct`; Li et al. 2016): distinct n-grams / all n-grams over every generated response.
+- **Distinct-n** (Li et al. 2016; intra and inter as DialogWAE, Gu et al. 2019, defines them): *intra*
+  (:func:`intra_distinct`, ``intra_dist{1,2}``) = distinct n-grams / n-grams within one generated response,
+  averaged over every generated response (one without an n-gram counts 0); *inter* (:func:`distinct`,
+  ``inter_dist{1,2}``) = distinct n-grams / n-grams over all generated responses of the test split pooled, so it
+  also drops when different contexts get the same response. (DialogWAE's evaluation code pools each context's
+  samples and averages over the contexts instead, which counts only the repeats within a context.)
+- **Response length** (``response_len``): the mean number of words of a generated response (``</s>`` not
+  counted), over every sample of every test context.
 - **dialog-act accuracy** (:func:`act_accuracy`): the fraction of predicted acts equal to the response's act.
 
 Likelihood metrics (nats per response, ``rec`` = −log p(x|z, c) with z ~ q(z|x, c), ``kl`` = the KL term,
@@ -62,23 +72,46 @@ def sentence_bleu(hyp: Sequence[str], ref: Sequence[str], n: int = 4, eps: float
     return bp * math.exp(log_p)
 
 
+def precision_recall(scores: np.ndarray) -> tuple[float, float]:
+    """``(precision, recall)`` of a similarity matrix ``scores`` [N samples, M references] of one context:
+    ``(mean_i max_j scores[i, j], mean_j max_i scores[i, j])`` (module docstring)."""
+    scores = np.asarray(scores, dtype=float)
+    if scores.ndim != 2 or not scores.size:
+        raise ValueError(f"precision/recall: need an [N samples, M references] matrix with N, M >= 1, got shape "
+                         f"{scores.shape}")
+    return float(scores.max(1).mean()), float(scores.max(0).mean())
+
+
 def bleu_precision_recall(hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[str]],
                           n: int = 4) -> tuple[float, float]:
     """``(precision, recall)`` of BLEU-``n`` for N hypotheses and M references of one context (module docstring)."""
     if not hyps or not refs:
         raise ValueError(f"BLEU precision/recall: need at least one hypothesis and one reference, "
                          f"got {len(hyps)} and {len(refs)}")
-    scores = np.array([[sentence_bleu(h, r, n) for r in refs] for h in hyps])  # [N, M]
-    return float(scores.max(1).mean()), float(scores.max(0).mean())
+    return precision_recall([[sentence_bleu(h, r, n) for r in refs] for h in hyps])
+
+
+def f1(precision: float, recall: float) -> float:
+    """The harmonic mean ``2·P·R / (P + R)`` of a precision and a recall in [0, 1]; 0 when both are 0."""
+    total = precision + recall
+    return 2.0 * precision * recall / total if total > 0 else 0.0
 
 
 def distinct(sentences: Sequence[Sequence[str]], n: int) -> float:
-    """Distinct n-grams / all n-grams over ``sentences`` (0 when there is no n-gram)."""
+    """Distinct n-grams / all n-grams over ``sentences`` pooled (0 when there is no n-gram): inter-distinct."""
     counts = Counter()
     for s in sentences:
         counts.update(ngrams(s, n))
     total = sum(counts.values())
     return len(counts) / total if total else 0.0
+
+
+def intra_distinct(sentences: Sequence[Sequence[str]], n: int) -> float:
+    """The mean over ``sentences`` (at least one) of each one's distinct n-grams / its n-grams; a sentence
+    without an n-gram counts 0."""
+    if not sentences:
+        raise ValueError("intra-distinct: need at least one sentence")
+    return float(np.mean([distinct([s], n) for s in sentences]))
 
 
 def act_accuracy(predicted: Sequence[int], true: Sequence[int]) -> float:
@@ -155,24 +188,34 @@ def embedding_scores(hyp: Sequence[str], ref: Sequence[str], vectors: Mapping[st
             "bow_greedy": float(0.5 * (sims.max(1).mean() + sims.max(0).mean()))}
 
 
+#: The per-pair similarities of :func:`embedding_scores`, each reported as ``<name>_p`` and ``<name>_r``.
+EMBEDDING_SCORES = ("bow_avg", "bow_extrema", "bow_greedy")
+
+
 def generation_metrics(samples: Sequence[Sequence[Sequence[str]]], refs: Sequence[Sequence[Sequence[str]]],
                        table: np.ndarray, stoi: Mapping[str, int], max_n: int = 4) -> dict[str, float]:
-    """Means over contexts of BLEU-1..``max_n`` precision/recall (``bleu{n}_p``, ``bleu{n}_r``) and the three
-    embedding scores (averaged over each context's samples), plus ``distinct_1``/``distinct_2`` over all samples.
-    ``samples[i]``: the N generated token lists of context i; ``refs[i]``: its reference token lists."""
+    """The generation metrics of the module docstring over C test contexts (BLEU and distinct in [0, 1], the BOW
+    cosines in [−1, 1], ``response_len`` in words): means over contexts of BLEU-1..``max_n`` precision and recall
+    (``bleu{n}_p``, ``bleu{n}_r``) with their F1 (``bleu{n}_f1``) and of the embedding scores' precision and recall
+    (``bow_{avg,extrema,greedy}_{p,r}``, word vectors ``table`` [V, d] looked up by ``stoi``); ``intra_dist{1,2}``,
+    ``inter_dist{1,2}`` and ``response_len`` over every generated response. ``samples[i]``: the N >= 1 generated
+    token lists of context i; ``refs[i]``: its M >= 1 reference token lists."""
     if len(samples) != len(refs) or not samples:
         raise ValueError(f"generation metrics: need as many sample lists as reference lists (>= 1), got "
                          f"{len(samples)} and {len(refs)}")
     sums: Counter = Counter()
     for hyps, rs in zip(samples, refs):
-        for n in range(1, max_n + 1):
-            p, r = bleu_precision_recall(hyps, rs, n)
-            sums[f"bleu{n}_p"] += p
-            sums[f"bleu{n}_r"] += r
-        for h in hyps:
-            for key, value in embedding_scores(h, rs[0], table=table, stoi=stoi).items():
-                sums[key] += value / len(hyps)
-    out = {k: v / len(samples) for k, v in sums.items()}
+        pairs = [[embedding_scores(h, r, table=table, stoi=stoi) for r in rs] for h in hyps]
+        sides = {**{f"bleu{n}": bleu_precision_recall(hyps, rs, n) for n in range(1, max_n + 1)},
+                 **{key: precision_recall([[pair[key] for pair in row] for row in pairs]) for key in EMBEDDING_SCORES}}
+        for name, (p, r) in sides.items():
+            sums[f"{name}_p"] += p
+            sums[f"{name}_r"] += r
+    out = {k: float(v) / len(samples) for k, v in sums.items()}
+    for n in range(1, max_n + 1):
+        out[f"bleu{n}_f1"] = f1(out[f"bleu{n}_p"], out[f"bleu{n}_r"])
     flat = [h for hyps in samples for h in hyps]
-    out.update(distinct_1=distinct(flat, 1), distinct_2=distinct(flat, 2))
+    out.update(intra_dist1=intra_distinct(flat, 1), intra_dist2=intra_distinct(flat, 2),
+               inter_dist1=distinct(flat, 1), inter_dist2=distinct(flat, 2),
+               response_len=float(np.mean([len(h) for h in flat])))
     return out

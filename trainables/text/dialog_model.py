@@ -10,12 +10,14 @@ Model (:class:`DialogCVAE`; every RNN a GRU, words embedded once and shared):
 - *prior network* p(z|c) = N(m(c), diag s²(c)): a one-hidden-layer tanh MLP of c.
 - *decoder*: a GRU whose initial state is tanh(W [c, z] (+ an embedding of y)), fed ``<s> w_1 .. w_n``
   (teacher forcing), predicting ``w_1 .. w_n </s>``.
-- *bag-of-words loss*: an MLP of [c, z] predicts every response token at once, −Σ_t log p_bow(x_t|c, z).
+- *bag-of-words loss* (``bow``; kgCVAE's CVAE+BoW, off: the plain CVAE of the thesis's Table 2.3): an MLP of
+  [c, z] predicts every response token at once, −Σ_t log p_bow(x_t|c, z).
 - *dialog-act knowledge* (``act_knowledge``, kgCVAE): an MLP predicts y from [c, z] (cross-entropy loss); the
   decoder gets the true y in training and the predicted one when generating.
 
 Objective per response, nats (``rec`` = −log p(x|z, c) summed over the predicted tokens):
-``loss = rec + β·kl + bow_weight·bow + act_weight·act``, β from ``trainables.text.beta_schedules.SCHEDULES``.
+``loss = rec + β·kl [+ bow_weight·bow] [+ act_weight·act]``, β from ``trainables.text.beta_schedules.SCHEDULES``,
+the bracketed terms with ``bow`` and ``act_knowledge``.
 
 The KL term against the learned prior (:func:`kl_to_prior`). Gaussian q (one component): the analytic
 ``KL(N(μ, σ²) ‖ N(m, s²)) = ½ Σ_d [log s²_d/σ²_d + (σ²_d + (μ_d − m_d)²)/s²_d − 1]``. Semi-implicit q: the bound
@@ -26,6 +28,14 @@ the first expectation under z_j ~ N(ψ_j) is the Gaussian-to-Gaussian KL(N(ψ_j)
 the second is the repulsive term B_j of ``kl_bound``, which does not involve the prior. So
 ``kl = (1/J) Σ_j [KL(N(ψ_j) ‖ N(m(c), s²(c))) − B_j]``: an upper bound of KL(q(z|x, c) ‖ p(z|c)) in expectation
 (SIVI), exact for K = 0 and tending to it as K → ∞; it can be slightly negative as a Monte-Carlo estimate.
+
+SA-VAE (posterior ``sa``, Kim et al. 2018; :meth:`DialogCVAE.posterior_params`): the Gaussian recognition
+network's (μ, log σ²) of each response are refined by ``steps`` SVI steps
+(``trainables.text.semi_amortized.refine``, through the posterior's ``refine``) before the KL term and the
+decoder see them. The SVI objective is the response's own loss: in training the training loss above (with the
+current β, J z-samples, bow and act terms), differentiated through the steps so the recognition network learns
+through them; in evaluation the negative ELBO rec + KL that the test reports, detached. Amortised posteriors
+(``gaussian``, ``semi-implicit``) are used as they come. Generation draws z from p(z|c), so SVI does not touch it.
 
 Training (:func:`train_dialog`) mirrors ``trainables.text.vae_model.train_vae`` on the same machinery
 (``trainables.text.vae_training``): Adam, gradient clipping, β and the semi-implicit K annealed per iteration
@@ -69,6 +79,7 @@ class DialogModelConfig:
     posterior: str = "gaussian"
     posterior_options: dict = field(default_factory=dict)
     act_knowledge: bool = True
+    bow: bool = True
     bow_weight: float = 1.0
     act_weight: float = 1.0
     word_dropout: float = 0.0
@@ -101,7 +112,8 @@ class DialogCVAE(nn.Module):
         self.posterior = make_posterior(cfg.posterior, recog_in, d, **cfg.posterior_options.get(cfg.posterior, {}))
         self.prior = _mlp(cfg.ctx_hidden, cfg.mlp_hidden, 2 * d)
         gen = cfg.ctx_hidden + d
-        self.bow = _mlp(gen, cfg.mlp_hidden, v)
+        if cfg.bow:
+            self.bow = _mlp(gen, cfg.mlp_hidden, v)
         if cfg.act_knowledge:
             self.act_head = _mlp(gen, cfg.mlp_hidden, n_acts)
             self.act_emb = nn.Embedding(n_acts, cfg.act_dim)
@@ -154,6 +166,23 @@ class DialogCVAE(nn.Module):
         """(m [B, D], log s² [B, D]) of p(z|c)."""
         return self.prior(c).chunk(2, dim=-1)
 
+    def posterior_params(self, c: torch.Tensor, x: torch.Tensor, batch: DialogBatch, n: int,
+                         prior: tuple[torch.Tensor, torch.Tensor], beta: float = 1.0,
+                         j_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """The components (mu [B, C, D], logvar [B, C, D]) the model uses for ``batch``: :meth:`components`, refined
+        by a refining posterior (``sa``, SA-VAE: SVI steps on each response's own objective, module docstring).
+        In training the objective is the training loss per response (:meth:`objective` with β and J =
+        ``j_samples``) and the steps stay differentiable; in evaluation it is the negative ELBO rec + KL (β = 1,
+        one z-sample, no auxiliary terms) and the result is detached. ``prior``: (m, log s²) of p(z|c)."""
+        mu, logvar = self.components(c, x, batch.act, n)
+
+        def neg_elbo(m: torch.Tensor, lv: torch.Tensor) -> torch.Tensor:
+            kl, z = kl_to_prior(m, lv, *prior, j_samples if self.training else 1)
+            terms = self.decode_terms(c, z, batch)
+            return (self.objective(terms, kl, beta) if self.training else terms["rec"] + kl).sum()
+
+        return self.posterior.refine(mu, logvar, neg_elbo, create_graph=self.training)
+
     # --- decoder -----------------------------------------------------------------------------------------
     def _init_state(self, gen: torch.Tensor, act: torch.Tensor | None) -> torch.Tensor:
         if self.cfg.act_knowledge:
@@ -161,7 +190,8 @@ class DialogCVAE(nn.Module):
         return torch.tanh(self.init(gen)).unsqueeze(0)
 
     def decode_terms(self, c: torch.Tensor, z: torch.Tensor, batch: DialogBatch) -> dict[str, torch.Tensor]:
-        """``rec``, ``bow``, ``act`` [B] (nats, averaged over the S samples z [S, B, D]) with teacher forcing."""
+        """``rec`` [B] (and ``bow`` with ``bow``, ``act`` with ``act_knowledge``), nats averaged over the S samples
+        z [S, B, D], with teacher forcing."""
         s, b, _ = z.shape
         gen = torch.cat([c.expand(s, -1, -1), z], dim=-1).reshape(s * b, -1)
         act = batch.act.repeat(s)
@@ -173,30 +203,38 @@ class DialogCVAE(nn.Module):
             tokens = tokens.masked_fill(drop & (tokens != self.pad), self.unk)
         out, _ = self.decoder(self.emb(tokens), self._init_state(gen, act))
         ce = nn.functional.cross_entropy
-        rec = (ce(self.out(out).transpose(1, 2), target, reduction="none") * mask).sum(-1)
-        bow_logp = self.bow(gen).log_softmax(-1)  # [S·B, V]
-        bow = -(bow_logp.gather(1, target) * mask).sum(-1)
-        terms = {"rec": rec, "bow": bow}
+        terms = {"rec": (ce(self.out(out).transpose(1, 2), target, reduction="none") * mask).sum(-1)}
+        if self.cfg.bow:
+            bow_logp = self.bow(gen).log_softmax(-1)  # [S·B, V]
+            terms["bow"] = -(bow_logp.gather(1, target) * mask).sum(-1)
         if self.cfg.act_knowledge:
             terms["act"] = ce(self.act_head(gen), act, reduction="none")
         return {k: v.reshape(s, b).mean(0) for k, v in terms.items()}
 
     def forward(self, batch: DialogBatch, beta: float, k: int = 0, j_samples: int = 1) -> dict[str, torch.Tensor]:
-        """``{"loss": mean(rec + β kl + bow_weight bow + act_weight act), "rec", "kl", "bow"[, "act"]: [B]}``;
+        """``{"loss": mean(rec + β kl [+ bow_weight bow] [+ act_weight act]), "rec", "kl"[, "bow"][, "act"]: [B]}``;
         J = ``j_samples`` z-samples per response, K = ``k`` shared mixing draws (semi-implicit only)."""
         c, x = self.encode(batch)
-        mu, logvar = self.components(c, x, batch.act, k + j_samples)
-        kl, z = kl_to_prior(mu, logvar, *self.prior_params(c), j_samples)
+        prior = self.prior_params(c)
+        mu, logvar = self.posterior_params(c, x, batch, k + j_samples, prior, beta, j_samples)
+        kl, z = kl_to_prior(mu, logvar, *prior, j_samples)
         terms = self.decode_terms(c, z, batch)
-        loss = terms["rec"] + beta * kl + self.cfg.bow_weight * terms["bow"]
+        return {"loss": self.objective(terms, kl, beta).mean(), "kl": kl, **terms}
+
+    def objective(self, terms: dict[str, torch.Tensor], kl: torch.Tensor, beta: float) -> torch.Tensor:
+        """The training loss per response [B], nats: ``rec + β kl [+ bow_weight bow] [+ act_weight act]`` from
+        :meth:`decode_terms`'s ``terms`` and the KL term ``kl`` [B]."""
+        loss = terms["rec"] + beta * kl
+        if self.cfg.bow:
+            loss = loss + self.cfg.bow_weight * terms["bow"]
         if self.cfg.act_knowledge:
             loss = loss + self.cfg.act_weight * terms["act"]
-        return {"loss": loss.mean(), "kl": kl, **terms}
+        return loss
 
     @torch.no_grad()
     def generate(self, batch: DialogBatch, n: int, max_len: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Greedy decoding from n draws z ~ p(z|c): tokens [n, B, max_len + 1] (``</s>`` then ``<pad>`` after the
-        end) and the predicted acts [n, B] (None without ``act_knowledge``)."""
+        """Greedy decoding from n draws z ~ p(z|c): tokens [n, B, <= max_len + 1] (at most ``max_len`` words, then
+        ``</s>``, then ``<pad>``) and the predicted acts [n, B] (None without ``act_knowledge``)."""
         c, _ = self.encode(batch)
         m, logvar = self.prior_params(c)
         b = c.shape[0]
@@ -207,9 +245,12 @@ class DialogCVAE(nn.Module):
         token = torch.full((n * b, 1), self.bos, dtype=torch.long, device=c.device)
         done = torch.zeros(n * b, dtype=torch.bool, device=c.device)
         steps = []
-        for _ in range(max_len + 1):
+        for step in range(max_len + 1):
             out, h = self.decoder(self.emb(token), h)
-            nxt = self.out(out[:, -1]).argmax(-1).masked_fill(done, self.pad)
+            nxt = self.out(out[:, -1]).argmax(-1)
+            if step == max_len:  # a response still open after max_len words ends here
+                nxt = torch.full_like(nxt, self.eos)
+            nxt = nxt.masked_fill(done, self.pad)
             steps.append(nxt)
             done |= nxt == self.eos
             token = nxt.unsqueeze(1)
@@ -247,10 +288,12 @@ def evaluate_dialog(model: DialogCVAE, split: DialogSplit, vocab: Vocab, *, batc
     """Metrics of ``model`` on ``split`` (definitions: ``trainables.text.dialog_metrics``), nats per response:
     ``rec``, ``kl`` (semi-implicit: the bound with ``n_components − 1`` shared draws), ``elbo = −(rec + kl)``,
     ``rec_ppl``, ``ppl``, ``mi`` (I(x, z) under q over the first ``mi_rows`` pairs, leave-one-out for SI). With
-    ``samples`` = N > 0 also N greedy responses per context from z ~ p(z|c): BLEU-1..4 precision/recall,
-    distinct-1/2, ``bow_*`` (needs ``vectors`` [V, d] over ``vocab``), ``act_acc`` (with act knowledge; over all
-    N·contexts predictions) and ``examples`` (the first ``examples`` pairs: context, reference, samples).
-    Runs under its own seeded RNG; the caller's RNG state is restored."""
+    ``samples`` = N > 0 also N greedy responses per context from z ~ p(z|c) and their metrics
+    (``trainables.text.dialog_metrics.generation_metrics``: BLEU-1..4 precision/recall/F1, the BOW embedding
+    scores' precision/recall, which need ``vectors`` [V, d] over ``vocab``, intra/inter-distinct-1/2, response
+    length in words), ``act_acc`` (with act knowledge; over all N·contexts predictions) and ``examples`` (the
+    first ``examples`` pairs: context, reference, samples). Runs under its own seeded RNG; the caller's RNG state
+    is restored."""
     was_training = model.training
     model.eval()
     devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
@@ -262,8 +305,9 @@ def evaluate_dialog(model: DialogCVAE, split: DialogSplit, vocab: Vocab, *, batc
         for idx in batch_indices(len(split), batch_size, shuffle=False):
             batch = make_batch(split, idx, vocab, device)
             c, x = model.encode(batch)
-            mu, logvar = model.components(c, x, batch.act, n_components)
-            kl, z = kl_to_prior(mu, logvar, *model.prior_params(c))
+            prior = model.prior_params(c)
+            mu, logvar = model.posterior_params(c, x, batch, n_components, prior)
+            kl, z = kl_to_prior(mu, logvar, *prior)
             sums["rec"] += float(model.decode_terms(c, z, batch)["rec"].sum())
             sums["kl"] += float(kl.sum())
             take = min(mi_rows - sum(len(t) for t in mi_parts["z"]), len(idx))
@@ -305,8 +349,9 @@ def train_dialog(data: DialogData, model_cfg: DialogModelConfig, cfg: DialogTrai
     (generation metrics when ``cfg.samples`` > 0, with ``vectors`` for the embedding scores).
 
     ``on_epoch(row)`` gets ``epoch``, ``iteration``, ``beta``, ``k``, ``aggressive``, ``inner_steps``,
-    ``train_{rec,kl,bow,act}`` (means over the epoch's responses, nats) and ``val_{rec,kl,elbo,rec_ppl,mi}``.
-    Raises :class:`DivergedError` on a non-finite loss."""
+    ``train_{rec,kl}``, ``train_bow`` (with ``bow``) and ``train_act`` (with ``act_knowledge``) (means over the
+    epoch's responses, nats) and ``val_{rec,kl,elbo,rec_ppl,mi}``. Raises :class:`DivergedError` on a non-finite
+    loss."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = DialogCVAE(data.vocab, len(data.acts), model_cfg).to(device)
@@ -338,7 +383,8 @@ def train_dialog(data: DialogData, model_cfg: DialogModelConfig, cfg: DialogTrai
         n = len(data.train)
         row = {"epoch": epoch, "iteration": run.t, "beta": beta, "k": k, "aggressive": run.aggressive,
                "inner_steps": inner,
-               **{f"train_{key}": v / n for key, v in sums.items() if key != "act" or model_cfg.act_knowledge},
+               **{f"train_{key}": v / n for key, v in sums.items()
+                  if {"act": model_cfg.act_knowledge, "bow": model_cfg.bow}.get(key, True)},
                **{f"val_{m}": float(val[m]) for m in ("rec", "kl", "elbo", "rec_ppl", "mi")}}
         history.append(row)
         run.end_epoch(val["mi"])

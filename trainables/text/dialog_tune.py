@@ -1,4 +1,4 @@
-"""Ray Tune adapter for the dialog CVAE: one configuration (schedule × posterior × seed) per trial, trained in
+"""Ray Tune adapter for the dialog CVAE: one configuration (schedule × posterior × bow × seed) per trial, trained in
 the trial's process (reused actors). :func:`run_configuration` is Ray-free; :func:`dialog_trainable` is the thin
 Tune function trainable around it.
 
@@ -23,11 +23,15 @@ import torch
 
 from trainables.errors import DivergedError
 from trainables.text.dialog_data import DialogData, load_swda
-from trainables.text.dialog_metrics import word_vectors
+from trainables.text.dialog_metrics import EMBEDDING_SCORES, word_vectors
 from trainables.text.dialog_model import DialogModelConfig, DialogTrainConfig, train_dialog
 
-TEST_METRICS = ("rec", "kl", "elbo", "rec_ppl", "ppl", "mi", *(f"bleu{n}_{s}" for n in range(1, 5) for s in "pr"),
-                "bow_avg", "bow_extrema", "bow_greedy", "distinct_1", "distinct_2", "act_acc")
+#: The test metrics a final result carries (definitions and units: ``trainables.text.dialog_metrics``; rec and KL in
+#: nats per response, response_len in words, the BOW cosines in [−1, 1], the rest in [0, 1]).
+TEST_METRICS = ("rec", "kl", "elbo", "rec_ppl", "ppl", "mi",
+                *(f"bleu{n}_{s}" for n in range(1, 5) for s in ("p", "r", "f1")),
+                *(f"{key}_{s}" for key in EMBEDDING_SCORES for s in "pr"),
+                "intra_dist1", "intra_dist2", "inter_dist1", "inter_dist2", "response_len", "act_acc")
 _CACHE: dict[str, tuple[DialogData, np.ndarray]] = {}
 
 

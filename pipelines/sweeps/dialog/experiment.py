@@ -1,6 +1,6 @@
 """The dialog sweep's Tune experiment: the trial config of ``trainables.text.dialog_tune``
-(:func:`base_trial_config`), the grid over it (posteriors × schedules × seeds, :func:`param_space`) and the Tuner,
-fitted or restored (:func:`run_sweep`). Resources are Ray's units (CPUs, GPUs per trial).
+(:func:`base_trial_config`), the grid over it (``pipelines.sweeps.dialog.axes.AXES`` × seeds, :func:`param_space`)
+and the Tuner, fitted or restored (:func:`run_sweep`). Resources are Ray's units (CPUs, GPUs per trial).
 """
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.common.rundir import RunDir
+from pipelines.sweeps.dialog.axes import fill_grid
 from pipelines.sweeps.dialog.settings import DATA_KEYS, MODEL_KEYS, TRAIN_KEYS
 from pipelines.sweeps.driver import SWEEP_STAGE
 from pipelines.sweeps.settings import training_seeds
@@ -17,18 +18,17 @@ def base_trial_config(cfg: dict[str, Any], data_dir: Path) -> dict[str, Any]:
     """The trial config of ``trainables.text.dialog_tune`` before the grid entries are filled in."""
     return {"data_dir": str(data_dir), "data": {k: cfg[k] for k in DATA_KEYS},
             "model": {**{k: cfg[k] for k in MODEL_KEYS},
-                      "posterior_options": {"semi-implicit": {"noise_dim": cfg["si_noise_dim"]}}},
+                      "posterior_options": {"semi-implicit": {"noise_dim": cfg["si_noise_dim"]},
+                                            "sa": {"steps": cfg["sa_steps"], "lr": cfg["sa_lr"]}}},
             "train": {k: cfg[k] for k in TRAIN_KEYS}, "vector_dim": cfg["vector_dim"],
             "threads": max(1, int(cfg["cpus_per_trial"])), "device": "cuda" if cfg["gpus_per_trial"] > 0 else "cpu"}
 
 
 def param_space(cfg: dict[str, Any], data_dir: Path) -> dict[str, Any]:
-    """Nested ``grid_search`` over posteriors × schedules × seeds."""
+    """Nested ``grid_search`` over every grid axis × seeds."""
     from ray import tune
 
-    space = base_trial_config(cfg, data_dir)
-    space["model"]["posterior"] = tune.grid_search(cfg["posteriors"])
-    space["train"]["schedule"] = tune.grid_search(cfg["schedules"])
+    space = fill_grid(base_trial_config(cfg, data_dir), cfg, tune.grid_search)
     space["train"]["seed"] = tune.grid_search(training_seeds(cfg))
     return space
 

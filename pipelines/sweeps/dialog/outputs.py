@@ -13,14 +13,16 @@ from pathlib import Path
 import pandas as pd
 
 from pipelines.common.rundir import RunDir, atomic_write, read_json, write_json
+from pipelines.sweeps.dialog import axes
 from pipelines.sweeps.driver import Finished, Prepared, mlflow_line
 from pipelines.sweeps.settings import schedule_options, training_seeds
 
 
 @dataclass
 class DialogTables:
-    """``curves``: per-epoch points (trial_id, configuration ``schedule / posterior``, seed, epoch and the
-    tracking's ``EPOCH_KEYS``); ``examples``: configuration -> the generated examples of its first complete seed."""
+    """``curves``: per-epoch points (trial_id, configuration label of ``pipelines.sweeps.dialog.axes.label``, e.g.
+    ``cyclical / gaussian / bow``, seed, epoch and the tracking's ``EPOCH_KEYS``); ``examples``: configuration ->
+    the generated examples of its first complete seed."""
 
     curves: pd.DataFrame
     examples: dict[str, list]
@@ -37,8 +39,7 @@ def tune_tables(grid) -> DialogTables:
         config, trial_id = trial_identity(result)
         if config is None:
             continue
-        train, model = config["train"], config["model"]
-        label = f"{train['schedule']} / {model['posterior']}"
+        train, label = config["train"], axes.label(axes.values_of(config))
         curves += [{"trial_id": trial_id, "configuration": label, "seed": int(train["seed"]), **p}
                    for p in curve_points(result.metrics_dataframe)]
         metrics = result.metrics or {}
@@ -82,7 +83,7 @@ def write_outputs(done: Finished, p: Prepared, experiment: str) -> list[Path]:
 
 def summary(results: pd.DataFrame) -> str:
     """The results as the console shows them at the end: one line per training, test metrics to 3 decimals."""
-    cols = ["schedule", "posterior", "seed", "rec_ppl", "kl", "bleu4_p", "bleu4_r", "bow_avg", "distinct_2",
-            "act_acc", "status"]
-    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 3):
+    cols = [*axes.COLUMNS, "seed", "rec_ppl", "kl", "bleu4_p", "bleu4_r", "bleu4_f1", "bow_avg_r", "bow_extrema_r",
+            "inter_dist2", "response_len", "act_acc", "status"]
+    with pd.option_context("display.width", 220, "display.max_columns", 20, "display.precision", 3):
         return results[cols].to_string(index=False)

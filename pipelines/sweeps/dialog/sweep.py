@@ -1,4 +1,5 @@
-"""Dialog CVAE sweep on Ray Tune: β schedules × posteriors × seeds for a kgCVAE-style conditional VAE on Switchboard.
+"""Dialog CVAE sweep on Ray Tune: β schedules × posteriors × bag-of-words loss on/off × seeds for a kgCVAE-style
+conditional VAE on Switchboard.
 
 ``python pipelines/dialog.py [--preset swda-small|swda] [--set key=value ...] [--data-dir DIR] [--output DIR]
 [--resume] [--tracking-uri URI] [--address ADDR] [--no-dashboard]``, locally or through ``ray job submit
@@ -12,18 +13,19 @@ Stages:
    ``swda/valid.jsonl`` alone, split by dialog with ``seed``); the tracking URI and an existing run directory
    checked. Any problem is one line ``error: ...`` on stderr and exit status 2, with nothing written.
 2. **sweep**: one Tune experiment in ``DIR/tune/sweep``, shown as one progress bar: every configuration of
-   ``schedules × posteriors`` is trained once per entry of ``seeds`` (one trial each, ``trainables.text.dialog_tune``,
-   on reused actors, ``concurrency`` at a time). The driver records every finished trial once
-   (:class:`pipelines.sweeps.dialog.tracking.DialogRecorder`): a row of ``results.parquet`` and an MLflow run in
-   experiment ``dialog-swda``, nested under the run directory's parent run (every setting as a param, the code
-   and package versions; found again, not duplicated, by a rerun).
+   ``schedules × posteriors × bow`` (the grid axes, ``pipelines.sweeps.dialog.axes``) is trained once per entry of
+   ``seeds`` (one trial each, ``trainables.text.dialog_tune``, on reused actors, ``concurrency`` at a time). The
+   driver records every finished trial once (:class:`pipelines.sweeps.dialog.tracking.DialogRecorder`): a row of
+   ``results.parquet`` and an MLflow run in experiment ``dialog-swda``, nested under the run directory's parent run
+   (every setting as a param, the code and package versions; found again, not duplicated, by a rerun).
 3. **outputs**, written atomically into ``--output`` (default ``runs/dialog/<preset>``): ``results.parquet`` (one
-   row per configuration and seed: ``schedule, posterior, seed``, the test metrics ``rec, kl, elbo, rec_ppl,
-   ppl, mi, bleu{1..4}_{p,r}, bow_avg, bow_extrema, bow_greedy, distinct_1, distinct_2, act_acc``, the
-   settings, ``status``, ``error``, ``trial_id``, ``mlflow_run_id``), ``curves.parquet`` (per epoch),
-   ``examples.json`` (generated responses), ``learning_curves.png`` (validation KL, rec and β per epoch),
-   ``beta_schedules.png``, ``report.md`` (a table like the thesis's Table 2.3 with mean ± sd over seeds and a
-   plain-words reading with Welch's test over seeds) and ``manifest.json``.
+   row per configuration and seed: ``schedule, posterior, bow, seed``, the test metrics ``rec, kl, elbo,
+   rec_ppl, ppl, mi, bleu{1..4}_{p,r,f1}, bow_{avg,extrema,greedy}_{p,r}, intra_dist{1,2}, inter_dist{1,2},
+   response_len, act_acc`` (definitions: ``trainables.text.dialog_metrics``), the settings, ``status``,
+   ``error``, ``trial_id``, ``mlflow_run_id``), ``curves.parquet`` (per epoch), ``examples.json`` (generated
+   responses), ``learning_curves.png`` (validation KL, rec and β per epoch), ``beta_schedules.png``, ``report.md``
+   (tables like the thesis's Table 2.3 with mean ± sd over seeds and a plain-words reading of every grid axis
+   with Welch's test over seeds) and ``manifest.json``.
 
 Resume: rerun the same command (or add ``--resume``) after a crash or ``kill -9``: the Tune experiment continues
 with ``Tuner.restore`` and no row or MLflow run is written twice; once the sweep is finished a rerun trains
@@ -42,6 +44,7 @@ from typing import Any
 import pandas as pd
 
 from pipelines.common.rundir import RunDir
+from pipelines.sweeps.dialog.axes import configurations
 from pipelines.sweeps.dialog.experiment import run_sweep
 from pipelines.sweeps.dialog.outputs import stored_tables, summary, tune_tables, write_outputs
 from pipelines.sweeps.dialog.settings import DATA_KEYS, DIALOG_PRESETS, load_config
@@ -100,8 +103,8 @@ class DialogSweep(SweepDriver):
         return need, "a configuration", {"GPU": "set gpus_per_trial=0 to train on CPUs"}
 
     def sweep_size(self, p: Prepared) -> int:
-        """Configurations (schedules × posteriors) × seeds."""
-        return len(p.cfg["schedules"]) * len(p.cfg["posteriors"]) * len(training_seeds(p.cfg))
+        """Configurations (the product of the grid axes) × seeds."""
+        return configurations(p.cfg) * len(training_seeds(p.cfg))
 
     def recorder(self, run: RunDir, p: Prepared, experiment: str, tags: dict[str, str], progress=None):
         from pipelines.sweeps.dialog.tracking import DialogRecorder

@@ -6,7 +6,8 @@ logs the MLflow run first (tagged with the row's key and found again by it after
 configuration, per-epoch metric histories, final metrics, tags ``status``/``error``, start and end = the
 training's) and then appends the row to :class:`DialogResultsTable`
 (a :class:`pipelines.common.journal.JournaledTable`).
-A row's key is ``(schedule, posterior, seed)``; a trial recorded again (after ``Tuner.restore``, or by
+A row's key is the grid axes' values (``pipelines.sweeps.dialog.axes.AXES``: schedule, posterior, bow) and the
+seed; a trial recorded again (after ``Tuner.restore``, or by
 :meth:`DialogRecorder.reconcile` from Tune's results) is recorded once. The progress bar is the sweeps'
 ``SweepProgress`` (rows carry ``elbo`` and ``ppl``).
 """
@@ -20,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from pipelines.common.journal import JournaledTable
+from pipelines.sweeps.dialog import axes
 from pipelines.sweeps.tracking import SweepProgress, SweepRecorder, as_number, outcome
 from pipelines.sweeps.tracking import curve_points as _curve_points
 from pipelines.sweeps.tracking import epoch_point as _epoch_point
@@ -31,7 +33,7 @@ __all__ = ["DialogRecorder", "DialogResultsTable", "SweepProgress", "curve_point
 #: Per-epoch keys kept for the learning curves and logged as MLflow metric histories (nats per response).
 EPOCH_KEYS = ("beta", "k", "inner_steps", "train_rec", "train_kl", "train_bow", "train_act", "val_rec", "val_kl",
               "val_elbo", "val_rec_ppl", "val_mi")
-HEAD_COLUMNS: dict[str, Any] = {"schedule": str, "posterior": str, "seed": "int64",
+HEAD_COLUMNS: dict[str, Any] = {**{a.column: a.dtype for a in axes.AXES}, "seed": "int64",
                                 **{m: "float64" for m in TEST_METRICS}}
 TAIL_COLUMNS: dict[str, Any] = {
     "val_elbo": "float64", "epochs_run": "int64", "beta_max": "float64", "cycles": "int64", "ratio": "float64",
@@ -42,8 +44,8 @@ TAIL_COLUMNS: dict[str, Any] = {
 
 
 def run_name(config: Mapping[str, Any]) -> str:
-    """``<schedule>-<posterior>-s<seed>``."""
-    return f"{config['train']['schedule']}-{config['model']['posterior']}-s{config['train']['seed']}"
+    """``<schedule>-<posterior>-<bow|no-bow>-s<seed>`` (:func:`pipelines.sweeps.dialog.axes.run_name`)."""
+    return axes.run_name(config)
 
 
 def run_params(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -63,7 +65,7 @@ def result_row(config: Mapping[str, Any], result: Mapping[str, Any], trial_id: s
     status, error = outcome(result, error)
     final = status == "complete"
     train, model = config["train"], config["model"]
-    return {"schedule": train["schedule"], "posterior": model["posterior"], "seed": int(train["seed"]),
+    return {**axes.values_of(config), "seed": int(train["seed"]),
             **{m: as_number(result.get(m)) if final else None for m in TEST_METRICS},
             "val_elbo": as_number(result.get("val_elbo")), "epochs_run": int(result.get("epoch", 0) or 0),
             "beta_max": schedule_entry(train["schedule"], train.get("beta_max", 1.0))[1],
@@ -77,8 +79,9 @@ def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(row) - {*HEAD_COLUMNS, *TAIL_COLUMNS})
     if unknown:
         raise ValueError(f"results row: unknown column(s) {unknown}")
-    if row.get("status") not in ("complete", "stopped", "failed") or row.get("schedule") is None:
-        raise ValueError(f"results row: needs a schedule and a status complete/stopped/failed, got {dict(row)}")
+    if row.get("status") not in ("complete", "stopped", "failed") or any(row.get(c) is None for c in axes.COLUMNS):
+        raise ValueError(f"results row: needs {', '.join(axes.COLUMNS)} and a status complete/stopped/failed, got "
+                         f"{dict(row)}")
     out: dict[str, Any] = {}
     for col, dtype in {**HEAD_COLUMNS, **TAIL_COLUMNS}.items():
         value = row.get(col)
@@ -94,13 +97,14 @@ def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def typed_results(df: pd.DataFrame) -> pd.DataFrame:
-    """Columns in order with their dtypes; rows sorted by posterior, schedule and seed."""
+    """Columns in order with their dtypes; rows sorted by the axes (last axis first) and the seed."""
     df = df.reindex(columns=[*HEAD_COLUMNS, *TAIL_COLUMNS]).astype({**HEAD_COLUMNS, **TAIL_COLUMNS})
-    return df.sort_values(["posterior", "schedule", "seed"], kind="stable").reset_index(drop=True)
+    return df.sort_values([*reversed(axes.COLUMNS), "seed"], kind="stable").reset_index(drop=True)
 
 
-def row_key(row: Mapping[str, Any]) -> tuple[str, str, int]:
-    return str(row["schedule"]), str(row["posterior"]), int(row.get("seed") or 0)
+def row_key(row: Mapping[str, Any]) -> tuple:
+    """The axes' values (each as its column's type) and the seed."""
+    return (*(a.dtype(row[a.column]) for a in axes.AXES), int(row.get("seed") or 0))
 
 
 class DialogResultsTable(JournaledTable):
