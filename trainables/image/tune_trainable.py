@@ -76,7 +76,7 @@ class TeacherBundle:
 
     def weights(self, i: int) -> dict[str, torch.Tensor]:
         """Teacher ``i``'s state dict as (writable, CPU) tensors."""
-        return {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in self.state_dicts[i].items()}
+        return _to_tensors(self.state_dicts[i])
 
     def build(self, num_classes: int, in_channels: int, device: torch.device) -> list[torch.nn.Module]:
         """The teacher modules on ``device``, in eval mode; built once per process and bundle (the last one
@@ -138,7 +138,7 @@ class InitialWeights:
         sd = self.state_dicts.get(self.key(arch_hash, seed))
         if sd is None:
             return None
-        return {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in sd.items()}
+        return _to_tensors(sd)
 
     def lineage(self, arch_hash: str, seed: int) -> str:
         """The lineage string of ``(arch_hash, seed)``'s initial weights (``""`` where not recorded)."""
@@ -147,6 +147,11 @@ class InitialWeights:
 
 class MissingInitialWeights(LookupError):
     """A fine-tune trial whose (architecture, seed) has no entry in its :class:`InitialWeights`."""
+
+
+def _to_tensors(state_dict: dict) -> dict[str, torch.Tensor]:
+    """A state dict pickled by :func:`_to_numpy` back as (writable, CPU) tensors."""
+    return {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in state_dict.items()}
 
 
 def _to_numpy(value):
