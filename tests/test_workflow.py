@@ -150,3 +150,22 @@ def test_space_operator_search_setting_reaches_the_sampled_genotypes(fake, tmp_p
     flow.warmup()
     ops = {c.ops for g in fake[0].genotypes for c in Genotype.from_json(g).cells}
     assert ops != {default_ops(6)}  # operators drawn per vertex, not the fixed assignment
+
+
+def test_a_stage_that_may_fail_entirely_is_finished_with_its_failures_and_a_required_one_stops(monkeypatch, tmp_path):
+    """``Stage.required=False`` (the comparison): every trial failing is recorded and the run goes on; a required
+    stage with no usable candidate stops with one line and stays unfinished."""
+    import fake_stages
+
+    from pipelines.nas.teachers import NoUsableCandidates
+    from pipelines.nas.tune_stage import Stage
+
+    fake_stages.install(monkeypatch, dead=lambda h: True)
+    flow = make(tmp_path)
+    genotypes = [g.to_json() for g in flow.space.sample_many(2, seed=0)]
+    records = flow.evaluate(Stage("compare", "compare", 0, flow.warmup_train(), genotypes=genotypes, seeds=[0, 1],
+                                  required=False))
+    assert len(records) == 4 and not any(r["checkpoint"] for r in records) and flow.run.done("compare")
+    with pytest.raises(NoUsableCandidates, match="stage warmup: every candidate failed"):
+        flow.evaluate(Stage("warmup", "warmup", 0, flow.warmup_train(), genotypes=genotypes))
+    assert not flow.run.done("warmup")
